@@ -1,0 +1,196 @@
+//! `rlhf bench`: the numbers we compare against PyTorch (scripts/bench_torch.py measures the same
+//! shapes): f32 matmul GFLOP/s, greedy decoding tokens/s at batch 1 and 8 (128 new tokens, no
+//! early stop), and one training step (forward + backward + AdamW) at batch 4 × 128.
+//! Each section runs in its own process so its peak RSS is its own.
+
+use crate::{loading, progress};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rlhf_data::Message;
+use rlhf_model::{generate, token_logprobs, GenerationConfig, SamplingParams};
+use rlhf_train::{AdamW, AdamWConfig};
+use serde_json::{json, Value};
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "default")]
+    model: String,
+    /// Run one section in this process: matmul, decode or train.
+    #[arg(long)]
+    only: Option<String>,
+    /// Timed training steps (after one warm-up step).
+    #[arg(long, default_value_t = 5)]
+    train_steps: usize,
+    /// Timed decoding runs per batch size.
+    #[arg(long, default_value_t = 3)]
+    decode_runs: usize,
+    #[arg(long, default_value_t = 128)]
+    new_tokens: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Peak resident set size of this process in MB (Linux `VmHWM`).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn matmul() -> Result<Value> {
+    let n = 1024;
+    let a = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+    let b = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+    for _ in 0..2 {
+        a.matmul(&b)?;
+    }
+    let mut secs = vec![];
+    for _ in 0..10 {
+        let t = Instant::now();
+        a.matmul(&b)?;
+        secs.push(t.elapsed().as_secs_f64());
+    }
+    let gflops: Vec<f64> = secs.iter().map(|s| 2.0 * (n as f64).powi(3) / s / 1e9).collect();
+    Ok(json!({"matmul_gflops": median(&gflops), "samples": gflops}))
+}
+
+fn decode(a: &Args) -> Result<Value> {
+    let loaded = loading::load(&a.model, &Device::Cpu)?;
+    let tok = &loaded.tokenizer;
+    let prompt = tok.encode_chat(&[Message::user("Tell me a story about a robot.")], true)?;
+    let mut out = json!({"prompt_tokens": prompt.len(), "new_tokens": a.new_tokens});
+    for batch in [1usize, 8] {
+        let cfg = GenerationConfig {
+            max_new_tokens: a.new_tokens,
+            sampling: SamplingParams::greedy(),
+            eos_token_ids: vec![], // exactly new_tokens tokens per row
+            pad_token_id: tok.pad_id(),
+        };
+        let mut rates = vec![];
+        for run in 0..a.decode_runs {
+            let pb = progress::bar(a.new_tokens as u64, &format!("decode b{batch} #{}", run + 1));
+            let t = Instant::now();
+            let g = generate(&loaded.model, &vec![prompt.clone(); batch], &cfg, None, &mut |s| pb.set_position(s as u64))?;
+            let secs = t.elapsed().as_secs_f64();
+            pb.finish_and_clear();
+            let n: usize = g.response_ids.iter().map(Vec::len).sum();
+            rates.push(n as f64 / secs);
+        }
+        out[format!("decode_tokens_per_s_b{batch}")] = json!(median(&rates));
+        out[format!("decode_samples_b{batch}")] = json!(rates);
+    }
+    out["peak_rss_mb"] = json!(peak_rss_mb());
+    Ok(out)
+}
+
+fn train(a: &Args) -> Result<Value> {
+    let (batch, len) = (4usize, 128usize);
+    let loaded = loading::load(&a.model, &Device::Cpu)?;
+    let vocab = loaded.model.config().vocab_size;
+    let (model, vars) = loaded.model.trainable()?;
+    drop(loaded.model);
+    let mut opt = AdamW::new(vars, AdamWConfig::default())?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let ids: Vec<u32> = (0..batch * len).map(|_| rng.random_range(0..vocab as u32)).collect();
+    let ids = Tensor::from_vec(ids, (batch, len), &Device::Cpu)?;
+    let mask = Tensor::ones((batch, len), DType::U32, &Device::Cpu)?;
+    let (mut fwd, mut bwd, mut step, mut total, mut losses) = (vec![], vec![], vec![], vec![], vec![]);
+    let pb = progress::bar(a.train_steps as u64 + 1, "train step");
+    for i in 0..=a.train_steps {
+        let t0 = Instant::now();
+        let loss = token_logprobs(&model, &ids, &mask, 1.0)?.mean_all()?.neg()?;
+        let t1 = Instant::now();
+        let grads = loss.backward()?;
+        let t2 = Instant::now();
+        opt.step(&grads, 1e-5)?;
+        drop(grads);
+        let t3 = Instant::now();
+        losses.push(loss.to_scalar::<f32>()?);
+        pb.inc(1);
+        if i > 0 {
+            fwd.push((t1 - t0).as_secs_f64());
+            bwd.push((t2 - t1).as_secs_f64());
+            step.push((t3 - t2).as_secs_f64());
+            total.push((t3 - t0).as_secs_f64());
+        }
+    }
+    pb.finish_and_clear();
+    Ok(json!({
+        "batch": batch, "seq_len": len,
+        "train_step_s": median(&total), "forward_s": median(&fwd), "backward_s": median(&bwd), "optimizer_s": median(&step),
+        "samples_s": total, "losses": losses, "peak_rss_mb": peak_rss_mb(),
+    }))
+}
+
+fn section(a: &Args, name: &str) -> Result<Value> {
+    match name {
+        "matmul" => matmul(),
+        "decode" => decode(a),
+        "train" => train(a),
+        other => bail!("--only {other}: expected matmul, decode or train"),
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let threads = candle_core::utils::get_num_threads();
+    if let Some(name) = &a.only {
+        let mut v = section(&a, name)?;
+        v["threads"] = json!(threads);
+        println!("{}", serde_json::to_string(&v)?);
+        return Ok(());
+    }
+    loading::resolve_model(&a.model)?;
+    let exe = std::env::current_exe().context("locating the rlhf binary")?;
+    let mut all = json!({"threads": threads, "model": a.model});
+    for name in ["matmul", "decode", "train"] {
+        let out = std::process::Command::new(&exe)
+            .args(["bench", "--model", &a.model, "--only", name])
+            .args(["--train-steps", &a.train_steps.to_string(), "--decode-runs", &a.decode_runs.to_string()])
+            .args(["--new-tokens", &a.new_tokens.to_string()])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("running bench section {name}"))?;
+        if !out.status.success() {
+            bail!("bench section {name} failed");
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).with_context(|| format!("bench section {name} printed no JSON"))?;
+        all[name] = v;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    let f = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.2}"));
+    println!("rlhf bench — model {}, {threads} threads, f32", a.model);
+    println!("  matmul 1024³              {:>10} GFLOP/s", f(&all["matmul"]["matmul_gflops"]));
+    println!("  decode batch 1            {:>10} tokens/s", f(&all["decode"]["decode_tokens_per_s_b1"]));
+    println!("  decode batch 8            {:>10} tokens/s", f(&all["decode"]["decode_tokens_per_s_b8"]));
+    let t = &all["train"];
+    println!(
+        "  train step 4×128          {:>10} s  (forward {} / backward {} / AdamW {})",
+        f(&t["train_step_s"]),
+        f(&t["forward_s"]),
+        f(&t["backward_s"]),
+        f(&t["optimizer_s"])
+    );
+    println!("  train peak RSS            {:>10} MB", f(&t["peak_rss_mb"]));
+    println!("  decode peak RSS           {:>10} MB", f(&all["decode"]["peak_rss_mb"]));
+    Ok(())
+}

@@ -1,0 +1,4 @@
+pub mod bench;
+pub mod convert;
+pub mod generate;
+pub mod logprobs;

@@ -1,0 +1,142 @@
+//! What every attention layer shares: positions and the additive mask derived from the
+//! attention mask, rotary tables, and the scaled-dot-product core with grouped KV heads.
+//!
+//! Positions are `cumsum(mask) − 1` clamped at 0 (ARCHITECTURE.md "Padding"), in generation and
+//! in training alike, so a left-padded row gets exactly the positions it would get alone.
+
+use crate::config::{ModelConfig, RopeScaling};
+use crate::ops::Kernels;
+use candle_core::{bail, DType, Device, Result, Tensor};
+
+/// Per-forward inputs derived from the `[B, Tk]` attention mask for `T` new tokens.
+pub struct AttnContext {
+    /// `[B, T]` position of each new token.
+    pub positions: Vec<Vec<u32>>,
+    /// `[B, 1, T, Tk]` additive mask: 0 where a query may attend, −∞ elsewhere.
+    pub mask: Tensor,
+}
+
+impl AttnContext {
+    /// `attention_mask`: `[B, Tk]` with 1 for real tokens and 0 for padding, covering the cached
+    /// tokens and the `new_tokens` being fed now (the last `new_tokens` columns).
+    pub fn new(attention_mask: &Tensor, new_tokens: usize, window: Option<usize>, dtype: DType) -> Result<Self> {
+        let rows = attention_mask.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        let b = rows.len();
+        let tk = rows.first().map_or(0, Vec::len);
+        if new_tokens == 0 || new_tokens > tk {
+            bail!("attention mask has {tk} columns, cannot cover {new_tokens} new tokens");
+        }
+        let past = tk - new_tokens;
+        let mut positions = Vec::with_capacity(b);
+        let mut mask = Vec::with_capacity(b * new_tokens * tk);
+        for row in &rows {
+            if let Some(&bad) = row.iter().find(|&&m| m > 1) {
+                bail!("attention mask values must be 0 or 1, found {bad}");
+            }
+            let mut cum = 0u32;
+            let mut pos = Vec::with_capacity(new_tokens);
+            for (j, &m) in row.iter().enumerate() {
+                cum += m;
+                if j >= past {
+                    pos.push(cum.saturating_sub(1));
+                }
+            }
+            positions.push(pos);
+            for i in 0..new_tokens {
+                let qi = past + i;
+                for (j, &m) in row.iter().enumerate() {
+                    // A padded query attends to itself only, so no softmax row is empty; real
+                    // queries never see padded keys.
+                    let causal = j <= qi && window.is_none_or(|w| qi - j < w);
+                    let allowed = causal && (m == 1 || j == qi);
+                    mask.push(if allowed { 0f32 } else { f32::NEG_INFINITY });
+                }
+            }
+        }
+        let mask = Tensor::from_vec(mask, (b, 1, new_tokens, tk), attention_mask.device())?.to_dtype(dtype)?;
+        Ok(Self { positions, mask })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.positions.len()
+    }
+
+    pub fn new_tokens(&self) -> usize {
+        self.positions.first().map_or(0, Vec::len)
+    }
+
+    /// Positions as a `[B, T]` u32 tensor (GPT-2's learned position embeddings).
+    pub fn positions_tensor(&self, device: &Device) -> Result<Tensor> {
+        let flat: Vec<u32> = self.positions.iter().flatten().copied().collect();
+        Tensor::from_vec(flat, (self.batch(), self.new_tokens()), device)
+    }
+}
+
+/// Rotary inverse frequencies with HF's scaling rules.
+pub fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f64> {
+    let d = cfg.head_dim;
+    let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
+    match &cfg.rope_scaling {
+        None => base,
+        Some(RopeScaling::Linear { factor }) => base.iter().map(|f| f / factor).collect(),
+        Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
+            let old = *original_max_position_embeddings as f64;
+            let (low_wl, high_wl) = (old / low_freq_factor, old / high_freq_factor);
+            base.iter()
+                .map(|&f| {
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen < high_wl {
+                        f
+                    } else if wavelen > low_wl {
+                        f / factor
+                    } else {
+                        let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+/// `cos`, `sin`: `[B, T, D/2]` for the given positions. In f32 the angles are formed in f32 as
+/// HF does (`inv_freq @ positions` in float32), so logits match transformers closely.
+pub fn rope_tables(inv_freq: &[f64], positions: &[Vec<u32>], dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+    let (b, t, h) = (positions.len(), positions.first().map_or(0, Vec::len), inv_freq.len());
+    if dtype == DType::F64 {
+        let (mut cos, mut sin) = (Vec::with_capacity(b * t * h), Vec::with_capacity(b * t * h));
+        for &p in positions.iter().flatten() {
+            for &f in inv_freq {
+                let a = p as f64 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        return Ok((Tensor::from_vec(cos, (b, t, h), device)?, Tensor::from_vec(sin, (b, t, h), device)?));
+    }
+    let inv32: Vec<f32> = inv_freq.iter().map(|&f| f as f32).collect();
+    let (mut cos32, mut sin32) = (Vec::with_capacity(b * t * h), Vec::with_capacity(b * t * h));
+    for &p in positions.iter().flatten() {
+        for &f in &inv32 {
+            let a = p as f32 * f;
+            cos32.push(a.cos());
+            sin32.push(a.sin());
+        }
+    }
+    let cos = Tensor::from_vec(cos32, (b, t, h), device)?.to_dtype(dtype)?;
+    let sin = Tensor::from_vec(sin32, (b, t, h), device)?.to_dtype(dtype)?;
+    Ok((cos, sin))
+}
+
+/// Scaled dot-product attention. `q: [B, H, T, D]` (contiguous), `k`, `v`: `[B, G, Tk, D]` with
+/// H a multiple of G; returns `[B·T, H·D]`. Query heads are grouped per KV head by a reshape,
+/// so K and V are never repeated.
+pub fn attend(kernels: Kernels, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let (b, h, t, d) = q.dims4()?;
+    let g = k.dim(1)?;
+    let q = q.reshape((b, g, (h / g) * t, d))?;
+    let scores = q.matmul(&k.t()?)?; // [B, G, R·T, Tk]
+    let p = kernels.masked_softmax(&scores, mask, 1.0 / (d as f64).sqrt())?;
+    let o = p.matmul(v)?; // [B, G, R·T, D]
+    o.reshape((b, h, t, d))?.transpose(1, 2)?.contiguous()?.reshape((b * t, h * d))
+}

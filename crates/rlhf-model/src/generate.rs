@@ -1,0 +1,152 @@
+//! Batched generation: left-padded prompts of different lengths, one prefill, then one token per
+//! step through the KV cache; rows stop independently on EOS or a stop condition.
+//!
+//! Returns what RL needs without recomputation: the full sequences with their attention mask,
+//! the response mask (generated tokens up to and including the first EOS), and the sampler's
+//! per-token logprobs (equal to [`crate::logprobs::token_logprobs`] on the same weights).
+
+use crate::model::CausalLm;
+use crate::sampling::{RowSampler, SamplingParams};
+use candle_core::{bail, DType, Result, Tensor};
+
+#[derive(Clone, Debug)]
+pub struct GenerationConfig {
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Tokens that end a response (kept in the response and its mask). Empty: never stop early.
+    pub eos_token_ids: Vec<u32>,
+    /// Filler for left padding and for rows that have stopped; never a real token here.
+    pub pad_token_id: u32,
+}
+
+/// Decides, after each new token, whether a row is done (e.g. stop strings decoded by a tokenizer).
+pub trait StopCondition {
+    fn should_stop(&self, row: usize, response: &[u32]) -> bool;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    Eos,
+    Stop,
+    /// Hit `max_new_tokens` (a truncated response).
+    Length,
+}
+
+pub struct Generated {
+    /// Padded prompt length P: responses start at column P of `sequences`.
+    pub prompt_len: usize,
+    /// `[B, P + N]` u32: left-padded prompts, responses, pad after a row stopped.
+    pub sequences: Tensor,
+    /// `[B, P + N]` u32: 1 on real prompt and response tokens.
+    pub attention_mask: Tensor,
+    /// `[B, N]` u32: 1 on generated tokens up to and including the stop token.
+    pub response_mask: Tensor,
+    /// `[B, N]` f32: the sampler's logprobs, 0 where `response_mask` is 0.
+    pub logprobs: Tensor,
+    pub response_ids: Vec<Vec<u32>>,
+    pub response_logprobs: Vec<Vec<f32>>,
+    pub finish: Vec<FinishReason>,
+}
+
+/// Left-pads `prompts` to a `[B, P]` batch; returns (ids, mask) as host rows.
+pub fn left_pad(prompts: &[Vec<u32>], pad: u32) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let ids = prompts.iter().map(|x| std::iter::repeat_n(pad, p - x.len()).chain(x.iter().copied()).collect()).collect();
+    let mask = prompts.iter().map(|x| std::iter::repeat_n(0u32, p - x.len()).chain(std::iter::repeat_n(1, x.len())).collect()).collect();
+    (ids, mask)
+}
+
+fn to_tensor(rows: &[Vec<u32>], dev: &candle_core::Device) -> Result<Tensor> {
+    let cols = rows.first().map_or(0, Vec::len);
+    Tensor::from_vec(rows.concat(), (rows.len(), cols), dev)
+}
+
+/// Generates continuations of `prompts` (token ids, no padding). `on_step` is called after every
+/// decoding step with the number of tokens generated so far (for progress bars).
+pub fn generate(
+    model: &CausalLm,
+    prompts: &[Vec<u32>],
+    cfg: &GenerationConfig,
+    stop: Option<&dyn StopCondition>,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<Generated> {
+    if prompts.is_empty() {
+        bail!("generate: no prompts");
+    }
+    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+        bail!("generate: prompt {i} is empty (it needs at least one token, e.g. BOS)");
+    }
+    cfg.sampling.validate().map_err(candle_core::Error::Msg)?;
+    let vocab = model.config().vocab_size as u32;
+    if let Some((i, &t)) = prompts.iter().enumerate().find_map(|(i, p)| p.iter().find(|&&t| t >= vocab).map(|t| (i, t))) {
+        bail!("generate: prompt {i} has token id {t}, outside the vocabulary of {vocab}");
+    }
+    // Rollouts never need gradients: run on detached weights so no graph is kept.
+    let model = model.detached()?;
+    let dev = model.device().clone();
+    let b = prompts.len();
+    let (ids, mut mask) = left_pad(prompts, cfg.pad_token_id);
+    let p = ids[0].len();
+    let mut cache = model.new_cache(p + cfg.max_new_tokens);
+    let mut samplers: Vec<RowSampler> = (0..b).map(|r| RowSampler::new(&cfg.sampling, r as u64)).collect();
+    let mut responses: Vec<Vec<u32>> = vec![Vec::new(); b];
+    let mut logprobs: Vec<Vec<f32>> = vec![Vec::new(); b];
+    let mut finish: Vec<Option<FinishReason>> = vec![None; b];
+
+    let mut step_ids = to_tensor(&ids, &dev)?;
+    let mut steps = 0;
+    while steps < cfg.max_new_tokens && finish.iter().any(Option::is_none) {
+        let hidden = model.hidden(&step_ids, &to_tensor(&mask, &dev)?, Some(&mut cache))?;
+        let t = hidden.dim(1)?;
+        let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?; // [B, d]
+        let logits = model.logits(&last)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let mut next = Vec::with_capacity(b);
+        for row in 0..b {
+            if finish[row].is_some() {
+                next.push(cfg.pad_token_id);
+                mask[row].push(0);
+                continue;
+            }
+            let (tok, lp) = samplers[row].sample(&logits[row]);
+            responses[row].push(tok);
+            logprobs[row].push(lp);
+            next.push(tok);
+            mask[row].push(1);
+            if cfg.eos_token_ids.contains(&tok) {
+                finish[row] = Some(FinishReason::Eos);
+            } else if stop.is_some_and(|s| s.should_stop(row, &responses[row])) {
+                finish[row] = Some(FinishReason::Stop);
+            }
+        }
+        steps += 1;
+        on_step(steps);
+        step_ids = Tensor::from_vec(next, (b, 1), &dev)?;
+    }
+
+    let n = steps;
+    let mut seq = Vec::with_capacity(b * (p + n));
+    let mut resp_mask = Vec::with_capacity(b * n);
+    let mut lp_flat = Vec::with_capacity(b * n);
+    for row in 0..b {
+        let r = &responses[row];
+        seq.extend_from_slice(&ids[row]);
+        seq.extend(r.iter().copied().chain(std::iter::repeat_n(cfg.pad_token_id, n - r.len())));
+        resp_mask.extend(std::iter::repeat_n(1u32, r.len()).chain(std::iter::repeat_n(0, n - r.len())));
+        lp_flat.extend(logprobs[row].iter().copied().chain(std::iter::repeat_n(0.0, n - r.len())));
+    }
+    let full_mask: Vec<Vec<u32>> = mask.iter().map(|m| {
+        let mut m = m.clone();
+        m.resize(p + n, 0);
+        m
+    }).collect();
+    Ok(Generated {
+        prompt_len: p,
+        sequences: Tensor::from_vec(seq, (b, p + n), &dev)?,
+        attention_mask: to_tensor(&full_mask, &dev)?,
+        response_mask: Tensor::from_vec(resp_mask, (b, n), &dev)?,
+        logprobs: Tensor::from_vec(lp_flat, (b, n), &dev)?,
+        response_ids: responses,
+        response_logprobs: logprobs,
+        finish: finish.into_iter().map(|f| f.unwrap_or(FinishReason::Length)).collect(),
+    })
+}

@@ -1,0 +1,30 @@
+//! `rlhf-model`: the transformer side of `rlhf` — our own Llama-family and GPT-2 implementations
+//! on candle, HF/GGUF weights IO, fused CPU ops with verified gradients, KV cache, sampling,
+//! batched generation and the one per-token logprob function.
+
+pub mod attention;
+pub mod config;
+pub mod default_model;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod gpt2;
+pub mod gradcheck;
+pub mod io;
+pub mod kv_cache;
+pub mod llama;
+pub mod logprobs;
+pub mod model;
+pub mod ops;
+pub mod sampling;
+pub mod tiny;
+pub mod weights;
+
+pub use config::{Family, ModelConfig};
+pub use error::{ModelError, Result};
+pub use generate::{generate, FinishReason, GenerationConfig, Generated, StopCondition};
+pub use logprobs::{token_logprobs, token_logprobs_tail};
+pub use model::CausalLm;
+pub use ops::Kernels;
+pub use sampling::SamplingParams;
+pub use weights::Weights;

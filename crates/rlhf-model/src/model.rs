@@ -1,0 +1,127 @@
+//! `CausalLm`: one handle over the implemented families, owning its named weights so it can be
+//! detached for rollouts, turned into trainable `Var`s, or saved as an HF folder.
+
+use crate::attention::AttnContext;
+use crate::config::{Family, ModelConfig};
+use crate::error::Result as ModelResult;
+use crate::gpt2::Gpt2;
+use crate::kv_cache::KvCache;
+use crate::llama::Llama;
+use crate::ops::Kernels;
+use crate::weights::{self, Weights};
+use candle_core::{DType, Device, Result, Tensor, Var};
+use std::path::Path;
+
+enum Arch {
+    Llama(Llama),
+    Gpt2(Gpt2),
+}
+
+pub struct CausalLm {
+    config: ModelConfig,
+    weights: Weights,
+    arch: Arch,
+    kernels: Kernels,
+}
+
+impl CausalLm {
+    pub fn new(config: ModelConfig, weights: Weights) -> Result<Self> {
+        let arch = match config.family {
+            Family::Llama => Arch::Llama(Llama::new(&config, &weights)?),
+            Family::Gpt2 => Arch::Gpt2(Gpt2::new(&config, &weights)?),
+        };
+        Ok(Self { config, weights, arch, kernels: Kernels::default() })
+    }
+
+    /// Loads an HF folder or GGUF file (see [`weights::load`]).
+    pub fn load(path: &Path, dtype: DType, device: &Device) -> ModelResult<Self> {
+        let loaded = weights::load(path, dtype, device)?;
+        Ok(Self::new(loaded.config, loaded.weights)?)
+    }
+
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.lm_head().dtype()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.lm_head().device()
+    }
+
+    /// A model over the same storage with no autograd tracking (for sampling and references).
+    pub fn detached(&self) -> Result<Self> {
+        Ok(Self::new(self.config.clone(), self.weights.detached())?.with_kernels(self.kernels))
+    }
+
+    /// A trainable copy: the returned vars are the parameters, in name order.
+    pub fn trainable(&self) -> Result<(Self, Vec<(String, Var)>)> {
+        let (w, vars) = self.weights.to_vars()?;
+        Ok((Self::new(self.config.clone(), w)?.with_kernels(self.kernels), vars))
+    }
+
+    pub fn save_hf(&self, dir: &Path) -> ModelResult<()> {
+        weights::save_hf(&self.config, &self.weights, dir)
+    }
+
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(self.config.num_hidden_layers, capacity)
+    }
+
+    fn lm_head(&self) -> &Tensor {
+        match &self.arch {
+            Arch::Llama(m) => m.lm_head(),
+            Arch::Gpt2(m) => m.lm_head(),
+        }
+    }
+
+    /// Final hidden states `[B, T, d]` for `ids: [B, T]`. `attention_mask: [B, past + T]` marks
+    /// real tokens (1) and padding (0), including tokens already in `cache`.
+    pub fn hidden(&self, ids: &Tensor, attention_mask: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        if attention_mask.dims2()? != (b, past + t) {
+            candle_core::bail!(
+                "attention mask {:?} must be [batch {b}, cached {past} + new {t}]",
+                attention_mask.dims()
+            );
+        }
+        let ctx = AttnContext::new(attention_mask, t, self.config.sliding_window, self.dtype())?;
+        let h = match &self.arch {
+            Arch::Llama(m) => m.hidden(self.kernels, ids, &ctx, cache)?,
+            Arch::Gpt2(m) => m.hidden(self.kernels, ids, &ctx, cache)?,
+        };
+        h.reshape((b, t, self.config.hidden_size))
+    }
+
+    /// `hidden: [..., d]` → logits `[..., V]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let dims = hidden.dims().to_vec();
+        let d = *dims.last().unwrap_or(&0);
+        let flat = hidden.reshape(((), d))?;
+        let logits = flat.matmul(&self.lm_head().t()?)?;
+        let mut out = dims;
+        *out.last_mut().expect("hidden has a last dim") = self.config.vocab_size;
+        logits.reshape(out)
+    }
+
+    /// Logits `[B, T, V]` for every position.
+    pub fn forward(&self, ids: &Tensor, attention_mask: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        self.logits(&self.hidden(ids, attention_mask, cache)?)
+    }
+}
