@@ -8,7 +8,11 @@ mod progress;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rlhf", version, about = "Align language models with human feedback: SFT, reward models, PPO/GRPO/DPO, human labelling, evaluation.")]
+#[command(
+    name = "rlhf",
+    version,
+    about = "Align language models with human feedback: SFT, reward models, PPO/GRPO/DPO, human labelling, evaluation."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

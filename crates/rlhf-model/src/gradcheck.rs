@@ -21,7 +21,11 @@ pub fn check_gradients(
     per_var: usize,
 ) -> Result<GradReport> {
     let grads = loss()?.backward()?;
-    let mut report = GradReport { worst_rel_err: 0.0, worst: String::new(), checked: 0 };
+    let mut report = GradReport {
+        worst_rel_err: 0.0,
+        worst: String::new(),
+        checked: 0,
+    };
     for (name, var) in vars {
         if var.dtype() != DType::F64 {
             candle_core::bail!("gradcheck: {name} must be f64");
@@ -44,7 +48,11 @@ pub fn check_gradients(
                 loss()?.to_scalar::<f64>()
             };
             let numeric = (at(h)? - at(-h)?) / (2.0 * h);
-            var.set(&Tensor::from_vec(original.clone(), var.shape(), var.device())?)?;
+            var.set(&Tensor::from_vec(
+                original.clone(),
+                var.shape(),
+                var.device(),
+            )?)?;
             let a = analytic[i];
             // Relative error, with an absolute floor: gradients below 1e-3 are compared to 1e-3
             // (round-off of a central difference is ~1e-9 absolute on losses of size ~10²).

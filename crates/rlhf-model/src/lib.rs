@@ -22,7 +22,7 @@ pub mod weights;
 
 pub use config::{Family, ModelConfig};
 pub use error::{ModelError, Result};
-pub use generate::{generate, FinishReason, GenerationConfig, Generated, StopCondition};
+pub use generate::{generate, FinishReason, Generated, GenerationConfig, StopCondition};
 pub use logprobs::{token_logprobs, token_logprobs_tail};
 pub use model::CausalLm;
 pub use ops::Kernels;

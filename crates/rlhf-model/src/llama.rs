@@ -4,7 +4,7 @@
 use crate::attention::{attend, rope_inv_freq, rope_tables, AttnContext};
 use crate::config::ModelConfig;
 use crate::kv_cache::KvCache;
-use crate::ops::{linear, Kernels};
+use crate::ops::Kernels;
 use crate::weights::Weights;
 use candle_core::{Result, Tensor};
 
@@ -15,10 +15,13 @@ struct Proj {
 
 impl Proj {
     fn load(w: &Weights, name: &str) -> Result<Self> {
-        Ok(Self { w: w.get(&format!("{name}.weight"))?.clone(), b: w.opt(&format!("{name}.bias")).cloned() })
+        Ok(Self {
+            w: w.get(&format!("{name}.weight"))?.clone(),
+            b: w.opt(&format!("{name}.bias")).cloned(),
+        })
     }
-    fn fwd(&self, x: &Tensor) -> Result<Tensor> {
-        linear(x, &self.w, self.b.as_ref())
+    fn fwd(&self, k: Kernels, x: &Tensor) -> Result<Tensor> {
+        k.linear(x, &self.w, self.b.as_ref())
     }
 }
 
@@ -54,7 +57,9 @@ impl Llama {
                     k: Proj::load(w, &format!("{p}.self_attn.k_proj"))?,
                     v: Proj::load(w, &format!("{p}.self_attn.v_proj"))?,
                     o: Proj::load(w, &format!("{p}.self_attn.o_proj"))?,
-                    post_norm: w.get(&format!("{p}.post_attention_layernorm.weight"))?.clone(),
+                    post_norm: w
+                        .get(&format!("{p}.post_attention_layernorm.weight"))?
+                        .clone(),
                     gate: Proj::load(w, &format!("{p}.mlp.gate_proj"))?,
                     up: Proj::load(w, &format!("{p}.mlp.up_proj"))?,
                     down: Proj::load(w, &format!("{p}.mlp.down_proj"))?,
@@ -62,8 +67,19 @@ impl Llama {
             })
             .collect::<Result<Vec<_>>>()?;
         let embed = w.get("model.embed_tokens.weight")?.clone();
-        let lm_head = if cfg.tie_word_embeddings { embed.clone() } else { w.get("lm_head.weight")?.clone() };
-        Ok(Self { cfg: cfg.clone(), embed, layers, norm: w.get("model.norm.weight")?.clone(), lm_head, inv_freq: rope_inv_freq(cfg) })
+        let lm_head = if cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            w.get("lm_head.weight")?.clone()
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed,
+            layers,
+            norm: w.get("model.norm.weight")?.clone(),
+            lm_head,
+            inv_freq: rope_inv_freq(cfg),
+        })
     }
 
     pub fn lm_head(&self) -> &Tensor {
@@ -71,7 +87,13 @@ impl Llama {
     }
 
     /// `ids: [B, T]` → final-norm hidden states `[B·T, d]`.
-    pub fn hidden(&self, k: Kernels, ids: &Tensor, ctx: &AttnContext, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    pub fn hidden(
+        &self,
+        k: Kernels,
+        ids: &Tensor,
+        ctx: &AttnContext,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let c = &self.cfg;
         let (b, t) = ids.dims2()?;
         let (h, g, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
@@ -79,18 +101,22 @@ impl Llama {
         let (cos, sin) = rope_tables(&self.inv_freq, &ctx.positions, x.dtype(), x.device())?;
         for (li, l) in self.layers.iter().enumerate() {
             let hn = k.rms_norm(&x, &l.input_norm, c.norm_eps)?;
-            let q = k.rope(&l.q.fwd(&hn)?.reshape((b, t, h, hd))?, &cos, &sin)?; // [B,H,T,D]
-            let kk = k.rope(&l.k.fwd(&hn)?.reshape((b, t, g, hd))?, &cos, &sin)?; // [B,G,T,D]
-            let v = l.v.fwd(&hn)?.reshape((b, t, g, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = k.rope(&l.q.fwd(k, &hn)?.reshape((b, t, h, hd))?, &cos, &sin)?; // [B,H,T,D]
+            let kk = k.rope(&l.k.fwd(k, &hn)?.reshape((b, t, g, hd))?, &cos, &sin)?; // [B,G,T,D]
+            let v =
+                l.v.fwd(k, &hn)?
+                    .reshape((b, t, g, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()?;
             let (kk, v) = match cache.as_deref_mut() {
                 Some(cache) => cache.append(li, &kk, &v)?,
                 None => (kk, v),
             };
             let a = attend(k, &q, &kk, &v, &ctx.mask)?; // [N, H·D]
-            x = (x + l.o.fwd(&a)?)?;
+            x = (x + l.o.fwd(k, &a)?)?;
             let hn = k.rms_norm(&x, &l.post_norm, c.norm_eps)?;
-            let m = k.swiglu(&l.gate.fwd(&hn)?, &l.up.fwd(&hn)?)?;
-            x = (x + l.down.fwd(&m)?)?;
+            let m = k.swiglu(&l.gate.fwd(k, &hn)?, &l.up.fwd(k, &hn)?)?;
+            x = (x + l.down.fwd(k, &m)?)?;
         }
         k.rms_norm(&x, &self.norm, c.norm_eps)
     }

@@ -30,7 +30,12 @@ impl CausalLm {
             Family::Llama => Arch::Llama(Llama::new(&config, &weights)?),
             Family::Gpt2 => Arch::Gpt2(Gpt2::new(&config, &weights)?),
         };
-        Ok(Self { config, weights, arch, kernels: Kernels::default() })
+        Ok(Self {
+            config,
+            weights,
+            arch,
+            kernels: Kernels::default(),
+        })
     }
 
     /// Loads an HF folder or GGUF file (see [`weights::load`]).
@@ -72,7 +77,10 @@ impl CausalLm {
     /// A trainable copy: the returned vars are the parameters, in name order.
     pub fn trainable(&self) -> Result<(Self, Vec<(String, Var)>)> {
         let (w, vars) = self.weights.to_vars()?;
-        Ok((Self::new(self.config.clone(), w)?.with_kernels(self.kernels), vars))
+        Ok((
+            Self::new(self.config.clone(), w)?.with_kernels(self.kernels),
+            vars,
+        ))
     }
 
     pub fn save_hf(&self, dir: &Path) -> ModelResult<()> {
@@ -92,7 +100,12 @@ impl CausalLm {
 
     /// Final hidden states `[B, T, d]` for `ids: [B, T]`. `attention_mask: [B, past + T]` marks
     /// real tokens (1) and padding (0), including tokens already in `cache`.
-    pub fn hidden(&self, ids: &Tensor, attention_mask: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+    pub fn hidden(
+        &self,
+        ids: &Tensor,
+        attention_mask: &Tensor,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let past = cache.as_ref().map_or(0, |c| c.len());
         if attention_mask.dims2()? != (b, past + t) {
@@ -109,19 +122,30 @@ impl CausalLm {
         h.reshape((b, t, self.config.hidden_size))
     }
 
+    /// `hidden: [N, d]` → logits `[N, V]` (no reshape of the large output: in training every
+    /// reshape of the logits would cost an extra gradient buffer of the same size).
+    pub fn logits_2d(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.kernels.linear(hidden, self.lm_head(), None)
+    }
+
     /// `hidden: [..., d]` → logits `[..., V]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let dims = hidden.dims().to_vec();
         let d = *dims.last().unwrap_or(&0);
         let flat = hidden.reshape(((), d))?;
-        let logits = flat.matmul(&self.lm_head().t()?)?;
+        let logits = self.kernels.linear(&flat, self.lm_head(), None)?;
         let mut out = dims;
         *out.last_mut().expect("hidden has a last dim") = self.config.vocab_size;
         logits.reshape(out)
     }
 
     /// Logits `[B, T, V]` for every position.
-    pub fn forward(&self, ids: &Tensor, attention_mask: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        attention_mask: &Tensor,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         self.logits(&self.hidden(ids, attention_mask, cache)?)
     }
 }

@@ -23,13 +23,21 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 1.0, top_k: None, top_p: None, seed: 0 }
+        Self {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            seed: 0,
+        }
     }
 }
 
 impl SamplingParams {
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
     }
 
     /// The temperature the returned logprobs are computed at.
@@ -66,7 +74,11 @@ impl RowSampler {
     pub fn new(params: &SamplingParams, row: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
         rng.set_stream(row);
-        Self { params: params.clone(), rng, order: Vec::new() }
+        Self {
+            params: params.clone(),
+            rng,
+            order: Vec::new(),
+        }
     }
 
     /// Picks the next token from one row of logits; returns (token, logprob).
@@ -108,7 +120,11 @@ impl RowSampler {
             self.order.truncate(k);
         }
         self.order.sort_unstable_by(by_logit);
-        let probs: Vec<f32> = self.order.iter().map(|&i| (logits[i as usize] * inv_t - max).exp() / sum).collect();
+        let probs: Vec<f32> = self
+            .order
+            .iter()
+            .map(|&i| (logits[i as usize] * inv_t - max).exp() / sum)
+            .collect();
         let mut keep = probs.len();
         if let Some(p) = top_p {
             let mass: f32 = probs.iter().sum();
@@ -124,10 +140,10 @@ impl RowSampler {
         let total: f32 = probs[..keep].iter().sum();
         let u = self.rng.random::<f32>() * total;
         let mut acc = 0.0;
-        for i in 0..keep {
-            acc += probs[i];
+        for (&p, &token) in probs[..keep].iter().zip(&self.order) {
+            acc += p;
             if acc > u {
-                return self.order[i];
+                return token;
             }
         }
         self.order[0]
@@ -149,7 +165,12 @@ mod tests {
     use super::*;
 
     fn params(t: f64, k: Option<usize>, p: Option<f64>) -> SamplingParams {
-        SamplingParams { temperature: t, top_k: k, top_p: p, seed: 7 }
+        SamplingParams {
+            temperature: t,
+            top_k: k,
+            top_p: p,
+            seed: 7,
+        }
     }
 
     #[test]

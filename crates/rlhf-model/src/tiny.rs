@@ -38,7 +38,13 @@ pub fn llama_config(vocab_size: usize) -> ModelConfig {
 
 /// A Qwen2-style variant: q/k/v biases and an untied LM head.
 pub fn qwen2_config(vocab_size: usize) -> ModelConfig {
-    ModelConfig { model_type: "qwen2".into(), qkv_bias: true, tie_word_embeddings: false, rope_theta: 1e6, ..llama_config(vocab_size) }
+    ModelConfig {
+        model_type: "qwen2".into(),
+        qkv_bias: true,
+        tie_word_embeddings: false,
+        rope_theta: 1e6,
+        ..llama_config(vocab_size)
+    }
 }
 
 /// A 2-layer GPT-2.
@@ -76,7 +82,10 @@ pub fn random_weights(cfg: &ModelConfig, seed: u64, std: f64, dtype: DType) -> R
                 }
             })
             .collect();
-        tensors.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(dtype)?);
+        tensors.insert(
+            name,
+            Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(dtype)?,
+        );
     }
     Ok(Weights { tensors })
 }

@@ -25,7 +25,13 @@ pub struct AdamWConfig {
 impl Default for AdamWConfig {
     /// PyTorch's defaults (TRL passes `weight_decay` 0.0 by default).
     fn default() -> Self {
-        Self { lr: 1e-5, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        Self {
+            lr: 1e-5,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -61,7 +67,11 @@ impl AdamW {
                 Ok(ParamState { decay: !is_no_decay(&name), name, var, m: vec![0.0; n], v: vec![0.0; n] })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { cfg, params, step: 0 })
+        Ok(Self {
+            cfg,
+            params,
+            step: 0,
+        })
     }
 
     pub fn step_count(&self) -> u64 {
@@ -76,21 +86,26 @@ impl AdamW {
         let bc1 = 1.0 - c.beta1.powi(t);
         let bc2 = 1.0 - c.beta2.powi(t);
         for p in &mut self.params {
-            let Some(g) = grads.get(p.var.as_tensor()) else { continue };
+            let Some(g) = grads.get(p.var.as_tensor()) else {
+                continue;
+            };
             let g = g.to_dtype(DType::F32)?.contiguous()?;
             let op = Update {
                 moments: Mutex::new((&mut p.m, &mut p.v)),
-                decay: if p.decay { (lr * c.weight_decay) as f32 } else { 0.0 },
+                decay: if p.decay {
+                    (lr * c.weight_decay) as f32
+                } else {
+                    0.0
+                },
                 b1: c.beta1 as f32,
                 b2: c.beta2 as f32,
                 eps: c.eps as f32,
                 step_size: (lr / bc1) as f32,
                 inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
             };
-            p.var
-                .as_tensor()
-                .inplace_op2(&g, &op)
-                .map_err(|e| candle_core::Error::Msg(format!("AdamW update of `{}`: {e}", p.name)))?;
+            p.var.as_tensor().inplace_op2(&g, &op).map_err(|e| {
+                candle_core::Error::Msg(format!("AdamW update of `{}`: {e}", p.name))
+            })?;
         }
         Ok(())
     }
@@ -117,15 +132,25 @@ impl InplaceOp2 for Update<'_> {
         "adamw-update"
     }
     fn cpu_fwd(&self, p: &mut CpuStorage, pl: &Layout, g: &CpuStorage, gl: &Layout) -> Result<()> {
-        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (p, g) else { bail!("AdamW: f32 storage expected") };
-        let (Some((ps, pe)), Some((gs, ge))) = (pl.contiguous_offsets(), gl.contiguous_offsets()) else {
+        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (p, g) else {
+            bail!("AdamW: f32 storage expected")
+        };
+        let (Some((ps, pe)), Some((gs, ge))) = (pl.contiguous_offsets(), gl.contiguous_offsets())
+        else {
             bail!("AdamW: contiguous parameter and gradient expected")
         };
         let (p, g) = (&mut p[ps..pe], &g[gs..ge]);
-        let mut guard = self.moments.lock().map_err(|_| candle_core::Error::Msg("poisoned lock".into()))?;
+        let mut guard = self
+            .moments
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned lock".into()))?;
         let (m, v) = &mut *guard;
         if g.len() != p.len() || m.len() != p.len() {
-            bail!("AdamW: gradient has {} elements, parameter {}", g.len(), p.len());
+            bail!(
+                "AdamW: gradient has {} elements, parameter {}",
+                g.len(),
+                p.len()
+            );
         }
         p.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
@@ -144,7 +169,15 @@ impl InplaceOp2 for Update<'_> {
 }
 
 /// A reference AdamW from tensor ops, for tests (allocates; f64-friendly).
-pub fn adamw_reference_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, cfg: &AdamWConfig, lr: f64, t: i32) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn adamw_reference_step(
+    p: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    cfg: &AdamWConfig,
+    lr: f64,
+    t: i32,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let p = (p * (1.0 - lr * cfg.weight_decay))?;
     let m = ((m * cfg.beta1)? + (g * (1.0 - cfg.beta1))?)?;
     let v = ((v * cfg.beta2)? + (g.sqr()? * (1.0 - cfg.beta2))?)?;
@@ -163,11 +196,24 @@ mod tests {
     #[test]
     fn in_place_update_matches_reference_over_several_steps() {
         let dev = Device::Cpu;
-        let cfg = AdamWConfig { lr: 1e-2, weight_decay: 0.1, ..Default::default() };
-        let init: Vec<f32> = (0..300).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect();
+        let cfg = AdamWConfig {
+            lr: 1e-2,
+            weight_decay: 0.1,
+            ..Default::default()
+        };
+        let init: Vec<f32> = (0..300)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect();
         let w = Var::from_vec(init.clone(), 300, &dev).unwrap();
         let b = Var::from_vec(vec![0.5f32; 4], 4, &dev).unwrap();
-        let mut opt = AdamW::new(vec![("layer.weight".into(), w.clone()), ("layer.bias".into(), b.clone())], cfg.clone()).unwrap();
+        let mut opt = AdamW::new(
+            vec![
+                ("layer.weight".into(), w.clone()),
+                ("layer.bias".into(), b.clone()),
+            ],
+            cfg.clone(),
+        )
+        .unwrap();
         let mut rp = Tensor::new(init, &dev).unwrap();
         let mut rm = rp.zeros_like().unwrap();
         let mut rv = rp.zeros_like().unwrap();
@@ -179,18 +225,31 @@ mod tests {
             let g = grads.get(w.as_tensor()).unwrap().clone();
             opt.step(&grads, cfg.lr).unwrap();
             (rp, rm, rv) = adamw_reference_step(&rp, &g, &rm, &rv, &cfg, cfg.lr, t).unwrap();
-            let d = (w.as_tensor() - &rp).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            let d = (w.as_tensor() - &rp)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(d < 1e-6, "step {t}: {d}");
         }
         // Bias: no weight decay; Adam moves it by at most ~lr per step towards lower loss.
         let bv = b.as_tensor().to_vec1::<f32>().unwrap();
-        assert!(bv.iter().all(|&x| x < 0.5 && x > 0.5 - 6.0 * 1e-2), "{bv:?}");
+        assert!(
+            bv.iter().all(|&x| x < 0.5 && x > 0.5 - 6.0 * 1e-2),
+            "{bv:?}"
+        );
     }
 
     #[test]
     fn rejects_non_f32_parameters() {
         let v = Var::from_vec(vec![1.0f64], 1, &Device::Cpu).unwrap();
-        let err = AdamW::new(vec![("x".into(), v)], AdamWConfig::default()).err().unwrap().to_string();
+        let err = AdamW::new(vec![("x".into(), v)], AdamWConfig::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("`x`") && err.contains("f32"), "{err}");
     }
 }

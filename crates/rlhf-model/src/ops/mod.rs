@@ -6,7 +6,11 @@
 //! * **composed** — the same maths from differentiable candle primitives. The reference for the
 //!   fused kernels in tests, and the path on devices or dtypes the fused kernels do not cover.
 
+// Kernels index several arrays in lock-step; explicit index loops read clearest there.
+#![allow(clippy::needless_range_loop)]
+
 pub mod cpu;
+pub mod linear;
 pub mod logprob;
 pub mod norm;
 pub mod rope;
@@ -26,7 +30,9 @@ pub enum Kernels {
 
 impl Kernels {
     fn fused_for(self, t: &Tensor) -> bool {
-        self == Kernels::Fused && t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+        self == Kernels::Fused
+            && t.device().is_cpu()
+            && matches!(t.dtype(), DType::F32 | DType::F64)
     }
 
     pub fn rms_norm(self, x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
@@ -70,21 +76,30 @@ impl Kernels {
         }
     }
 
-    pub fn gather_log_softmax(self, logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<Tensor> {
+    /// `x: [N, in]` · `w: [out, in]`ᵀ (+ `b: [out]`) → `[N, out]` (HF `nn.Linear` layout).
+    pub fn linear(self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        let y = if self.fused_for(x) {
+            linear::linear_fused(x, w)?
+        } else {
+            linear::linear_composed(x, w)?
+        };
+        match b {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+
+    pub fn gather_log_softmax(
+        self,
+        logits: &Tensor,
+        targets: &Tensor,
+        temperature: f64,
+    ) -> Result<Tensor> {
         if self.fused_for(logits) {
             logprob::gather_log_softmax_fused(logits, targets, temperature)
         } else {
             logprob::gather_log_softmax_composed(logits, targets, temperature)
         }
-    }
-}
-
-/// `x: [N, in]` · `w: [out, in]`ᵀ (+ `b: [out]`) → `[N, out]` (HF `nn.Linear` layout).
-pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let y = x.matmul(&w.t()?)?;
-    match b {
-        Some(b) => y.broadcast_add(b),
-        None => Ok(y),
     }
 }
 

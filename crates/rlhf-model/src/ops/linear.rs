@@ -1,0 +1,208 @@
+//! `y = x·wᵀ` for `x: [N, in]`, `w: [out, in]` (HF `nn.Linear` layout), with a backward that
+//! writes both gradients contiguously: dx = g·w and dw = gᵀ·x.
+//!
+//! Composing `x.matmul(&w.t())` in candle routes the weight gradient through a transpose node:
+//! an extra `[in, out]` buffer and a strided accumulation into `[out, in]` for every weight of
+//! every layer on every step. This op calls gemm directly with the strides that make every
+//! operand and result contiguous.
+
+use super::cpu::{slice, with_slice, Real};
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+fn parallelism() -> Parallelism {
+    match candle_core::utils::get_num_threads() {
+        0 | 1 => Parallelism::None,
+        n => Parallelism::Rayon(n),
+    }
+}
+
+/// `dst[m, n] = Σ_k lhs(i, k)·rhs(k, j)` with explicit (row, column) strides of each operand.
+#[allow(clippy::too_many_arguments)]
+fn matmul<T: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[T],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[T],
+    rhs_rs: usize,
+    rhs_cs: usize,
+) -> Vec<T> {
+    let mut dst = vec![T::zero(); m * n];
+    if m == 0 || n == 0 {
+        return dst;
+    }
+    // SAFETY: every index the strides reach is inside the slices (checked by the callers'
+    // shape checks: lhs is m×k, rhs is k×n, dst is m×n row-major).
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            T::zero(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism(),
+        );
+    }
+    dst
+}
+
+/// Rows of `x` up to which the forward streams the weights once instead of calling gemm: the
+/// decoding shapes (one row per sequence), where gemm's packing dominates and its AVX-512 path
+/// is slower than a plain dot-product sweep that is bound by memory bandwidth.
+const SMALL_N: usize = 16;
+
+/// y[N, out] = x[N, in] · w[out, in]ᵀ
+fn fwd<T: Real>(x: &[T], w: &[T], n: usize, din: usize, dout: usize) -> Vec<T> {
+    if n <= SMALL_N {
+        return fwd_small_n(x, w, n, din, dout);
+    }
+    matmul(n, dout, din, x, din, 1, w, 1, din)
+}
+
+/// Each weight row is read once and dotted with every row of `x` while it sits in L1.
+fn fwd_small_n<T: Real>(x: &[T], w: &[T], n: usize, din: usize, dout: usize) -> Vec<T> {
+    const LANES: usize = 16;
+    let mut yt = vec![T::zero(); dout * n]; // [out, N]: each task writes a contiguous block
+    let rows_per_task = (64 * 1024 / din.max(1)).max(1);
+    yt.par_chunks_mut(rows_per_task * n)
+        .enumerate()
+        .for_each(|(ci, block)| {
+            for (jj, out) in block.chunks_mut(n).enumerate() {
+                let wr = &w[(ci * rows_per_task + jj) * din..][..din];
+                for (i, o) in out.iter_mut().enumerate() {
+                    let xr = &x[i * din..][..din];
+                    let mut acc = [T::zero(); LANES];
+                    let (wc, xc) = (wr.chunks_exact(LANES), xr.chunks_exact(LANES));
+                    let (wt, xt) = (wc.remainder(), xc.remainder());
+                    for (wv, xv) in wc.zip(xc) {
+                        for l in 0..LANES {
+                            acc[l] = wv[l].mul_add(xv[l], acc[l]);
+                        }
+                    }
+                    let mut sum = acc.iter().copied().sum::<T>();
+                    for (a, b) in wt.iter().zip(xt) {
+                        sum = a.mul_add(*b, sum);
+                    }
+                    *o = sum;
+                }
+            }
+        });
+    let mut y = vec![T::zero(); n * dout];
+    for j in 0..dout {
+        for i in 0..n {
+            y[i * dout + j] = yt[j * n + i];
+        }
+    }
+    y
+}
+
+/// (dx[N, in] = g[N, out]·w[out, in], dw[out, in] = g[N, out]ᵀ·x[N, in])
+fn bwd<T: Real>(x: &[T], w: &[T], g: &[T], n: usize, din: usize, dout: usize) -> (Vec<T>, Vec<T>) {
+    let dx = matmul(n, din, dout, g, dout, 1, w, din, 1);
+    let dw = matmul(dout, din, n, g, 1, dout, x, din, 1);
+    (dx, dw)
+}
+
+struct Linear;
+
+fn dims(xl: &Layout, wl: &Layout) -> Result<(usize, usize, usize)> {
+    let (n, din) = xl.shape().dims2()?;
+    let (dout, win) = wl.shape().dims2()?;
+    if win != din {
+        bail!(
+            "linear: input {:?} does not match weight {:?} ([out, in])",
+            xl.dims(),
+            wl.dims()
+        );
+    }
+    Ok((n, din, dout))
+}
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "fused-linear"
+    }
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, din, dout) = dims(xl, wl)?;
+        let out = match xs.dtype() {
+            DType::F32 => CpuStorage::F32(fwd::<f32>(
+                slice(xs, xl, "linear")?,
+                slice(ws, wl, "linear")?,
+                n,
+                din,
+                dout,
+            )),
+            DType::F64 => CpuStorage::F64(fwd::<f64>(
+                slice(xs, xl, "linear")?,
+                slice(ws, wl, "linear")?,
+                n,
+                din,
+                dout,
+            )),
+            dt => bail!("linear: unsupported dtype {dt:?}"),
+        };
+        Ok((out, Shape::from((n, dout))))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, din) = x.dims2()?;
+        let dout = w.dim(0)?;
+        macro_rules! run {
+            ($t:ty) => {{
+                let (dx, dw) = with_slice::<$t, _>(x, "linear_bwd", |xs| {
+                    with_slice::<$t, _>(w, "linear_bwd", |ws| {
+                        with_slice::<$t, _>(g, "linear_bwd", |gs| bwd(xs, ws, gs, n, din, dout))
+                    })
+                })???;
+                (
+                    Tensor::from_vec(dx, (n, din), x.device())?,
+                    Tensor::from_vec(dw, (dout, din), w.device())?,
+                )
+            }};
+        }
+        let (dx, dw) = match x.dtype() {
+            DType::F32 => run!(f32),
+            DType::F64 => run!(f64),
+            dt => bail!("linear: unsupported dtype {dt:?}"),
+        };
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// `x: [N, in]`, `w: [out, in]` → `[N, out]`.
+pub fn linear_fused(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&w.contiguous()?, Linear)
+}
+
+pub fn linear_composed(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    x.matmul(&w.t()?)
+}
