@@ -2,6 +2,8 @@
 //! (ops, models, losses). Run in f64: the truncation error of a central difference with step h
 //! is O(h²), so analytic and numeric gradients agree to ~1e-8 relative when the backward is right.
 
+use crate::model::CausalLm;
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Tensor, Var};
 
 /// Largest disagreement found, for assertion messages.
@@ -20,7 +22,36 @@ pub fn check_gradients(
     h: f64,
     per_var: usize,
 ) -> Result<GradReport> {
-    let grads = loss()?.backward()?;
+    check(vars, loss, h, per_var, &|store, _, var| {
+        Ok(store.get(var.as_tensor()).cloned())
+    })
+}
+
+/// Like [`check_gradients`] for a model's parameters, reading gradients through
+/// [`CausalLm::grads`] (fused layers keep theirs outside candle's `GradStore`).
+pub fn check_model_gradients(
+    model: &CausalLm,
+    vars: &[(String, Var)],
+    loss: &dyn Fn() -> Result<Tensor>,
+    h: f64,
+    per_var: usize,
+) -> Result<GradReport> {
+    model.zero_grad();
+    check(vars, loss, h, per_var, &|store, name, var| {
+        model.grads(store).get(name, var)
+    })
+}
+
+type GradOf<'a> = dyn Fn(&GradStore, &str, &Var) -> Result<Option<Tensor>> + 'a;
+
+fn check(
+    vars: &[(String, Var)],
+    loss: &dyn Fn() -> Result<Tensor>,
+    h: f64,
+    per_var: usize,
+    grad_of: &GradOf,
+) -> Result<GradReport> {
+    let store = loss()?.backward()?;
     let mut report = GradReport {
         worst_rel_err: 0.0,
         worst: String::new(),
@@ -30,7 +61,7 @@ pub fn check_gradients(
         if var.dtype() != DType::F64 {
             candle_core::bail!("gradcheck: {name} must be f64");
         }
-        let Some(g) = grads.get(var.as_tensor()) else {
+        let Some(g) = grad_of(&store, name, var)? else {
             candle_core::bail!("gradcheck: {name} received no gradient");
         };
         let analytic = g.flatten_all()?.to_vec1::<f64>()?;

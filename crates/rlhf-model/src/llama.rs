@@ -1,70 +1,63 @@
 //! The Llama family (Llama, Qwen2, SmolLM, Mistral): RMSNorm, RoPE (rotate-half), grouped-query
 //! attention with optional q/k/v (and o) biases, SwiGLU MLP, optionally tied embeddings.
+//!
+//! Two ways through a decoder layer, same maths: on the CPU without a KV cache each layer is one
+//! fused autograd node with a hand-written backward (`llama_layer.rs`); with a cache (decoding),
+//! on other devices, or with composed kernels, it is built from candle ops.
 
 use crate::attention::{attend, rope_inv_freq, rope_tables, AttnContext};
 use crate::config::ModelConfig;
+use crate::grads::GradSink;
 use crate::kv_cache::KvCache;
+use crate::llama_layer::{self as fused, FusedLayer, LayerDims, LayerParams};
 use crate::ops::Kernels;
 use crate::weights::Weights;
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
+use std::sync::Arc;
 
-struct Proj {
-    w: Tensor,
-    b: Option<Tensor>,
-}
+/// HF module names in [`LayerParams`] order (each weight followed by its optional bias).
+const MODULES: [(usize, &str); 9] = [
+    (fused::IN_NORM, "input_layernorm"),
+    (fused::Q, "self_attn.q_proj"),
+    (fused::K, "self_attn.k_proj"),
+    (fused::V, "self_attn.v_proj"),
+    (fused::O, "self_attn.o_proj"),
+    (fused::POST_NORM, "post_attention_layernorm"),
+    (fused::GATE, "mlp.gate_proj"),
+    (fused::UP, "mlp.up_proj"),
+    (fused::DOWN, "mlp.down_proj"),
+];
 
-impl Proj {
-    fn load(w: &Weights, name: &str) -> Result<Self> {
-        Ok(Self {
-            w: w.get(&format!("{name}.weight"))?.clone(),
-            b: w.opt(&format!("{name}.bias")).cloned(),
-        })
+fn layer_params(w: &Weights, i: usize) -> Result<LayerParams> {
+    let mut tensors: [Option<Tensor>; fused::NUM] = Default::default();
+    let mut names: [String; fused::NUM] = Default::default();
+    for (idx, module) in MODULES {
+        let name = format!("model.layers.{i}.{module}.weight");
+        tensors[idx] = Some(w.get(&name)?.clone());
+        names[idx] = name;
+        if idx != fused::IN_NORM && idx != fused::POST_NORM {
+            let bias = format!("model.layers.{i}.{module}.bias");
+            tensors[idx + 1] = w.opt(&bias).cloned();
+            names[idx + 1] = bias;
+        }
     }
-    fn fwd(&self, k: Kernels, x: &Tensor) -> Result<Tensor> {
-        k.linear(x, &self.w, self.b.as_ref())
-    }
-}
-
-struct Layer {
-    input_norm: Tensor,
-    q: Proj,
-    k: Proj,
-    v: Proj,
-    o: Proj,
-    post_norm: Tensor,
-    gate: Proj,
-    up: Proj,
-    down: Proj,
+    Ok(LayerParams { tensors, names })
 }
 
 pub struct Llama {
     cfg: ModelConfig,
     embed: Tensor,
-    layers: Vec<Layer>,
+    layers: Vec<LayerParams>,
     norm: Tensor,
     lm_head: Tensor,
     inv_freq: Vec<f64>,
+    sink: Arc<GradSink>,
 }
 
 impl Llama {
-    pub fn new(cfg: &ModelConfig, w: &Weights) -> Result<Self> {
+    pub fn new(cfg: &ModelConfig, w: &Weights, sink: Arc<GradSink>) -> Result<Self> {
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| {
-                let p = format!("model.layers.{i}");
-                Ok(Layer {
-                    input_norm: w.get(&format!("{p}.input_layernorm.weight"))?.clone(),
-                    q: Proj::load(w, &format!("{p}.self_attn.q_proj"))?,
-                    k: Proj::load(w, &format!("{p}.self_attn.k_proj"))?,
-                    v: Proj::load(w, &format!("{p}.self_attn.v_proj"))?,
-                    o: Proj::load(w, &format!("{p}.self_attn.o_proj"))?,
-                    post_norm: w
-                        .get(&format!("{p}.post_attention_layernorm.weight"))?
-                        .clone(),
-                    gate: Proj::load(w, &format!("{p}.mlp.gate_proj"))?,
-                    up: Proj::load(w, &format!("{p}.mlp.up_proj"))?,
-                    down: Proj::load(w, &format!("{p}.mlp.down_proj"))?,
-                })
-            })
+            .map(|i| layer_params(w, i))
             .collect::<Result<Vec<_>>>()?;
         let embed = w.get("model.embed_tokens.weight")?.clone();
         let lm_head = if cfg.tie_word_embeddings {
@@ -79,6 +72,7 @@ impl Llama {
             norm: w.get("model.norm.weight")?.clone(),
             lm_head,
             inv_freq: rope_inv_freq(cfg),
+            sink,
         })
     }
 
@@ -94,30 +88,109 @@ impl Llama {
         ctx: &AttnContext,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let c = &self.cfg;
         let (b, t) = ids.dims2()?;
-        let (h, g, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let mut x = self.embed.embedding(&ids.flatten_all()?)?; // [N, d]
         let (cos, sin) = rope_tables(&self.inv_freq, &ctx.positions, x.dtype(), x.device())?;
+        let fused = k == Kernels::Fused
+            && cache.is_none()
+            && x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64);
         for (li, l) in self.layers.iter().enumerate() {
-            let hn = k.rms_norm(&x, &l.input_norm, c.norm_eps)?;
-            let q = k.rope(&l.q.fwd(k, &hn)?.reshape((b, t, h, hd))?, &cos, &sin)?; // [B,H,T,D]
-            let kk = k.rope(&l.k.fwd(k, &hn)?.reshape((b, t, g, hd))?, &cos, &sin)?; // [B,G,T,D]
-            let v =
-                l.v.fwd(k, &hn)?
-                    .reshape((b, t, g, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()?;
-            let (kk, v) = match cache.as_deref_mut() {
-                Some(cache) => cache.append(li, &kk, &v)?,
-                None => (kk, v),
+            x = if fused {
+                self.fused_layer(l, &x, b, t, &cos, &sin, &ctx.mask)?
+            } else {
+                self.composed_layer(
+                    k,
+                    li,
+                    l,
+                    &x,
+                    b,
+                    t,
+                    &cos,
+                    &sin,
+                    &ctx.mask,
+                    cache.as_deref_mut(),
+                )?
             };
-            let a = attend(k, &q, &kk, &v, &ctx.mask)?; // [N, H·D]
-            x = (x + l.o.fwd(k, &a)?)?;
-            let hn = k.rms_norm(&x, &l.post_norm, c.norm_eps)?;
-            let m = k.swiglu(&l.gate.fwd(k, &hn)?, &l.up.fwd(k, &hn)?)?;
-            x = (x + l.down.fwd(k, &m)?)?;
         }
-        k.rms_norm(&x, &self.norm, c.norm_eps)
+        k.rms_norm(&x, &self.norm, self.cfg.norm_eps)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fused_layer(
+        &self,
+        l: &LayerParams,
+        x: &Tensor,
+        b: usize,
+        t: usize,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        let dims = LayerDims {
+            b,
+            t,
+            d: c.hidden_size,
+            h: c.num_attention_heads,
+            g: c.num_key_value_heads,
+            hd: c.head_dim,
+            f: c.intermediate_size,
+            eps: c.norm_eps,
+        };
+        let anchor = l.tensors[fused::IN_NORM]
+            .as_ref()
+            .expect("norm weight present");
+        let train = x.track_op() || l.tensors.iter().flatten().any(Tensor::is_variable);
+        let mut params = l.clone();
+        for t in params.tensors.iter_mut().flatten() {
+            *t = t.contiguous()?;
+        }
+        let op = FusedLayer::new(
+            dims,
+            params,
+            cos.contiguous()?,
+            sin.contiguous()?,
+            mask.contiguous()?,
+            self.sink.clone(),
+            train,
+        );
+        x.contiguous()?.apply_op2(anchor, op)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn composed_layer(
+        &self,
+        k: Kernels,
+        li: usize,
+        l: &LayerParams,
+        x: &Tensor,
+        b: usize,
+        t: usize,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        let (h, g, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let w = |i: usize| l.tensors[i].as_ref().expect("weight present");
+        let proj = |i: usize, x: &Tensor| k.linear(x, w(i), l.tensors[i + 1].as_ref());
+        let hn = k.rms_norm(x, w(fused::IN_NORM), c.norm_eps)?;
+        let q = k.rope(&proj(fused::Q, &hn)?.reshape((b, t, h, hd))?, cos, sin)?; // [B,H,T,D]
+        let kk = k.rope(&proj(fused::K, &hn)?.reshape((b, t, g, hd))?, cos, sin)?; // [B,G,T,D]
+        let v = proj(fused::V, &hn)?
+            .reshape((b, t, g, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let (kk, v) = match cache {
+            Some(cache) => cache.append(li, &kk, &v)?,
+            None => (kk, v),
+        };
+        let a = attend(k, &q, &kk, &v, mask)?; // [N, H·D]
+        let x = (x + proj(fused::O, &a)?)?;
+        let hn = k.rms_norm(&x, w(fused::POST_NORM), c.norm_eps)?;
+        let m = k.swiglu(&proj(fused::GATE, &hn)?, &proj(fused::UP, &hn)?)?;
+        x + proj(fused::DOWN, &m)?
     }
 }

@@ -5,12 +5,15 @@ use crate::attention::AttnContext;
 use crate::config::{Family, ModelConfig};
 use crate::error::Result as ModelResult;
 use crate::gpt2::Gpt2;
+use crate::grads::{GradSink, Grads};
 use crate::kv_cache::KvCache;
 use crate::llama::Llama;
 use crate::ops::Kernels;
 use crate::weights::{self, Weights};
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use std::path::Path;
+use std::sync::Arc;
 
 enum Arch {
     Llama(Llama),
@@ -22,12 +25,15 @@ pub struct CausalLm {
     weights: Weights,
     arch: Arch,
     kernels: Kernels,
+    /// Weight gradients written by fused layers (see `grads.rs`).
+    sink: Arc<GradSink>,
 }
 
 impl CausalLm {
     pub fn new(config: ModelConfig, weights: Weights) -> Result<Self> {
+        let sink = Arc::new(GradSink::default());
         let arch = match config.family {
-            Family::Llama => Arch::Llama(Llama::new(&config, &weights)?),
+            Family::Llama => Arch::Llama(Llama::new(&config, &weights, sink.clone())?),
             Family::Gpt2 => Arch::Gpt2(Gpt2::new(&config, &weights)?),
         };
         Ok(Self {
@@ -35,6 +41,7 @@ impl CausalLm {
             weights,
             arch,
             kernels: Kernels::default(),
+            sink,
         })
     }
 
@@ -81,6 +88,20 @@ impl CausalLm {
             Self::new(self.config.clone(), w)?.with_kernels(self.kernels),
             vars,
         ))
+    }
+
+    /// All parameter gradients of the last backward pass(es): `store` from `loss.backward()`
+    /// plus what fused layers accumulated. Gradients accumulate until [`Self::zero_grad`].
+    pub fn grads<'a>(&'a self, store: &'a GradStore) -> Grads<'a> {
+        Grads {
+            store,
+            sink: Some(&self.sink),
+        }
+    }
+
+    /// Forgets accumulated fused-layer gradients (call after each optimiser step).
+    pub fn zero_grad(&self) {
+        self.sink.clear();
     }
 
     pub fn save_hf(&self, dir: &Path) -> ModelResult<()> {

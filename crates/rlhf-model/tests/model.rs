@@ -2,7 +2,7 @@
 //! KV cache, padding invariance, sampler logprobs, HF round trip.
 
 use candle_core::{DType, Device, Tensor, Var};
-use rlhf_model::gradcheck::check_gradients;
+use rlhf_model::gradcheck::check_model_gradients;
 use rlhf_model::{
     generate, tiny, token_logprobs, CausalLm, GenerationConfig, Kernels, ModelConfig,
     SamplingParams,
@@ -68,7 +68,8 @@ fn every_parameter_gets_a_correct_gradient() {
             let base = model(cfg.clone(), DType::F64, 3).with_kernels(kernels);
             let (m, vars) = base.trainable().unwrap();
             let vars: Vec<(String, Var)> = vars;
-            let report = check_gradients(&vars, &|| loss(&m, &ids, &mask), 1e-5, 6).unwrap();
+            let report =
+                check_model_gradients(&m, &vars, &|| loss(&m, &ids, &mask), 1e-5, 6).unwrap();
             // f64 central differences on a loss of magnitude ~10²: round-off alone reaches ~1e-6 relative
             // on the smallest gradients; a wrong backward is off by O(1).
             assert!(
@@ -311,4 +312,42 @@ fn sharded_safetensors_load_like_a_single_file() {
         0.0
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn fused_layers_accumulate_weight_gradients_across_micro_batches() {
+    let base = model(tiny::qwen2_config(V), DType::F64, 31);
+    let (m, vars) = base.trainable().unwrap();
+    let rows: [&[u32]; 2] = [&[1, 5, 9, 3, 7], &[4, 8, 2]];
+    let loss_of = |r: &[&[u32]]| {
+        let (ids, mask) = batch(r);
+        let lp = token_logprobs(&m, &ids, &mask, 1.0).unwrap();
+        // A token counts when it and its context are real (the first real token has no context).
+        let t = mask.dim(1).unwrap();
+        let m2 = (mask.narrow(1, 1, t - 1).unwrap() * mask.narrow(1, 0, t - 1).unwrap()).unwrap();
+        (lp * m2.to_dtype(DType::F64).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    };
+    let name = "model.layers.1.mlp.down_proj.weight";
+    let var = &vars.iter().find(|(n, _)| n == name).unwrap().1;
+    // Whole batch (the second row is left-padded inside it).
+    m.zero_grad();
+    let store = loss_of(&rows).backward().unwrap();
+    assert!(
+        store.get(var.as_tensor()).is_none(),
+        "fused layers keep weight gradients out of the GradStore"
+    );
+    let whole = m.grads(&store).get(name, var).unwrap().unwrap();
+    // Two micro-batches of one row each, accumulated without zeroing in between.
+    m.zero_grad();
+    let s1 = loss_of(&rows[..1]).backward().unwrap();
+    let s2 = loss_of(&rows[1..]).backward().unwrap();
+    let _ = (&s1, &s2);
+    let accumulated = m.grads(&s2).get(name, var).unwrap().unwrap();
+    let d = max_abs(&whole, &accumulated);
+    assert!(d < 1e-12, "micro-batch accumulation differs by {d}");
+    m.zero_grad();
+    assert!(m.grads(&s2).get(name, var).unwrap().is_none());
 }

@@ -6,9 +6,9 @@
 //! p ← p·(1 − lr·wd); m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
 //! p ← p − (lr/(1−β₁ᵗ)) · m / (√v/√(1−β₂ᵗ) + ε).
 
-use candle_core::backprop::GradStore;
-use candle_core::{bail, CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var};
+use candle_core::{bail, CpuStorage, DType, InplaceOp1, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
+use rlhf_model::grads::Grads;
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
@@ -79,19 +79,16 @@ impl AdamW {
     }
 
     /// One update at learning rate `lr`. Parameters without a gradient are left untouched.
-    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+    /// Gradients come from [`rlhf_model::CausalLm::grads`] (or any [`Grads`]).
+    pub fn step(&mut self, grads: &Grads, lr: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let c = &self.cfg;
         let bc1 = 1.0 - c.beta1.powi(t);
         let bc2 = 1.0 - c.beta2.powi(t);
         for p in &mut self.params {
-            let Some(g) = grads.get(p.var.as_tensor()) else {
-                continue;
-            };
-            let g = g.to_dtype(DType::F32)?.contiguous()?;
-            let op = Update {
-                moments: Mutex::new((&mut p.m, &mut p.v)),
+            let (var, m, v) = (&p.var, &mut p.m, &mut p.v);
+            let hyper = Hyper {
                 decay: if p.decay {
                     (lr * c.weight_decay) as f32
                 } else {
@@ -103,9 +100,19 @@ impl AdamW {
                 step_size: (lr / bc1) as f32,
                 inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
             };
-            p.var.as_tensor().inplace_op2(&g, &op).map_err(|e| {
-                candle_core::Error::Msg(format!("AdamW update of `{}`: {e}", p.name))
+            let applied = grads.with_f32(&p.name, var, |g| {
+                let op = Update {
+                    grad: g,
+                    moments: Mutex::new((m, v)),
+                    hyper,
+                };
+                var.as_tensor().inplace_op1(&op)
             })?;
+            if let Some(result) = applied {
+                result.map_err(|e| {
+                    candle_core::Error::Msg(format!("AdamW update of `{}`: {e}", p.name))
+                })?;
+            }
         }
         Ok(())
     }
@@ -115,8 +122,8 @@ impl AdamW {
     }
 }
 
-struct Update<'a> {
-    moments: Mutex<(&'a mut Vec<f32>, &'a mut Vec<f32>)>,
+#[derive(Clone, Copy)]
+struct Hyper {
     decay: f32,
     b1: f32,
     b2: f32,
@@ -125,21 +132,27 @@ struct Update<'a> {
     inv_sqrt_bc2: f32,
 }
 
+struct Update<'a> {
+    grad: &'a [f32],
+    moments: Mutex<(&'a mut Vec<f32>, &'a mut Vec<f32>)>,
+    hyper: Hyper,
+}
+
 const CHUNK: usize = 64 * 1024;
 
-impl InplaceOp2 for Update<'_> {
+impl InplaceOp1 for Update<'_> {
     fn name(&self) -> &'static str {
         "adamw-update"
     }
-    fn cpu_fwd(&self, p: &mut CpuStorage, pl: &Layout, g: &CpuStorage, gl: &Layout) -> Result<()> {
-        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (p, g) else {
+    fn cpu_fwd(&self, p: &mut CpuStorage, pl: &Layout) -> Result<()> {
+        let CpuStorage::F32(p) = p else {
             bail!("AdamW: f32 storage expected")
         };
-        let (Some((ps, pe)), Some((gs, ge))) = (pl.contiguous_offsets(), gl.contiguous_offsets())
-        else {
-            bail!("AdamW: contiguous parameter and gradient expected")
+        let Some((ps, pe)) = pl.contiguous_offsets() else {
+            bail!("AdamW: contiguous parameter expected")
         };
-        let (p, g) = (&mut p[ps..pe], &g[gs..ge]);
+        let p = &mut p[ps..pe];
+        let g = self.grad;
         let mut guard = self
             .moments
             .lock()
@@ -152,16 +165,17 @@ impl InplaceOp2 for Update<'_> {
                 p.len()
             );
         }
+        let h = self.hyper;
         p.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
             .for_each(|((p, g), (m, v))| {
                 for i in 0..p.len() {
                     let gi = g[i];
-                    p[i] -= self.decay * p[i];
-                    m[i] = self.b1 * m[i] + (1.0 - self.b1) * gi;
-                    v[i] = self.b2 * v[i] + (1.0 - self.b2) * gi * gi;
-                    p[i] -= self.step_size * m[i] / (v[i].sqrt() * self.inv_sqrt_bc2 + self.eps);
+                    p[i] -= h.decay * p[i];
+                    m[i] = h.b1 * m[i] + (1.0 - h.b1) * gi;
+                    v[i] = h.b2 * v[i] + (1.0 - h.b2) * gi * gi;
+                    p[i] -= h.step_size * m[i] / (v[i].sqrt() * h.inv_sqrt_bc2 + h.eps);
                 }
             });
         Ok(())
@@ -223,7 +237,14 @@ mod tests {
             let loss = (loss + b.as_tensor().sqr().unwrap().sum_all().unwrap()).unwrap();
             let grads = loss.backward().unwrap();
             let g = grads.get(w.as_tensor()).unwrap().clone();
-            opt.step(&grads, cfg.lr).unwrap();
+            opt.step(
+                &Grads {
+                    store: &grads,
+                    sink: None,
+                },
+                cfg.lr,
+            )
+            .unwrap();
             (rp, rm, rv) = adamw_reference_step(&rp, &g, &rm, &rv, &cfg, cfg.lr, t).unwrap();
             let d = (w.as_tensor() - &rp)
                 .unwrap()

@@ -136,7 +136,8 @@ fn train(a: &Args) -> Result<Value> {
         let t1 = Instant::now();
         let grads = loss.backward()?;
         let t2 = Instant::now();
-        opt.step(&grads, 1e-5)?;
+        opt.step(&model.grads(&grads), 1e-5)?;
+        model.zero_grad();
         drop(grads);
         let t3 = Instant::now();
         losses.push(loss.to_scalar::<f32>()?);

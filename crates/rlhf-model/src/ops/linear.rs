@@ -19,25 +19,39 @@ fn parallelism() -> Parallelism {
     }
 }
 
-/// `dst[m, n] = Σ_k lhs(i, k)·rhs(k, j)` with explicit (row, column) strides of each operand.
+/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, each operand given by its (row, column) strides, so
+/// transposed operands cost nothing. `accumulate` adds to `dst` instead of overwriting it.
+/// `parallel` lets gemm split the product over the thread pool (off inside parallel loops).
 #[allow(clippy::too_many_arguments)]
-fn matmul<T: Real>(
-    m: usize,
-    n: usize,
-    k: usize,
+pub(crate) fn gemm_into<T: Real>(
+    dst: &mut [T],
+    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
     lhs: &[T],
-    lhs_rs: usize,
-    lhs_cs: usize,
+    (lhs_rs, lhs_cs): (usize, usize),
     rhs: &[T],
-    rhs_rs: usize,
-    rhs_cs: usize,
-) -> Vec<T> {
-    let mut dst = vec![T::zero(); m * n];
+    (rhs_rs, rhs_cs): (usize, usize),
+    parallel: bool,
+) {
+    assert!(dst.len() >= m * n, "gemm_into: destination too small");
     if m == 0 || n == 0 {
-        return dst;
+        return;
     }
-    // SAFETY: every index the strides reach is inside the slices (checked by the callers'
-    // shape checks: lhs is m×k, rhs is k×n, dst is m×n row-major).
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].iter_mut().for_each(|x| *x = T::zero());
+        }
+        return;
+    }
+    assert!(
+        lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs,
+        "gemm_into: lhs too small"
+    );
+    assert!(
+        rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs,
+        "gemm_into: rhs too small"
+    );
+    // SAFETY: the asserts above bound every index the strides reach; dst is m×n row-major.
     unsafe {
         gemm(
             m,
@@ -46,21 +60,31 @@ fn matmul<T: Real>(
             dst.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            accumulate,
             lhs.as_ptr(),
             lhs_cs as isize,
             lhs_rs as isize,
             rhs.as_ptr(),
             rhs_cs as isize,
             rhs_rs as isize,
-            T::zero(),
+            T::one(),
             T::one(),
             false,
             false,
             false,
-            parallelism(),
+            if parallel {
+                parallelism()
+            } else {
+                Parallelism::None
+            },
         );
     }
+}
+
+/// A fresh `[m, n]` product (see [`gemm_into`]).
+fn product<T: Real>(mnk: (usize, usize, usize), lhs: &[T], lhs_strides: (usize, usize), rhs: &[T], rhs_strides: (usize, usize)) -> Vec<T> {
+    let mut dst = vec![T::zero(); mnk.0 * mnk.1];
+    gemm_into(&mut dst, false, mnk, lhs, lhs_strides, rhs, rhs_strides, true);
     dst
 }
 
@@ -70,11 +94,11 @@ fn matmul<T: Real>(
 const SMALL_N: usize = 16;
 
 /// y[N, out] = x[N, in] · w[out, in]ᵀ
-fn fwd<T: Real>(x: &[T], w: &[T], n: usize, din: usize, dout: usize) -> Vec<T> {
+pub(crate) fn fwd<T: Real>(x: &[T], w: &[T], n: usize, din: usize, dout: usize) -> Vec<T> {
     if n <= SMALL_N {
         return fwd_small_n(x, w, n, din, dout);
     }
-    matmul(n, dout, din, x, din, 1, w, 1, din)
+    product((n, dout, din), x, (din, 1), w, (1, din))
 }
 
 /// Each weight row is read once and dotted with every row of `x` while it sits in L1.
@@ -116,8 +140,8 @@ fn fwd_small_n<T: Real>(x: &[T], w: &[T], n: usize, din: usize, dout: usize) -> 
 
 /// (dx[N, in] = g[N, out]·w[out, in], dw[out, in] = g[N, out]ᵀ·x[N, in])
 fn bwd<T: Real>(x: &[T], w: &[T], g: &[T], n: usize, din: usize, dout: usize) -> (Vec<T>, Vec<T>) {
-    let dx = matmul(n, din, dout, g, dout, 1, w, din, 1);
-    let dw = matmul(dout, din, n, g, 1, dout, x, din, 1);
+    let dx = product((n, din, dout), g, (dout, 1), w, (din, 1));
+    let dw = product((dout, din, n), g, (1, dout), x, (din, 1));
     (dx, dw)
 }
 

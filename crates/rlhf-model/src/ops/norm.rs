@@ -12,13 +12,13 @@ use candle_core::{
 use rayon::prelude::*;
 
 #[derive(Clone, Copy)]
-struct NormSpec {
-    eps: f64,
+pub(crate) struct NormSpec {
+    pub eps: f64,
     /// LayerNorm subtracts the mean; RMSNorm does not.
-    center: bool,
+    pub center: bool,
 }
 
-fn norm_fwd<T: Real>(x: &[T], w: &[T], b: Option<&[T]>, spec: NormSpec) -> Vec<T> {
+pub(crate) fn norm_fwd<T: Real>(x: &[T], w: &[T], b: Option<&[T]>, spec: NormSpec) -> Vec<T> {
     let d = w.len();
     let mut y = vec![T::zero(); x.len()];
     let eps = T::from(spec.eps).unwrap();
@@ -47,7 +47,12 @@ fn norm_fwd<T: Real>(x: &[T], w: &[T], b: Option<&[T]>, spec: NormSpec) -> Vec<T
 }
 
 /// Returns (dx, dw, db).
-fn norm_bwd<T: Real>(x: &[T], w: &[T], g: &[T], spec: NormSpec) -> (Vec<T>, Vec<T>, Vec<T>) {
+pub(crate) fn norm_bwd<T: Real>(
+    x: &[T],
+    w: &[T],
+    g: &[T],
+    spec: NormSpec,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
     let d = w.len();
     let chunk = d * rows_per_task(d);
     let eps = T::from(spec.eps).unwrap();

@@ -11,15 +11,15 @@ use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Ten
 use rayon::prelude::*;
 
 #[derive(Clone, Copy)]
-struct Dims {
-    b: usize,
-    t: usize,
-    h: usize,
-    d: usize,
+pub(crate) struct Dims {
+    pub b: usize,
+    pub t: usize,
+    pub h: usize,
+    pub d: usize,
 }
 
 /// `[B,T,H,D]` → `[B,H,T,D]`, rotated by +θ.
-fn rope_fwd<T: Real>(x: &[T], cos: &[T], sin: &[T], n: Dims) -> Vec<T> {
+pub(crate) fn rope_fwd<T: Real>(x: &[T], cos: &[T], sin: &[T], n: Dims) -> Vec<T> {
     let half = n.d / 2;
     let mut out = vec![T::zero(); x.len()];
     out.par_chunks_mut(n.t * n.d)
@@ -41,7 +41,7 @@ fn rope_fwd<T: Real>(x: &[T], cos: &[T], sin: &[T], n: Dims) -> Vec<T> {
 }
 
 /// `[B,H,T,D]` → `[B,T,H,D]`, rotated by −θ.
-fn rope_bwd<T: Real>(g: &[T], cos: &[T], sin: &[T], n: Dims) -> Vec<T> {
+pub(crate) fn rope_bwd<T: Real>(g: &[T], cos: &[T], sin: &[T], n: Dims) -> Vec<T> {
     let half = n.d / 2;
     let mut dx = vec![T::zero(); g.len()];
     dx.par_chunks_mut(n.h * n.d)

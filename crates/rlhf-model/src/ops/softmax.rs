@@ -10,7 +10,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-fn softmax_fwd<T: Real>(
+pub(crate) fn softmax_fwd<T: Real>(
     scores: &[T],
     mask: &[T],
     b: usize,
@@ -54,7 +54,7 @@ fn softmax_fwd<T: Real>(
     p
 }
 
-fn softmax_bwd<T: Real>(p: &[T], g: &[T], tk: usize, scale: T) -> Vec<T> {
+pub(crate) fn softmax_bwd<T: Real>(p: &[T], g: &[T], tk: usize, scale: T) -> Vec<T> {
     let mut ds = vec![T::zero(); p.len()];
     let chunk = tk * rows_per_task(tk);
     ds.par_chunks_mut(chunk)

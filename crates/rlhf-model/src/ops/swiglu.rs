@@ -12,7 +12,7 @@ fn sigmoid<T: Real>(a: T) -> T {
     (T::one() + (-a).exp()).recip()
 }
 
-fn swiglu_fwd<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
+pub(crate) fn swiglu_fwd<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
     let mut out = vec![T::zero(); gate.len()];
     out.par_chunks_mut(CHUNK)
         .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
@@ -24,7 +24,7 @@ fn swiglu_fwd<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
     out
 }
 
-fn swiglu_bwd<T: Real>(gate: &[T], up: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
+pub(crate) fn swiglu_bwd<T: Real>(gate: &[T], up: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
     let mut dgate = vec![T::zero(); gate.len()];
     let mut dup = vec![T::zero(); gate.len()];
     dgate

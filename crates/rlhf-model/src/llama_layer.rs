@@ -1,0 +1,574 @@
+//! One Llama decoder layer as a single autograd node with a hand-written backward pass.
+//!
+//! Composed from candle ops, a layer is ~25 graph nodes, and candle's backward gives each one a
+//! zero-filled gradient buffer plus an addition: as much time as the backward matmuls
+//! themselves. Here the forward keeps exactly the activations the backward needs, the backward
+//! runs the chain rule over them with the same fused kernels, and weight gradients go straight
+//! into the model's [`GradSink`] (gemm accumulates in place). Candle sees one node per layer
+//! whose only differentiable input is the residual stream.
+//!
+//! Shapes: N = B·T rows, d model width, H query heads and G key/value heads of width D,
+//! R = H/G query heads per KV head, F MLP width.
+
+use crate::grads::{GradElem, GradSink};
+use crate::ops::cpu::{slice, Real};
+use crate::ops::linear::{fwd as linear_fwd, gemm_into};
+use crate::ops::norm::{norm_bwd, norm_fwd, NormSpec};
+use crate::ops::rope::{rope_bwd, rope_fwd, Dims};
+use crate::ops::softmax::{softmax_bwd, softmax_fwd};
+use crate::ops::swiglu::{swiglu_bwd, swiglu_fwd};
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+use std::any::Any;
+use std::sync::{Arc, Mutex};
+
+/// Indices into [`LayerParams::tensors`]; biases are optional.
+pub(crate) const IN_NORM: usize = 0;
+pub(crate) const Q: usize = 1;
+pub(crate) const K: usize = 3;
+pub(crate) const V: usize = 5;
+pub(crate) const O: usize = 7;
+pub(crate) const POST_NORM: usize = 9;
+pub(crate) const GATE: usize = 10;
+pub(crate) const UP: usize = 12;
+pub(crate) const DOWN: usize = 14;
+pub(crate) const NUM: usize = 16;
+
+/// A layer's weights (weight at index i, its bias at i + 1) and their parameter names.
+#[derive(Clone)]
+pub(crate) struct LayerParams {
+    pub tensors: [Option<Tensor>; NUM],
+    pub names: [String; NUM],
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct LayerDims {
+    pub b: usize,
+    pub t: usize,
+    pub d: usize,
+    pub h: usize,
+    pub g: usize,
+    pub hd: usize,
+    pub f: usize,
+    pub eps: f64,
+}
+
+impl LayerDims {
+    fn n(&self) -> usize {
+        self.b * self.t
+    }
+    fn rms(&self) -> NormSpec {
+        NormSpec {
+            eps: self.eps,
+            center: false,
+        }
+    }
+}
+
+struct Saved<T> {
+    hn1: Vec<T>,
+    q: Vec<T>, // [B,H,T,D] rotated
+    k: Vec<T>, // [B,G,T,D] rotated
+    v: Vec<T>, // [B,G,T,D]
+    p: Vec<T>, // [B,G,R·T,T]
+    attn: Vec<T>,
+    x_mid: Vec<T>,
+    hn2: Vec<T>,
+    gate: Vec<T>,
+    up: Vec<T>,
+    act: Vec<T>,
+}
+
+pub(crate) struct FusedLayer {
+    pub dims: LayerDims,
+    pub params: LayerParams,
+    /// `[B,T,D/2]` rotary tables and the `[B,1,T,T]` additive mask.
+    pub cos: Tensor,
+    pub sin: Tensor,
+    pub mask: Tensor,
+    pub sink: Arc<GradSink>,
+    /// Keep activations for a backward pass (false when nothing needs gradients).
+    pub train: bool,
+    saved: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+impl FusedLayer {
+    pub fn new(
+        dims: LayerDims,
+        params: LayerParams,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor,
+        sink: Arc<GradSink>,
+        train: bool,
+    ) -> Self {
+        Self {
+            dims,
+            params,
+            cos,
+            sin,
+            mask,
+            sink,
+            train,
+            saved: Mutex::new(None),
+        }
+    }
+}
+
+/// `x[N, din] · w[dout, din]ᵀ + b`.
+fn lin<T: Real>(x: &[T], w: &[T], b: Option<&[T]>, n: usize, din: usize, dout: usize) -> Vec<T> {
+    let mut y = linear_fwd(x, w, n, din, dout);
+    if let Some(b) = b {
+        y.par_chunks_mut(dout)
+            .for_each(|row| row.iter_mut().zip(b).for_each(|(y, b)| *y += *b));
+    }
+    y
+}
+
+/// `[B, T, H, D]` ↔ `[B, H, T, D]` (the same permutation swaps back with t and h exchanged).
+fn swap_th<T: Real>(x: &[T], t: usize, h: usize, d: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    out.par_chunks_mut(t * d).enumerate().for_each(|(bh, o)| {
+        let (bi, hi) = (bh / h, bh % h);
+        for ti in 0..t {
+            o[ti * d..][..d].copy_from_slice(&x[((bi * t + ti) * h + hi) * d..][..d]);
+        }
+    });
+    out
+}
+
+/// Column sums of a `[rows, cols]` matrix, added to (or written into) `dst`.
+fn colsum_into<T: Real>(dst: &mut [T], overwrite: bool, g: &[T], cols: usize) {
+    if overwrite {
+        dst.iter_mut().for_each(|x| *x = T::zero());
+    }
+    for row in g.chunks(cols) {
+        dst.iter_mut().zip(row).for_each(|(d, v)| *d += *v);
+    }
+}
+
+/// Per (batch, KV head) block: `out[bg] = lhs[bg] · rhs[bg]` with the given operand strides.
+#[allow(clippy::too_many_arguments)]
+fn batched<T: Real>(
+    blocks: usize,
+    (m, n, k): (usize, usize, usize),
+    lhs: &[T],
+    lhs_block: usize,
+    lhs_strides: (usize, usize),
+    rhs: &[T],
+    rhs_block: usize,
+    rhs_strides: (usize, usize),
+) -> Vec<T> {
+    let mut out = vec![T::zero(); blocks * m * n];
+    out.par_chunks_mut(m * n).enumerate().for_each(|(i, o)| {
+        gemm_into(
+            o,
+            false,
+            (m, n, k),
+            &lhs[i * lhs_block..][..lhs_block],
+            lhs_strides,
+            &rhs[i * rhs_block..][..rhs_block],
+            rhs_strides,
+            false,
+        );
+    });
+    out
+}
+
+struct Slices<'a, T> {
+    w: [Option<&'a [T]>; NUM],
+    cos: &'a [T],
+    sin: &'a [T],
+    mask: &'a [T],
+}
+
+impl<'a, T> Slices<'a, T> {
+    fn w(&self, i: usize) -> &'a [T] {
+        self.w[i].expect("required weight present")
+    }
+}
+
+fn layer_fwd<T: Real>(dm: LayerDims, s: &Slices<T>, x: &[T]) -> (Vec<T>, Saved<T>) {
+    let (n, d, hd, f) = (dm.n(), dm.d, dm.hd, dm.f);
+    let (qd, kvd) = (dm.h * hd, dm.g * hd);
+    let r = dm.h / dm.g;
+    let hn1 = norm_fwd(x, s.w(IN_NORM), None, dm.rms());
+    let q = lin(&hn1, s.w(Q), s.w[Q + 1], n, d, qd);
+    let k = lin(&hn1, s.w(K), s.w[K + 1], n, d, kvd);
+    let v = lin(&hn1, s.w(V), s.w[V + 1], n, d, kvd);
+    let q = rope_fwd(
+        &q,
+        s.cos,
+        s.sin,
+        Dims {
+            b: dm.b,
+            t: dm.t,
+            h: dm.h,
+            d: hd,
+        },
+    );
+    let k = rope_fwd(
+        &k,
+        s.cos,
+        s.sin,
+        Dims {
+            b: dm.b,
+            t: dm.t,
+            h: dm.g,
+            d: hd,
+        },
+    );
+    let v = swap_th(&v, dm.t, dm.g, hd);
+    let (rt, t, blocks) = (r * dm.t, dm.t, dm.b * dm.g);
+    // scores[bg] = q[bg] (R·T × D) · k[bg]ᵀ (D × T)
+    let scores = batched(
+        blocks,
+        (rt, t, hd),
+        &q,
+        rt * hd,
+        (hd, 1),
+        &k,
+        t * hd,
+        (1, hd),
+    );
+    let scale = T::from(1.0 / (hd as f64).sqrt()).expect("finite scale");
+    let p = softmax_fwd(&scores, s.mask, dm.b, blocks * rt, t, t, scale);
+    // o[bg] = p[bg] (R·T × T) · v[bg] (T × D): [B,G,R·T,D] = [B,H,T,D]
+    let o = batched(blocks, (rt, hd, t), &p, rt * t, (t, 1), &v, t * hd, (hd, 1));
+    let attn = swap_th(&o, dm.h, dm.t, hd); // [B,T,H,D] = [N, H·D]
+    let mut x_mid = lin(&attn, s.w(O), s.w[O + 1], n, qd, d);
+    x_mid
+        .par_iter_mut()
+        .zip(x.par_iter())
+        .for_each(|(a, b)| *a += *b);
+    let hn2 = norm_fwd(&x_mid, s.w(POST_NORM), None, dm.rms());
+    let gate = lin(&hn2, s.w(GATE), s.w[GATE + 1], n, d, f);
+    let up = lin(&hn2, s.w(UP), s.w[UP + 1], n, d, f);
+    let act = swiglu_fwd(&gate, &up);
+    let mut y = lin(&act, s.w(DOWN), s.w[DOWN + 1], n, f, d);
+    y.par_iter_mut()
+        .zip(x_mid.par_iter())
+        .for_each(|(a, b)| *a += *b);
+    (
+        y,
+        Saved {
+            hn1,
+            q,
+            k,
+            v,
+            p,
+            attn,
+            x_mid,
+            hn2,
+            gate,
+            up,
+            act,
+        },
+    )
+}
+
+/// Adds `dy[N, dout]ᵀ · x[N, din]` to the gradient of weight `i` (and column sums to its bias).
+#[allow(clippy::too_many_arguments)]
+fn weight_grad<T: GradElem>(
+    sink: &GradSink,
+    params: &LayerParams,
+    i: usize,
+    dy: &[T],
+    x: &[T],
+    n: usize,
+    din: usize,
+    dout: usize,
+) -> Result<()> {
+    sink.accumulate::<T>(&params.names[i], &[dout, din], |buf, overwrite| {
+        gemm_into(
+            buf,
+            !overwrite,
+            (dout, din, n),
+            dy,
+            (1, dout),
+            x,
+            (din, 1),
+            true,
+        )
+    })?;
+    if params.tensors[i + 1].is_some() {
+        sink.accumulate::<T>(&params.names[i + 1], &[dout], |buf, overwrite| {
+            colsum_into(buf, overwrite, dy, dout)
+        })?;
+    }
+    Ok(())
+}
+
+/// `dx[N, din] (+)= dy[N, dout] · w[dout, din]`.
+fn input_grad<T: Real>(
+    dx: &mut [T],
+    accumulate: bool,
+    dy: &[T],
+    w: &[T],
+    n: usize,
+    din: usize,
+    dout: usize,
+) {
+    gemm_into(
+        dx,
+        accumulate,
+        (n, din, dout),
+        dy,
+        (dout, 1),
+        w,
+        (din, 1),
+        true,
+    );
+}
+
+fn norm_weight_grad<T: GradElem>(sink: &GradSink, name: &str, dw: &[T]) -> Result<()> {
+    sink.accumulate::<T>(name, &[dw.len()], |buf, overwrite| {
+        if overwrite {
+            buf.copy_from_slice(dw);
+        } else {
+            buf.iter_mut().zip(dw).for_each(|(a, b)| *a += *b);
+        }
+    })
+}
+
+fn layer_bwd<T: GradElem>(
+    dm: LayerDims,
+    s: &Slices<T>,
+    sv: &Saved<T>,
+    x: &[T],
+    gy: &[T],
+    sink: &GradSink,
+    params: &LayerParams,
+) -> Result<Vec<T>> {
+    let (n, d, hd, f) = (dm.n(), dm.d, dm.hd, dm.f);
+    let (qd, kvd) = (dm.h * hd, dm.g * hd);
+    let r = dm.h / dm.g;
+    let (rt, t, blocks) = (r * dm.t, dm.t, dm.b * dm.g);
+
+    // MLP: y = x_mid + down(swiglu(gate(hn2), up(hn2)))
+    let mut d_act = vec![T::zero(); n * f];
+    input_grad(&mut d_act, false, gy, s.w(DOWN), n, f, d);
+    weight_grad(sink, params, DOWN, gy, &sv.act, n, f, d)?;
+    let (d_gate, d_up) = swiglu_bwd(&sv.gate, &sv.up, &d_act);
+    drop(d_act);
+    let mut d_hn2 = vec![T::zero(); n * d];
+    input_grad(&mut d_hn2, false, &d_gate, s.w(GATE), n, d, f);
+    input_grad(&mut d_hn2, true, &d_up, s.w(UP), n, d, f);
+    weight_grad(sink, params, GATE, &d_gate, &sv.hn2, n, d, f)?;
+    weight_grad(sink, params, UP, &d_up, &sv.hn2, n, d, f)?;
+    let (mut d_xmid, dw_post, _) = norm_bwd(&sv.x_mid, s.w(POST_NORM), &d_hn2, dm.rms());
+    norm_weight_grad(sink, &params.names[POST_NORM], &dw_post)?;
+    d_xmid
+        .par_iter_mut()
+        .zip(gy.par_iter())
+        .for_each(|(a, b)| *a += *b);
+
+    // Attention output projection: x_mid = x + o_proj(attn)
+    let mut d_attn = vec![T::zero(); n * qd];
+    input_grad(&mut d_attn, false, &d_xmid, s.w(O), n, qd, d);
+    weight_grad(sink, params, O, &d_xmid, &sv.attn, n, qd, d)?;
+    let d_o = swap_th(&d_attn, dm.t, dm.h, hd); // [B,H,T,D] = [B,G,R·T,D]
+    drop(d_attn);
+    // o = p·v → dp = d_o·vᵀ, dv = pᵀ·d_o
+    let dp = batched(
+        blocks,
+        (rt, t, hd),
+        &d_o,
+        rt * hd,
+        (hd, 1),
+        &sv.v,
+        t * hd,
+        (1, hd),
+    );
+    let dv = batched(
+        blocks,
+        (t, hd, rt),
+        &sv.p,
+        rt * t,
+        (1, t),
+        &d_o,
+        rt * hd,
+        (hd, 1),
+    );
+    let scale = T::from(1.0 / (hd as f64).sqrt()).expect("finite scale");
+    let ds = softmax_bwd(&sv.p, &dp, t, scale);
+    drop(dp);
+    // scores = q·kᵀ → dq = ds·k, dk = dsᵀ·q
+    let dq = batched(
+        blocks,
+        (rt, hd, t),
+        &ds,
+        rt * t,
+        (t, 1),
+        &sv.k,
+        t * hd,
+        (hd, 1),
+    );
+    let dk = batched(
+        blocks,
+        (t, hd, rt),
+        &ds,
+        rt * t,
+        (1, t),
+        &sv.q,
+        rt * hd,
+        (hd, 1),
+    );
+    drop(ds);
+    let dq = rope_bwd(
+        &dq,
+        s.cos,
+        s.sin,
+        Dims {
+            b: dm.b,
+            t: dm.t,
+            h: dm.h,
+            d: hd,
+        },
+    ); // [N, H·D]
+    let dk = rope_bwd(
+        &dk,
+        s.cos,
+        s.sin,
+        Dims {
+            b: dm.b,
+            t: dm.t,
+            h: dm.g,
+            d: hd,
+        },
+    ); // [N, G·D]
+    let dv = swap_th(&dv, dm.g, dm.t, hd); // [N, G·D]
+    let mut d_hn1 = vec![T::zero(); n * d];
+    input_grad(&mut d_hn1, false, &dq, s.w(Q), n, d, qd);
+    input_grad(&mut d_hn1, true, &dk, s.w(K), n, d, kvd);
+    input_grad(&mut d_hn1, true, &dv, s.w(V), n, d, kvd);
+    weight_grad(sink, params, Q, &dq, &sv.hn1, n, d, qd)?;
+    weight_grad(sink, params, K, &dk, &sv.hn1, n, d, kvd)?;
+    weight_grad(sink, params, V, &dv, &sv.hn1, n, d, kvd)?;
+    let (mut dx, dw_in, _) = norm_bwd(x, s.w(IN_NORM), &d_hn1, dm.rms());
+    norm_weight_grad(sink, &params.names[IN_NORM], &dw_in)?;
+    dx.par_iter_mut()
+        .zip(d_xmid.par_iter())
+        .for_each(|(a, b)| *a += *b);
+    Ok(dx)
+}
+
+fn cpu<'a, T: Real>(g: &'a (candle_core::StorageRef<'_>, &Layout)) -> Result<&'a [T]> {
+    match &*g.0 {
+        Storage::Cpu(c) => slice::<T>(c, g.1, "fused llama layer"),
+        _ => bail!("fused llama layer runs on the CPU only"),
+    }
+}
+
+/// Read guards on the layer's tensors, turned into slices for the duration of `f`.
+fn with_slices<T: Real, R>(op: &FusedLayer, f: impl FnOnce(&Slices<T>) -> Result<R>) -> Result<R> {
+    let ws: Vec<Option<_>> = op
+        .params
+        .tensors
+        .iter()
+        .map(|t| t.as_ref().map(Tensor::storage_and_layout))
+        .collect();
+    let (cg, sg, mg) = (
+        op.cos.storage_and_layout(),
+        op.sin.storage_and_layout(),
+        op.mask.storage_and_layout(),
+    );
+    let mut w: [Option<&[T]>; NUM] = [None; NUM];
+    for (i, g) in ws.iter().enumerate() {
+        if let Some(g) = g {
+            w[i] = Some(cpu(g)?);
+        }
+    }
+    let slices = Slices {
+        w,
+        cos: cpu(&cg)?,
+        sin: cpu(&sg)?,
+        mask: cpu(&mg)?,
+    };
+    f(&slices)
+}
+
+impl FusedLayer {
+    fn forward<T: GradElem>(&self, x: &[T]) -> Result<Vec<T>> {
+        let (y, saved) = with_slices(self, |s| Ok(layer_fwd(self.dims, s, x)))?;
+        if self.train {
+            *self
+                .saved
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("poisoned lock".into()))? =
+                Some(Box::new(saved));
+        }
+        Ok(y)
+    }
+
+    fn backward<T: GradElem>(&self, x: &Tensor, gy: &Tensor) -> Result<Tensor> {
+        let saved = self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned lock".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("fused llama layer: backward without saved activations (run it once per forward)".into()))?;
+        let saved = saved
+            .downcast::<Saved<T>>()
+            .map_err(|_| candle_core::Error::Msg("fused llama layer: dtype changed".into()))?;
+        let dx = crate::ops::cpu::with_slice::<T, _>(x, "fused llama layer", |xs| {
+            crate::ops::cpu::with_slice::<T, _>(gy, "fused llama layer", |gs| {
+                with_slices(self, |s| {
+                    layer_bwd(self.dims, s, &saved, xs, gs, &self.sink, &self.params)
+                })
+            })
+        })???;
+        Tensor::from_vec(dx, x.shape(), x.device())
+    }
+}
+
+impl CustomOp2 for FusedLayer {
+    fn name(&self) -> &'static str {
+        "fused-llama-layer"
+    }
+
+    /// `x: [N, d]`; the second argument only anchors the node in the autograd graph (it is one
+    /// of the layer's weights, so the layer is differentiated even if `x` is not).
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let n = self.dims.n();
+        if xl.dims() != [n, self.dims.d] {
+            bail!(
+                "fused llama layer: input {:?}, expected [{n}, {}]",
+                xl.dims(),
+                self.dims.d
+            );
+        }
+        let out = match xs.dtype() {
+            DType::F32 => {
+                CpuStorage::F32(self.forward::<f32>(slice(xs, xl, "fused llama layer")?)?)
+            }
+            DType::F64 => {
+                CpuStorage::F64(self.forward::<f64>(slice(xs, xl, "fused llama layer")?)?)
+            }
+            dt => bail!("fused llama layer: unsupported dtype {dt:?}"),
+        };
+        Ok((out, xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _anchor: &Tensor,
+        _res: &Tensor,
+        gy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = match x.dtype() {
+            DType::F32 => self.backward::<f32>(x, gy)?,
+            DType::F64 => self.backward::<f64>(x, gy)?,
+            dt => bail!("fused llama layer: unsupported dtype {dt:?}"),
+        };
+        Ok((Some(dx), None))
+    }
+}
