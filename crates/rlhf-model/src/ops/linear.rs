@@ -82,9 +82,24 @@ pub(crate) fn gemm_into<T: Real>(
 }
 
 /// A fresh `[m, n]` product (see [`gemm_into`]).
-fn product<T: Real>(mnk: (usize, usize, usize), lhs: &[T], lhs_strides: (usize, usize), rhs: &[T], rhs_strides: (usize, usize)) -> Vec<T> {
+fn product<T: Real>(
+    mnk: (usize, usize, usize),
+    lhs: &[T],
+    lhs_strides: (usize, usize),
+    rhs: &[T],
+    rhs_strides: (usize, usize),
+) -> Vec<T> {
     let mut dst = vec![T::zero(); mnk.0 * mnk.1];
-    gemm_into(&mut dst, false, mnk, lhs, lhs_strides, rhs, rhs_strides, true);
+    gemm_into(
+        &mut dst,
+        false,
+        mnk,
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+        true,
+    );
     dst
 }
 
