@@ -12,9 +12,7 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf> {
     }
     let p = PathBuf::from(arg);
     if !p.exists() {
-        bail!(
-            "--model {arg}: no such file or folder (give an HF folder, a .gguf file, or `default`)"
-        );
+        bail!("--model {arg}: no such file or folder (give an HF folder, a .gguf file, or `default`)");
     }
     Ok(p)
 }
@@ -27,14 +25,10 @@ pub struct Loaded {
 
 pub fn load(arg: &str, device: &Device) -> Result<Loaded> {
     let path = resolve_model(arg)?;
-    let model = CausalLm::load(&path, DType::F32, device)
-        .with_context(|| format!("loading model {}", path.display()))?;
+    let model =
+        CausalLm::load(&path, DType::F32, device).with_context(|| format!("loading model {}", path.display()))?;
     let tokenizer = Tokenizer::load(&path)
         .with_context(|| format!("loading tokenizer of {}", path.display()))?
         .with_model_config(model.config());
-    Ok(Loaded {
-        model,
-        tokenizer,
-        path,
-    })
+    Ok(Loaded { model, tokenizer, path })
 }

@@ -14,10 +14,7 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
+        Self { role: role.into(), content: content.into() }
     }
     pub fn user(content: &str) -> Self {
         Self::new("user", content)
@@ -45,15 +42,10 @@ impl ChatTemplate {
             .map_err(|e| DataError::Template(e.to_string()))?;
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, Error> {
-                Err(Error::new(ErrorKind::InvalidOperation, msg))
-            },
-        );
-        env.add_function("strftime_now", |fmt: String| -> String {
-            strftime_now(&fmt)
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, Error> {
+            Err(Error::new(ErrorKind::InvalidOperation, msg))
         });
+        env.add_function("strftime_now", |fmt: String| -> String { strftime_now(&fmt) });
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| DataError::Template(format!("cannot parse: {e}")))?;
         Ok(Self { env })
@@ -66,10 +58,7 @@ impl ChatTemplate {
         bos_token: &str,
         eos_token: &str,
     ) -> Result<String> {
-        let tmpl = self
-            .env
-            .get_template("chat")
-            .map_err(|e| DataError::Template(e.to_string()))?;
+        let tmpl = self.env.get_template("chat").map_err(|e| DataError::Template(e.to_string()))?;
         tmpl.render(context! {
             messages => messages_value(messages),
             add_generation_prompt => add_generation_prompt,
@@ -84,20 +73,13 @@ impl ChatTemplate {
 fn messages_value(messages: &[Message]) -> minijinja::Value {
     messages
         .iter()
-        .map(|m| {
-            minijinja::Value::from_pairs([
-                ("role", m.role.as_str()),
-                ("content", m.content.as_str()),
-            ])
-        })
+        .map(|m| minijinja::Value::from_pairs([("role", m.role.as_str()), ("content", m.content.as_str())]))
         .collect()
 }
 
 /// The subset of strftime that chat templates use (%d %b %B %Y %m %y %%), in UTC.
 fn strftime_now(fmt: &str) -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     const MONTHS: [&str; 12] = [
         "January",
@@ -161,20 +143,15 @@ mod tests {
     fn renders_chatml_with_default_system_prompt() {
         let t = ChatTemplate::new(CHATML).unwrap();
         let s = t.render(&[Message::user("Hi")], true, "", "").unwrap();
-        assert_eq!(s, "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
-        let s = t
-            .render(
-                &[
-                    Message::system("S"),
-                    Message::user("Q"),
-                    Message::assistant("A"),
-                ],
-                false,
-                "",
-                "",
-            )
-            .unwrap();
-        assert_eq!(s, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\nA<|im_end|>\n");
+        assert_eq!(
+            s,
+            "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let s = t.render(&[Message::system("S"), Message::user("Q"), Message::assistant("A")], false, "", "").unwrap();
+        assert_eq!(
+            s,
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\nA<|im_end|>\n"
+        );
     }
 
     #[test]
@@ -183,23 +160,14 @@ mod tests {
             "{% for m in messages %}\n  {% if m.role not in ['user', 'assistant'] %}{{ raise_exception('bad role ' + m.role) }}{% endif %}\n[{{ m.content.strip() | upper }}]\n{% endfor %}",
         )
         .unwrap();
-        assert_eq!(
-            t.render(&[Message::user("  hi  ")], false, "", "").unwrap(),
-            "[HI]\n"
-        );
-        let err = t
-            .render(&[Message::new("tool", "x")], false, "", "")
-            .unwrap_err()
-            .to_string();
+        assert_eq!(t.render(&[Message::user("  hi  ")], false, "", "").unwrap(), "[HI]\n");
+        let err = t.render(&[Message::new("tool", "x")], false, "", "").unwrap_err().to_string();
         assert!(err.contains("bad role tool"), "{err}");
     }
 
     #[test]
     fn bad_template_is_a_clear_error() {
-        let err = ChatTemplate::new("{% for m in messages %}")
-            .err()
-            .unwrap()
-            .to_string();
+        let err = ChatTemplate::new("{% for m in messages %}").err().unwrap().to_string();
         assert!(err.starts_with("chat template: cannot parse"), "{err}");
     }
 

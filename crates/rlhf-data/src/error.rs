@@ -16,10 +16,7 @@ pub enum DataError {
 
 impl DataError {
     pub fn file(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
-        DataError::File {
-            path: path.as_ref().to_path_buf(),
-            message: message.into(),
-        }
+        DataError::File { path: path.as_ref().to_path_buf(), message: message.into() }
     }
 }
 

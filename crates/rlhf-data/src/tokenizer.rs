@@ -31,7 +31,8 @@ pub struct Tokenizer {
 
 /// Llama-3's split pattern; Qwen2's differs only in splitting digits one at a time.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn tok_err(e: impl std::fmt::Display) -> DataError {
     DataError::Tokenizer(e.to_string())
@@ -50,27 +51,21 @@ impl Tokenizer {
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let tj = dir.join("tokenizer.json");
         if !tj.exists() {
-            return Err(DataError::file(
-                &tj,
-                "missing (the model folder needs an HF tokenizer.json)",
-            ));
+            return Err(DataError::file(&tj, "missing (the model folder needs an HF tokenizer.json)"));
         }
-        let inner = tokenizers::Tokenizer::from_file(&tj)
-            .map_err(|e| DataError::file(&tj, format!("cannot load: {e}")))?;
+        let inner =
+            tokenizers::Tokenizer::from_file(&tj).map_err(|e| DataError::file(&tj, format!("cannot load: {e}")))?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: Value = if cfg_path.exists() {
             let text = std::fs::read_to_string(&cfg_path)
                 .map_err(|e| DataError::file(&cfg_path, format!("cannot read: {e}")))?;
-            serde_json::from_str(&text)
-                .map_err(|e| DataError::file(&cfg_path, format!("not valid JSON: {e}")))?
+            serde_json::from_str(&text).map_err(|e| DataError::file(&cfg_path, format!("not valid JSON: {e}")))?
         } else {
             json!({})
         };
         let token = |key: &str| -> Option<(String, u32)> {
             let v = cfg.get(key)?;
-            let s = v
-                .as_str()
-                .or_else(|| v.get("content").and_then(Value::as_str))?;
+            let s = v.as_str().or_else(|| v.get("content").and_then(Value::as_str))?;
             inner.token_to_id(s).map(|id| (s.to_string(), id))
         };
         let (bos, eos, pad) = (token("bos_token"), token("eos_token"), token("pad_token"));
@@ -84,21 +79,8 @@ impl Tokenizer {
                 .map(str::to_string),
             _ => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
         };
-        let add_bos = cfg
-            .get("add_bos_token")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let mut t = Self {
-            inner,
-            bos,
-            eos,
-            extra_eos: vec![],
-            pad: 0,
-            add_bos,
-            chat_template,
-        };
-        t.pad = t.choose_pad(pad.map(|p| p.1));
-        Ok(t)
+        let add_bos = cfg.get("add_bos_token").and_then(Value::as_bool).unwrap_or(false);
+        Ok(Self::assemble(inner, bos, eos, pad.map(|p| p.1), add_bos, chat_template))
     }
 
     /// Rebuilds the tokenizer llama.cpp stored in a GGUF file (byte-level BPE models).
@@ -117,22 +99,15 @@ impl Tokenizer {
             .strings("tokenizer.ggml.merges")?
             .ok_or_else(|| err("missing metadata `tokenizer.ggml.merges`".into()))?;
         let types = g.ints("tokenizer.ggml.token_type")?.unwrap_or_default();
-        let vocab: tokenizers::models::bpe::Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
+        let vocab: tokenizers::models::bpe::Vocab =
+            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         let merges = merges
             .iter()
             .enumerate()
             .map(|(i, m)| {
                 m.split_once(' ')
                     .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| {
-                        err(format!(
-                            "merge {i} `{m}` is not two tokens separated by a space"
-                        ))
-                    })
+                    .ok_or_else(|| err(format!("merge {i} `{m}` is not two tokens separated by a space")))
             })
             .collect::<Result<Vec<_>>>()?;
         let bpe = BPE::builder()
@@ -169,25 +144,27 @@ impl Tokenizer {
             .collect();
         inner.add_special_tokens(special).map_err(tok_err)?;
         let id_tok = |key: &str| -> Result<Option<(String, u32)>> {
-            Ok(g.uint(key)?
-                .and_then(|id| tokens.get(id as usize).map(|s| (s.clone(), id as u32))))
+            Ok(g.uint(key)?.and_then(|id| tokens.get(id as usize).map(|s| (s.clone(), id as u32))))
         };
         let bos = id_tok("tokenizer.ggml.bos_token_id")?;
         let eos = id_tok("tokenizer.ggml.eos_token_id")?;
         let pad = id_tok("tokenizer.ggml.padding_token_id")?.map(|p| p.1);
         let add_bos = g.bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
         let chat_template = g.str("tokenizer.chat_template")?.map(str::to_string);
-        let mut t = Self {
-            inner,
-            bos,
-            eos,
-            extra_eos: vec![],
-            pad: 0,
-            add_bos,
-            chat_template,
-        };
-        t.pad = t.choose_pad(pad);
-        Ok(t)
+        Ok(Self::assemble(inner, bos, eos, pad, add_bos, chat_template))
+    }
+
+    fn assemble(
+        inner: tokenizers::Tokenizer,
+        bos: Option<(String, u32)>,
+        eos: Option<(String, u32)>,
+        declared_pad: Option<u32>,
+        add_bos: bool,
+        chat_template: Option<String>,
+    ) -> Self {
+        let mut t = Self { inner, bos, eos, extra_eos: vec![], pad: 0, add_bos, chat_template };
+        t.pad = t.choose_pad(declared_pad);
+        t
     }
 
     /// A pad id distinct from every EOS id (RLHF_DETAILS 3): the declared one if it differs from
@@ -203,9 +180,7 @@ impl Tokenizer {
                 return id;
             }
         }
-        (0..self.vocab_size() as u32)
-            .find(|i| !eos.contains(i))
-            .unwrap_or(0)
+        (0..self.vocab_size() as u32).find(|i| !eos.contains(i)).unwrap_or(0)
     }
 
     /// Adds the model config's EOS ids (config.json may list several, e.g. `<|eot_id|>`).
@@ -228,11 +203,7 @@ impl Tokenizer {
     }
 
     pub fn eos_ids(&self) -> Vec<u32> {
-        self.eos
-            .iter()
-            .map(|e| e.1)
-            .chain(self.extra_eos.iter().copied())
-            .collect()
+        self.eos.iter().map(|e| e.1).chain(self.extra_eos.iter().copied()).collect()
     }
 
     pub fn pad_id(&self) -> u32 {
@@ -271,15 +242,9 @@ impl Tokenizer {
     }
 
     /// Renders `messages` with the model's chat template.
-    pub fn apply_chat_template(
-        &self,
-        messages: &[Message],
-        add_generation_prompt: bool,
-    ) -> Result<String> {
+    pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let src = self.chat_template.as_deref().ok_or_else(|| {
-            DataError::Template(
-                "this model has no chat template (use a plain prompt, or a model with one)".into(),
-            )
+            DataError::Template("this model has no chat template (use a plain prompt, or a model with one)".into())
         })?;
         let bos = self.bos.as_ref().map_or("", |b| b.0.as_str());
         let eos = self.eos.as_ref().map_or("", |e| e.0.as_str());
@@ -287,23 +252,16 @@ impl Tokenizer {
     }
 
     /// Chat-formatted prompt ids, tokenised as token ids end to end (no string re-joins later).
-    pub fn encode_chat(
-        &self,
-        messages: &[Message],
-        add_generation_prompt: bool,
-    ) -> Result<Vec<u32>> {
+    pub fn encode_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<Vec<u32>> {
         let text = self.apply_chat_template(messages, add_generation_prompt)?;
         self.encode(&text, true)
     }
 
     /// Writes `tokenizer.json` and `tokenizer_config.json` (with the chat template) into `dir`.
     pub fn save_hf(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| DataError::file(dir, format!("cannot create: {e}")))?;
+        std::fs::create_dir_all(dir).map_err(|e| DataError::file(dir, format!("cannot create: {e}")))?;
         let tj = dir.join("tokenizer.json");
-        self.inner
-            .save(&tj, false)
-            .map_err(|e| DataError::file(&tj, format!("cannot write: {e}")))?;
+        self.inner.save(&tj, false).map_err(|e| DataError::file(&tj, format!("cannot write: {e}")))?;
         let name = |id: u32| self.inner.id_to_token(id);
         let cfg = json!({
             "tokenizer_class": "PreTrainedTokenizerFast",
@@ -334,11 +292,7 @@ pub struct StopStrings<'a> {
 impl<'a> StopStrings<'a> {
     pub fn new(tokenizer: &'a Tokenizer, stops: Vec<String>) -> Self {
         let longest = stops.iter().map(|s| s.len()).max().unwrap_or(0);
-        Self {
-            tokenizer,
-            stops,
-            window: longest + 4,
-        }
+        Self { tokenizer, stops, window: longest + 4 }
     }
 }
 

@@ -6,10 +6,7 @@ use rlhf_model::default_model;
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/smollm2_transformers.json"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/smollm2_transformers.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -19,11 +16,7 @@ fn tokenizer() -> Tokenizer {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 #[test]
@@ -34,16 +27,8 @@ fn encodings_match_transformers() {
     cases.extend(fx["logprobs"].as_array().unwrap());
     for case in cases {
         let text = case["text"].as_str().unwrap();
-        assert_eq!(
-            t.encode(text, false).unwrap(),
-            ids(&case["ids"]),
-            "{text:?}"
-        );
-        assert_eq!(
-            t.decode(&ids(&case["ids"]), false).unwrap(),
-            text,
-            "decode {text:?}"
-        );
+        assert_eq!(t.encode(text, false).unwrap(), ids(&case["ids"]), "{text:?}");
+        assert_eq!(t.decode(&ids(&case["ids"]), false).unwrap(), text, "decode {text:?}");
     }
 }
 
@@ -54,10 +39,7 @@ fn chat_template_matches_transformers() {
     for case in fx["chat_template"]["cases"].as_array().unwrap() {
         let messages: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
         let gen = case["add_generation_prompt"].as_bool().unwrap();
-        assert_eq!(
-            t.apply_chat_template(&messages, gen).unwrap(),
-            case["rendered"].as_str().unwrap()
-        );
+        assert_eq!(t.apply_chat_template(&messages, gen).unwrap(), case["rendered"].as_str().unwrap());
         assert_eq!(t.encode_chat(&messages, gen).unwrap(), ids(&case["ids"]));
     }
 }

@@ -9,10 +9,8 @@ use std::path::{Path, PathBuf};
 
 /// GPT-2's reversible byte → printable-char map.
 fn byte_chars() -> Vec<char> {
-    let mut printable: Vec<u32> = ('!' as u32..='~' as u32)
-        .chain('¡' as u32..='¬' as u32)
-        .chain('®' as u32..='ÿ' as u32)
-        .collect();
+    let mut printable: Vec<u32> =
+        ('!' as u32..='~' as u32).chain('¡' as u32..='¬' as u32).chain('®' as u32..='ÿ' as u32).collect();
     let mut out = vec![' '; 256];
     let mut extra = 0;
     for b in 0..256u32 {
@@ -44,18 +42,9 @@ fn write_tokenizer_gguf(path: &Path, pre: &str, add_bos: bool) {
         ("general.architecture", s("llama")),
         ("tokenizer.ggml.model", s("gpt2")),
         ("tokenizer.ggml.pre", s(pre)),
-        (
-            "tokenizer.ggml.tokens",
-            Value::Array(tokens.iter().map(|t| s(t)).collect()),
-        ),
-        (
-            "tokenizer.ggml.token_type",
-            Value::Array(types.into_iter().map(Value::I32).collect()),
-        ),
-        (
-            "tokenizer.ggml.merges",
-            Value::Array(MERGES.iter().map(|m| s(m)).collect()),
-        ),
+        ("tokenizer.ggml.tokens", Value::Array(tokens.iter().map(|t| s(t)).collect())),
+        ("tokenizer.ggml.token_type", Value::Array(types.into_iter().map(Value::I32).collect())),
+        ("tokenizer.ggml.merges", Value::Array(MERGES.iter().map(|m| s(m)).collect())),
         ("tokenizer.ggml.bos_token_id", Value::U32(3)),
         ("tokenizer.ggml.eos_token_id", Value::U32(2)),
         ("tokenizer.ggml.padding_token_id", Value::U32(2)),
@@ -96,11 +85,7 @@ fn gguf_tokenizer_equals_its_tokenizer_json() {
         let a = from_gguf.encode(text, true).unwrap();
         let b = from_json.encode(text, true).unwrap();
         assert_eq!(a, b, "{text:?}");
-        assert_eq!(
-            from_gguf.decode(&a, false).unwrap(),
-            text,
-            "decode round trip of {text:?}"
-        );
+        assert_eq!(from_gguf.decode(&a, false).unwrap(), text, "decode round trip of {text:?}");
     }
     assert_eq!(from_json.chat_template(), Some(TEMPLATE));
     assert_eq!(from_json.eos_ids(), vec![2]);
@@ -144,10 +129,7 @@ fn chat_prompt_has_exactly_one_bos() {
     // The template itself renders bos_token; add_bos_token must not add a second one.
     let ids = t.encode_chat(&[Message::user("hello")], true).unwrap();
     assert_eq!(ids[0], 3);
-    assert_eq!(
-        ids[1], 1,
-        "expected <|im_start|> right after one BOS: {ids:?}"
-    );
+    assert_eq!(ids[1], 1, "expected <|im_start|> right after one BOS: {ids:?}");
     // A plain prompt gets BOS from add_bos_token.
     assert_eq!(t.encode("hello", true).unwrap()[0], 3);
     assert_ne!(t.encode("hello", false).unwrap()[0], 3);
@@ -157,14 +139,8 @@ fn chat_prompt_has_exactly_one_bos() {
 fn unsupported_gguf_tokenizers_are_clear_errors() {
     let path = tmp("weird.gguf");
     write_tokenizer_gguf(&path, "some-new-pre", false);
-    let err = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap())
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("weird.gguf") && err.contains("some-new-pre"),
-        "{err}"
-    );
+    let err = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).err().unwrap().to_string();
+    assert!(err.contains("weird.gguf") && err.contains("some-new-pre"), "{err}");
 }
 
 #[test]

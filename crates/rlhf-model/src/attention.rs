@@ -19,12 +19,7 @@ pub struct AttnContext {
 impl AttnContext {
     /// `attention_mask`: `[B, Tk]` with 1 for real tokens and 0 for padding, covering the cached
     /// tokens and the `new_tokens` being fed now (the last `new_tokens` columns).
-    pub fn new(
-        attention_mask: &Tensor,
-        new_tokens: usize,
-        window: Option<usize>,
-        dtype: DType,
-    ) -> Result<Self> {
+    pub fn new(attention_mask: &Tensor, new_tokens: usize, window: Option<usize>, dtype: DType) -> Result<Self> {
         let rows = attention_mask.to_dtype(DType::U32)?.to_vec2::<u32>()?;
         let b = rows.len();
         let tk = rows.first().map_or(0, Vec::len);
@@ -58,8 +53,7 @@ impl AttnContext {
                 }
             }
         }
-        let mask = Tensor::from_vec(mask, (b, 1, new_tokens, tk), attention_mask.device())?
-            .to_dtype(dtype)?;
+        let mask = Tensor::from_vec(mask, (b, 1, new_tokens, tk), attention_mask.device())?.to_dtype(dtype)?;
         Ok(Self { positions, mask })
     }
 
@@ -81,18 +75,11 @@ impl AttnContext {
 /// Rotary inverse frequencies with HF's scaling rules.
 pub fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f64> {
     let d = cfg.head_dim;
-    let base: Vec<f64> = (0..d / 2)
-        .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / d as f64))
-        .collect();
+    let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
     match &cfg.rope_scaling {
         None => base,
         Some(RopeScaling::Linear { factor }) => base.iter().map(|f| f / factor).collect(),
-        Some(RopeScaling::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position_embeddings,
-        }) => {
+        Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
             let old = *original_max_position_embeddings as f64;
             let (low_wl, high_wl) = (old / low_freq_factor, old / high_freq_factor);
             base.iter()
@@ -103,8 +90,7 @@ pub fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f64> {
                     } else if wavelen > low_wl {
                         f / factor
                     } else {
-                        let smooth = (old / wavelen - low_freq_factor)
-                            / (high_freq_factor - low_freq_factor);
+                        let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
                         (1.0 - smooth) * f / factor + smooth * f
                     }
                 })
@@ -121,11 +107,7 @@ pub fn rope_tables(
     dtype: DType,
     device: &Device,
 ) -> Result<(Tensor, Tensor)> {
-    let (b, t, h) = (
-        positions.len(),
-        positions.first().map_or(0, Vec::len),
-        inv_freq.len(),
-    );
+    let (b, t, h) = (positions.len(), positions.first().map_or(0, Vec::len), inv_freq.len());
     if dtype == DType::F64 {
         let (mut cos, mut sin) = (Vec::with_capacity(b * t * h), Vec::with_capacity(b * t * h));
         for &p in positions.iter().flatten() {
@@ -135,10 +117,7 @@ pub fn rope_tables(
                 sin.push(a.sin());
             }
         }
-        return Ok((
-            Tensor::from_vec(cos, (b, t, h), device)?,
-            Tensor::from_vec(sin, (b, t, h), device)?,
-        ));
+        return Ok((Tensor::from_vec(cos, (b, t, h), device)?, Tensor::from_vec(sin, (b, t, h), device)?));
     }
     let inv32: Vec<f32> = inv_freq.iter().map(|&f| f as f32).collect();
     let (mut cos32, mut sin32) = (Vec::with_capacity(b * t * h), Vec::with_capacity(b * t * h));
@@ -157,23 +136,14 @@ pub fn rope_tables(
 /// Scaled dot-product attention. `q: [B, H, T, D]` (contiguous), `k`, `v`: `[B, G, Tk, D]` with
 /// H a multiple of G; returns `[B·T, H·D]`. Query heads are grouped per KV head by a reshape,
 /// so K and V are never repeated.
-pub fn attend(
-    kernels: Kernels,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: &Tensor,
-) -> Result<Tensor> {
+pub fn attend(kernels: Kernels, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let (b, h, t, d) = q.dims4()?;
     let g = k.dim(1)?;
     let q = q.reshape((b, g, (h / g) * t, d))?;
     let scores = q.matmul(&k.t()?)?; // [B, G, R·T, Tk]
     let p = kernels.masked_softmax(&scores, mask, 1.0 / (d as f64).sqrt())?;
     let o = p.matmul(v)?; // [B, G, R·T, D]
-    o.reshape((b, h, t, d))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b * t, h * d))
+    o.reshape((b, h, t, d))?.transpose(1, 2)?.contiguous()?.reshape((b * t, h * d))
 }
 
 #[cfg(test)]
@@ -185,10 +155,7 @@ mod tests {
         let t = rows[0].len();
         let m = Tensor::from_vec(rows.concat(), (rows.len(), t), &Device::Cpu).unwrap();
         let c = AttnContext::new(&m, new, window, DType::F32).unwrap();
-        (
-            c.positions,
-            c.mask.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        )
+        (c.positions, c.mask.flatten_all().unwrap().to_vec1::<f32>().unwrap())
     }
 
     #[test]

@@ -27,12 +27,7 @@ pub enum RopeScaling {
     /// Positions divided by `factor`.
     Linear { factor: f64 },
     /// Llama 3.1's piecewise frequency scaling.
-    Llama3 {
-        factor: f64,
-        low_freq_factor: f64,
-        high_freq_factor: f64,
-        original_max_position_embeddings: usize,
-    },
+    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: usize },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,15 +75,9 @@ impl Reader<'_> {
     fn usize(&self, key: &str) -> Result<usize> {
         match field(self.obj, key) {
             Some(v) => v.as_u64().map(|x| x as usize).ok_or_else(|| {
-                ModelError::file(
-                    self.path,
-                    format!("`{key}` must be a non-negative integer, found {v}"),
-                )
+                ModelError::file(self.path, format!("`{key}` must be a non-negative integer, found {v}"))
             }),
-            None => Err(ModelError::file(
-                self.path,
-                format!("missing required key `{key}`"),
-            )),
+            None => Err(ModelError::file(self.path, format!("missing required key `{key}`"))),
         }
     }
     fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
@@ -100,45 +89,37 @@ impl Reader<'_> {
     }
     fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
         match field(self.obj, key) {
-            Some(v) => v.as_f64().ok_or_else(|| {
-                ModelError::file(self.path, format!("`{key}` must be a number, found {v}"))
-            }),
+            Some(v) => {
+                v.as_f64().ok_or_else(|| ModelError::file(self.path, format!("`{key}` must be a number, found {v}")))
+            }
             None => Ok(default),
         }
     }
     fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
         match field(self.obj, key) {
-            Some(v) => v.as_bool().ok_or_else(|| {
-                ModelError::file(
-                    self.path,
-                    format!("`{key}` must be true or false, found {v}"),
-                )
-            }),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| ModelError::file(self.path, format!("`{key}` must be true or false, found {v}"))),
             None => Ok(default),
         }
     }
     fn str_or<'b>(&'b self, key: &str, default: &'b str) -> Result<&'b str> {
         match field(self.obj, key) {
-            Some(v) => v.as_str().ok_or_else(|| {
-                ModelError::file(self.path, format!("`{key}` must be a string, found {v}"))
-            }),
+            Some(v) => {
+                v.as_str().ok_or_else(|| ModelError::file(self.path, format!("`{key}` must be a string, found {v}")))
+            }
             None => Ok(default),
         }
     }
     /// `eos_token_id` may be an integer or a list of integers.
     fn token_ids(&self, key: &str) -> Result<Vec<u32>> {
-        let bad = |v: &Value| {
-            ModelError::file(
-                self.path,
-                format!("`{key}` must be a token id or a list of them, found {v}"),
-            )
-        };
+        let bad =
+            |v: &Value| ModelError::file(self.path, format!("`{key}` must be a token id or a list of them, found {v}"));
         match field(self.obj, key) {
             None => Ok(vec![]),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| v.as_u64().map(|x| x as u32).ok_or_else(|| bad(v)))
-                .collect(),
+            Some(Value::Array(items)) => {
+                items.iter().map(|v| v.as_u64().map(|x| x as u32).ok_or_else(|| bad(v))).collect()
+            }
             Some(v) => v.as_u64().map(|x| vec![x as u32]).ok_or_else(|| bad(v)),
         }
     }
@@ -147,36 +128,27 @@ impl Reader<'_> {
 impl ModelConfig {
     /// Parses an HF `config.json`.
     pub fn from_hf_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ModelError::file(path, format!("cannot read: {e}")))?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| ModelError::file(path, format!("not valid JSON: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::file(path, format!("cannot read: {e}")))?;
+        let value: Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::file(path, format!("not valid JSON: {e}")))?;
         Self::from_hf_json(&value, path)
     }
 
     /// Parses the JSON of an HF `config.json`; `path` is used in error messages only.
     pub fn from_hf_json(value: &Value, path: &Path) -> Result<Self> {
-        let obj = value
-            .as_object()
-            .ok_or_else(|| ModelError::file(path, "expected a JSON object"))?;
+        let obj = value.as_object().ok_or_else(|| ModelError::file(path, "expected a JSON object"))?;
         let r = Reader { path, obj };
         let model_type = match field(obj, "model_type").and_then(Value::as_str) {
             Some(t) => t.to_string(),
             None => {
-                let arch = field(obj, "architectures")
-                    .and_then(|a| a.get(0))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+                let arch = field(obj, "architectures").and_then(|a| a.get(0)).and_then(Value::as_str).unwrap_or("");
                 match arch {
                     a if a.starts_with("Llama") => "llama".into(),
                     a if a.starts_with("Qwen2") => "qwen2".into(),
                     a if a.starts_with("Mistral") => "mistral".into(),
                     a if a.starts_with("GPT2") => "gpt2".into(),
                     _ => {
-                        return Err(ModelError::file(
-                            path,
-                            "missing `model_type` (and no known `architectures` entry)",
-                        ))
+                        return Err(ModelError::file(path, "missing `model_type` (and no known `architectures` entry)"))
                     }
                 }
             }
@@ -195,9 +167,7 @@ impl ModelConfig {
         let hidden_size = r.usize("hidden_size")?;
         let num_attention_heads = r.usize("num_attention_heads")?;
         let num_key_value_heads = r.usize_or("num_key_value_heads", num_attention_heads)?;
-        if num_attention_heads == 0
-            || hidden_size % num_attention_heads != 0 && field(r.obj, "head_dim").is_none()
-        {
+        if num_attention_heads == 0 || hidden_size % num_attention_heads != 0 && field(r.obj, "head_dim").is_none() {
             return Err(ModelError::file(
                 r.path,
                 format!("hidden_size {hidden_size} is not divisible by num_attention_heads {num_attention_heads}"),
@@ -211,29 +181,22 @@ impl ModelConfig {
         }
         // transformers 5 moved rope_theta and rope_scaling into `rope_parameters`.
         let rope_params = field(r.obj, "rope_parameters").and_then(Value::as_object);
-        let rope_theta = match rope_params
-            .and_then(|p| field(p, "rope_theta"))
-            .and_then(Value::as_f64)
-        {
+        let rope_theta = match rope_params.and_then(|p| field(p, "rope_theta")).and_then(Value::as_f64) {
             Some(t) => t,
             None => r.f64_or("rope_theta", 10_000.0)?,
         };
-        let scaling_obj =
-            rope_params.or_else(|| field(r.obj, "rope_scaling").and_then(Value::as_object));
+        let scaling_obj = rope_params.or_else(|| field(r.obj, "rope_scaling").and_then(Value::as_object));
         let rope_scaling = match scaling_obj {
             Some(s) => parse_rope_scaling(s, r.path)?,
             None => None,
         };
         let qwen = model_type == "qwen2";
         let attention_bias = r.bool_or("attention_bias", false)?;
-        let sliding_window =
-            if model_type == "mistral" || (qwen && r.bool_or("use_sliding_window", false)?) {
-                field(r.obj, "sliding_window")
-                    .and_then(Value::as_u64)
-                    .map(|w| w as usize)
-            } else {
-                None
-            };
+        let sliding_window = if model_type == "mistral" || (qwen && r.bool_or("use_sliding_window", false)?) {
+            field(r.obj, "sliding_window").and_then(Value::as_u64).map(|w| w as usize)
+        } else {
+            None
+        };
         let act = r.str_or("hidden_act", "silu")?;
         if act != "silu" {
             return Err(ModelError::file(
@@ -271,10 +234,7 @@ impl ModelConfig {
         let hidden_size = r.usize("n_embd")?;
         let heads = r.usize("n_head")?;
         if heads == 0 || hidden_size % heads != 0 {
-            return Err(ModelError::file(
-                r.path,
-                format!("n_embd {hidden_size} is not divisible by n_head {heads}"),
-            ));
+            return Err(ModelError::file(r.path, format!("n_embd {hidden_size} is not divisible by n_head {heads}")));
         }
         let act = r.str_or("activation_function", "gelu_new")?;
         if !matches!(act, "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast") {
@@ -391,12 +351,7 @@ fn rope_scaling_json(s: &RopeScaling) -> Value {
         RopeScaling::Linear { factor } => {
             json!({"rope_type": "linear", "type": "linear", "factor": factor})
         }
-        RopeScaling::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position_embeddings,
-        } => json!({
+        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => json!({
             "rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
             "high_freq_factor": high_freq_factor,
             "original_max_position_embeddings": original_max_position_embeddings,
@@ -405,23 +360,15 @@ fn rope_scaling_json(s: &RopeScaling) -> Value {
 }
 
 fn parse_rope_scaling(s: &Map<String, Value>, path: &Path) -> Result<Option<RopeScaling>> {
-    let kind = field(s, "rope_type")
-        .or_else(|| field(s, "type"))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+    let kind = field(s, "rope_type").or_else(|| field(s, "type")).and_then(Value::as_str).unwrap_or("default");
     let num = |key: &str| {
-        field(s, key).and_then(Value::as_f64).ok_or_else(|| {
-            ModelError::file(
-                path,
-                format!("rope scaling `{kind}` needs a numeric `{key}`"),
-            )
-        })
+        field(s, key)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| ModelError::file(path, format!("rope scaling `{kind}` needs a numeric `{key}`")))
     };
     match kind {
         "default" => Ok(None),
-        "linear" => Ok(Some(RopeScaling::Linear {
-            factor: num("factor")?,
-        })),
+        "linear" => Ok(Some(RopeScaling::Linear { factor: num("factor")? })),
         "llama3" => Ok(Some(RopeScaling::Llama3 {
             factor: num("factor")?,
             low_freq_factor: num("low_freq_factor")?,
@@ -475,29 +422,14 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let err = parse(json!({"model_type": "llama", "vocab_size": 10}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("config.json") && err.contains("hidden_size"),
-            "{err}"
-        );
-        let err = parse(json!({"model_type": "bert"}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("unknown architecture") && err.contains("bert"),
-            "{err}"
-        );
-        let err = parse(
-            json!({"model_type": "llama", "vocab_size": "x", "hidden_size": 8,
-            "num_attention_heads": 2, "intermediate_size": 4, "num_hidden_layers": 1}),
-        )
+        let err = parse(json!({"model_type": "llama", "vocab_size": 10})).unwrap_err().to_string();
+        assert!(err.contains("config.json") && err.contains("hidden_size"), "{err}");
+        let err = parse(json!({"model_type": "bert"})).unwrap_err().to_string();
+        assert!(err.contains("unknown architecture") && err.contains("bert"), "{err}");
+        let err = parse(json!({"model_type": "llama", "vocab_size": "x", "hidden_size": 8,
+            "num_attention_heads": 2, "intermediate_size": 4, "num_hidden_layers": 1}))
         .unwrap_err()
         .to_string();
-        assert!(
-            err.contains("`vocab_size` must be a non-negative integer"),
-            "{err}"
-        );
+        assert!(err.contains("`vocab_size` must be a non-negative integer"), "{err}");
     }
 }

@@ -13,9 +13,7 @@ pub fn rlhf_home() -> PathBuf {
     if let Some(h) = std::env::var_os("RLHF_HOME") {
         return PathBuf::from(h);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("rlhf")
 }
 

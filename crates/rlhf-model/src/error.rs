@@ -17,10 +17,7 @@ pub enum ModelError {
 
 impl ModelError {
     pub fn file(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
-        ModelError::File {
-            path: path.as_ref().to_path_buf(),
-            message: message.into(),
-        }
+        ModelError::File { path: path.as_ref().to_path_buf(), message: message.into() }
     }
 }
 

@@ -51,21 +51,11 @@ pub struct Generated {
 /// Left-pads `prompts` to a `[B, P]` batch; returns (ids, mask) as host rows.
 pub fn left_pad(prompts: &[Vec<u32>], pad: u32) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
     let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let ids = prompts
-        .iter()
-        .map(|x| {
-            std::iter::repeat_n(pad, p - x.len())
-                .chain(x.iter().copied())
-                .collect()
-        })
-        .collect();
+    let ids =
+        prompts.iter().map(|x| std::iter::repeat_n(pad, p - x.len()).chain(x.iter().copied()).collect()).collect();
     let mask = prompts
         .iter()
-        .map(|x| {
-            std::iter::repeat_n(0u32, p - x.len())
-                .chain(std::iter::repeat_n(1, x.len()))
-                .collect()
-        })
+        .map(|x| std::iter::repeat_n(0u32, p - x.len()).chain(std::iter::repeat_n(1, x.len())).collect())
         .collect();
     (ids, mask)
 }
@@ -92,10 +82,7 @@ pub fn generate(
     }
     cfg.sampling.validate().map_err(candle_core::Error::Msg)?;
     let vocab = model.config().vocab_size as u32;
-    if let Some((i, &t)) = prompts
-        .iter()
-        .enumerate()
-        .find_map(|(i, p)| p.iter().find(|&&t| t >= vocab).map(|t| (i, t)))
+    if let Some((i, &t)) = prompts.iter().enumerate().find_map(|(i, p)| p.iter().find(|&&t| t >= vocab).map(|t| (i, t)))
     {
         bail!("generate: prompt {i} has token id {t}, outside the vocabulary of {vocab}");
     }
@@ -106,9 +93,7 @@ pub fn generate(
     let (ids, mut mask) = left_pad(prompts, cfg.pad_token_id);
     let p = ids[0].len();
     let mut cache = model.new_cache(p + cfg.max_new_tokens);
-    let mut samplers: Vec<RowSampler> = (0..b)
-        .map(|r| RowSampler::new(&cfg.sampling, r as u64))
-        .collect();
+    let mut samplers: Vec<RowSampler> = (0..b).map(|r| RowSampler::new(&cfg.sampling, r as u64)).collect();
     let mut responses: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut logprobs: Vec<Vec<f32>> = vec![Vec::new(); b];
     let mut finish: Vec<Option<FinishReason>> = vec![None; b];
@@ -119,10 +104,7 @@ pub fn generate(
         let hidden = model.hidden(&step_ids, &to_tensor(&mask, &dev)?, Some(&mut cache))?;
         let t = hidden.dim(1)?;
         let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?; // [B, d]
-        let logits = model
-            .logits(&last)?
-            .to_dtype(DType::F32)?
-            .to_vec2::<f32>()?;
+        let logits = model.logits(&last)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let mut next = Vec::with_capacity(b);
         for row in 0..b {
             if finish[row].is_some() {
@@ -153,19 +135,9 @@ pub fn generate(
     for row in 0..b {
         let r = &responses[row];
         seq.extend_from_slice(&ids[row]);
-        seq.extend(
-            r.iter()
-                .copied()
-                .chain(std::iter::repeat_n(cfg.pad_token_id, n - r.len())),
-        );
-        resp_mask
-            .extend(std::iter::repeat_n(1u32, r.len()).chain(std::iter::repeat_n(0, n - r.len())));
-        lp_flat.extend(
-            logprobs[row]
-                .iter()
-                .copied()
-                .chain(std::iter::repeat_n(0.0, n - r.len())),
-        );
+        seq.extend(r.iter().copied().chain(std::iter::repeat_n(cfg.pad_token_id, n - r.len())));
+        resp_mask.extend(std::iter::repeat_n(1u32, r.len()).chain(std::iter::repeat_n(0, n - r.len())));
+        lp_flat.extend(logprobs[row].iter().copied().chain(std::iter::repeat_n(0.0, n - r.len())));
     }
     let full_mask: Vec<Vec<u32>> = mask
         .iter()
@@ -183,9 +155,6 @@ pub fn generate(
         logprobs: Tensor::from_vec(lp_flat, (b, n), &dev)?,
         response_ids: responses,
         response_logprobs: logprobs,
-        finish: finish
-            .into_iter()
-            .map(|f| f.unwrap_or(FinishReason::Length))
-            .collect(),
+        finish: finish.into_iter().map(|f| f.unwrap_or(FinishReason::Length)).collect(),
     })
 }

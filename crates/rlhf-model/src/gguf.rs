@@ -18,14 +18,10 @@ pub struct GgufFile {
 
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
-        let mut f =
-            File::open(path).map_err(|e| ModelError::file(path, format!("cannot open: {e}")))?;
-        let content = Content::read(&mut f)
-            .map_err(|e| ModelError::file(path, format!("not a readable GGUF file: {e}")))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            content,
-        })
+        let mut f = File::open(path).map_err(|e| ModelError::file(path, format!("cannot open: {e}")))?;
+        let content =
+            Content::read(&mut f).map_err(|e| ModelError::file(path, format!("not a readable GGUF file: {e}")))?;
+        Ok(Self { path: path.to_path_buf(), content })
     }
 
     fn err(&self, msg: impl Into<String>) -> ModelError {
@@ -60,11 +56,7 @@ impl GgufFile {
             Value::I16(x) if *x >= 0 => *x as u64,
             Value::I32(x) if *x >= 0 => *x as u64,
             Value::I64(x) if *x >= 0 => *x as u64,
-            _ => {
-                return Err(self.err(format!(
-                    "metadata `{key}` is not a non-negative integer: {v:?}"
-                )))
-            }
+            _ => return Err(self.err(format!("metadata `{key}` is not a non-negative integer: {v:?}"))),
         };
         Ok(Some(n))
     }
@@ -87,23 +79,18 @@ impl GgufFile {
     }
 
     pub fn required_uint(&self, key: &str) -> Result<u64> {
-        self.uint(key)?
-            .ok_or_else(|| self.err(format!("missing metadata `{key}`")))
+        self.uint(key)?.ok_or_else(|| self.err(format!("missing metadata `{key}`")))
     }
 
     pub fn strings(&self, key: &str) -> Result<Option<Vec<String>>> {
         let Some(v) = self.value(key) else {
             return Ok(None);
         };
-        let arr = v
-            .to_vec()
-            .map_err(|_| self.err(format!("metadata `{key}` is not an array")))?;
+        let arr = v.to_vec().map_err(|_| self.err(format!("metadata `{key}` is not an array")))?;
         arr.iter()
             .enumerate()
             .map(|(i, x)| {
-                x.to_string()
-                    .cloned()
-                    .map_err(|_| self.err(format!("metadata `{key}[{i}]` is not a string")))
+                x.to_string().cloned().map_err(|_| self.err(format!("metadata `{key}[{i}]` is not a string")))
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
@@ -113,9 +100,7 @@ impl GgufFile {
         let Some(v) = self.value(key) else {
             return Ok(None);
         };
-        let arr = v
-            .to_vec()
-            .map_err(|_| self.err(format!("metadata `{key}` is not an array")))?;
+        let arr = v.to_vec().map_err(|_| self.err(format!("metadata `{key}` is not an array")))?;
         arr.iter()
             .map(|x| match x {
                 Value::I32(n) => Ok(*n as i64),
@@ -137,18 +122,14 @@ impl GgufFile {
     /// A tensor dequantised to f32 on the CPU, in candle's (row-major, HF-order) shape.
     pub fn dequantized(&self, name: &str) -> Result<Tensor> {
         let mut f = File::open(&self.path).map_err(|e| self.err(format!("cannot open: {e}")))?;
-        let q = self
-            .content
-            .tensor(&mut f, name, &Device::Cpu)
-            .map_err(|e| self.err(format!("tensor `{name}`: {e}")))?;
-        q.dequantize(&Device::Cpu)
-            .map_err(|e| self.err(format!("tensor `{name}`: cannot dequantise: {e}")))
+        let q =
+            self.content.tensor(&mut f, name, &Device::Cpu).map_err(|e| self.err(format!("tensor `{name}`: {e}")))?;
+        q.dequantize(&Device::Cpu).map_err(|e| self.err(format!("tensor `{name}`: cannot dequantise: {e}")))
     }
 
     /// The model architecture (`general.architecture`).
     pub fn architecture(&self) -> Result<&str> {
-        self.str("general.architecture")?
-            .ok_or_else(|| self.err("missing metadata `general.architecture`"))
+        self.str("general.architecture")?.ok_or_else(|| self.err("missing metadata `general.architecture`"))
     }
 }
 
@@ -161,57 +142,37 @@ pub fn config_from_gguf(g: &GgufFile) -> Result<ModelConfig> {
         "qwen2" => (Family::Llama, "qwen2"),
         "mistral" => (Family::Llama, "mistral"),
         "gpt2" => (Family::Gpt2, "gpt2"),
-        other => {
-            return Err(g.err(format!(
-                "unknown architecture `{other}`; supported: llama, qwen2, mistral, gpt2"
-            )))
-        }
+        other => return Err(g.err(format!("unknown architecture `{other}`; supported: llama, qwen2, mistral, gpt2"))),
     };
     if g.has_tensor("rope_freqs.weight") {
         return Err(g.err("per-frequency RoPE factors (`rope_freqs.weight`, Llama 3.1 scaling) are not supported in GGUF yet; use the HF folder"));
     }
     let hidden = g.required_uint(&k("embedding_length"))? as usize;
     let heads = g.required_uint(&k("attention.head_count"))? as usize;
-    let kv_heads = g
-        .uint(&k("attention.head_count_kv"))?
-        .map_or(heads, |x| x as usize);
+    let kv_heads = g.uint(&k("attention.head_count_kv"))?.map_or(heads, |x| x as usize);
     if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
-        return Err(g.err(format!(
-            "head_count {heads} is not a multiple of head_count_kv {kv_heads}"
-        )));
+        return Err(g.err(format!("head_count {heads} is not a multiple of head_count_kv {kv_heads}")));
     }
-    let emb = g
-        .content
-        .tensor_infos
-        .get("token_embd.weight")
-        .ok_or_else(|| g.err("missing tensor `token_embd.weight`"))?;
+    let emb =
+        g.content.tensor_infos.get("token_embd.weight").ok_or_else(|| g.err("missing tensor `token_embd.weight`"))?;
     let vocab_size = emb.shape.dims().first().copied().unwrap_or(0);
-    let head_dim = g
-        .uint(&k("attention.key_length"))?
-        .map_or(hidden / heads.max(1), |x| x as usize);
+    let head_dim = g.uint(&k("attention.key_length"))?.map_or(hidden / heads.max(1), |x| x as usize);
     let rope_scaling = match g.str(&k("rope.scaling.type"))? {
         None | Some("none") => None,
         Some("linear") => Some(RopeScaling::Linear {
-            factor: g
-                .float(&k("rope.scaling.factor"))?
-                .ok_or_else(|| g.err("linear rope scaling without a factor"))?,
+            factor: g.float(&k("rope.scaling.factor"))?.ok_or_else(|| g.err("linear rope scaling without a factor"))?,
         }),
         Some(other) => return Err(g.err(format!("unsupported rope scaling `{other}`"))),
     };
     let eos = g.uint("tokenizer.ggml.eos_token_id")?.map(|x| x as u32);
-    let eps_key = if family == Family::Gpt2 {
-        "attention.layer_norm_epsilon"
-    } else {
-        "attention.layer_norm_rms_epsilon"
-    };
+    let eps_key =
+        if family == Family::Gpt2 { "attention.layer_norm_epsilon" } else { "attention.layer_norm_rms_epsilon" };
     Ok(ModelConfig {
         family,
         model_type: model_type.into(),
         vocab_size,
         hidden_size: hidden,
-        intermediate_size: g
-            .uint(&k("feed_forward_length"))?
-            .map_or(4 * hidden, |x| x as usize),
+        intermediate_size: g.uint(&k("feed_forward_length"))?.map_or(4 * hidden, |x| x as usize),
         num_hidden_layers: g.required_uint(&k("block_count"))? as usize,
         num_attention_heads: heads,
         num_key_value_heads: kv_heads,
@@ -224,11 +185,7 @@ pub fn config_from_gguf(g: &GgufFile) -> Result<ModelConfig> {
         o_bias: family == Family::Gpt2 || g.has_tensor("blk.0.attn_output.bias"),
         mlp_bias: family == Family::Gpt2 || g.has_tensor("blk.0.ffn_up.bias"),
         tie_word_embeddings: !g.has_tensor("output.weight"),
-        hidden_act: if family == Family::Gpt2 {
-            Activation::GeluTanh
-        } else {
-            Activation::Silu
-        },
+        hidden_act: if family == Family::Gpt2 { Activation::GeluTanh } else { Activation::Silu },
         sliding_window: None,
         bos_token_id: g.uint("tokenizer.ggml.bos_token_id")?.map(|x| x as u32),
         eos_token_ids: eos.into_iter().collect(),
@@ -249,10 +206,7 @@ enum Fix {
 fn hf_name(gguf: &str, cfg: &ModelConfig, arch: &str) -> Option<(String, Fix)> {
     let permute = arch == "llama" || arch == "mistral";
     let (q_fix, k_fix) = if permute {
-        (
-            Fix::Unpermute(cfg.num_attention_heads),
-            Fix::Unpermute(cfg.num_key_value_heads),
-        )
+        (Fix::Unpermute(cfg.num_attention_heads), Fix::Unpermute(cfg.num_key_value_heads))
     } else {
         (Fix::None, Fix::None)
     };
@@ -318,10 +272,7 @@ fn unpermute(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     let dims = t.dims().to_vec();
     let rows = dims[0];
     let cols: usize = dims[1..].iter().product();
-    t.reshape((heads, rows / heads / 2, 2, cols))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape(dims)
+    t.reshape((heads, rows / heads / 2, 2, cols))?.transpose(1, 2)?.contiguous()?.reshape(dims)
 }
 
 /// Llama.cpp's `permute` (HF → GGUF row order); used by tests that write GGUF files.
@@ -329,10 +280,7 @@ pub fn permute_for_gguf(t: &Tensor, heads: usize) -> candle_core::Result<Tensor>
     let dims = t.dims().to_vec();
     let rows = dims[0];
     let cols: usize = dims[1..].iter().product();
-    t.reshape((heads, 2, rows / heads / 2, cols))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape(dims)
+    t.reshape((heads, 2, rows / heads / 2, cols))?.transpose(1, 2)?.contiguous()?.reshape(dims)
 }
 
 pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<LoadedModel> {
@@ -349,16 +297,10 @@ pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<LoadedModel> {
         let t = g.dequantized(gname)?;
         let t = match fix {
             Fix::None => t,
-            Fix::Unpermute(heads) => {
-                unpermute(&t, heads).map_err(|e| g.err(format!("tensor `{gname}`: {e}")))?
-            }
+            Fix::Unpermute(heads) => unpermute(&t, heads).map_err(|e| g.err(format!("tensor `{gname}`: {e}")))?,
             Fix::Transpose => t.t()?.contiguous()?,
         };
         tensors.insert(name, t.to_dtype(dtype)?.to_device(device)?);
     }
-    Ok(LoadedModel {
-        config,
-        weights: Weights { tensors },
-        source: ModelSource::Gguf(path.to_path_buf()),
-    })
+    Ok(LoadedModel { config, weights: Weights { tensors }, source: ModelSource::Gguf(path.to_path_buf()) })
 }

@@ -15,10 +15,7 @@ struct Conv1D {
 
 impl Conv1D {
     fn load(w: &Weights, name: &str) -> Result<Self> {
-        Ok(Self {
-            w: w.get(&format!("{name}.weight"))?.clone(),
-            b: w.get(&format!("{name}.bias"))?.clone(),
-        })
+        Ok(Self { w: w.get(&format!("{name}.weight"))?.clone(), b: w.get(&format!("{name}.bias"))?.clone() })
     }
     fn fwd(&self, x: &Tensor) -> Result<Tensor> {
         x.matmul(&self.w)?.broadcast_add(&self.b)
@@ -32,10 +29,7 @@ struct Norm {
 
 impl Norm {
     fn load(w: &Weights, name: &str) -> Result<Self> {
-        Ok(Self {
-            w: w.get(&format!("{name}.weight"))?.clone(),
-            b: w.get(&format!("{name}.bias"))?.clone(),
-        })
+        Ok(Self { w: w.get(&format!("{name}.weight"))?.clone(), b: w.get(&format!("{name}.bias"))?.clone() })
     }
 }
 
@@ -98,22 +92,15 @@ impl Gpt2 {
         let pos = ctx.positions_tensor(ids.device())?;
         if let Some(&max) = ctx.positions.iter().flatten().max() {
             if max as usize >= c.max_position_embeddings {
-                candle_core::bail!(
-                    "position {max} exceeds GPT-2's {} learned positions",
-                    c.max_position_embeddings
-                );
+                candle_core::bail!("position {max} exceeds GPT-2's {} learned positions", c.max_position_embeddings);
             }
         }
-        let mut x = (self.wte.embedding(&ids.flatten_all()?)?
-            + self.wpe.embedding(&pos.flatten_all()?)?)?; // [N, d]
+        let mut x = (self.wte.embedding(&ids.flatten_all()?)? + self.wpe.embedding(&pos.flatten_all()?)?)?; // [N, d]
         for (li, blk) in self.blocks.iter().enumerate() {
             let hn = k.layer_norm(&x, &blk.ln1.w, &blk.ln1.b, c.norm_eps)?;
             let qkv = blk.c_attn.fwd(&hn)?; // [N, 3d]
             let split = |i: usize| -> Result<Tensor> {
-                qkv.narrow(1, i * d, d)?
-                    .reshape((b, t, h, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()
+                qkv.narrow(1, i * d, d)?.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()
             };
             let (q, kk, v) = (split(0)?, split(1)?, split(2)?);
             let (kk, v) = match cache.as_deref_mut() {

@@ -22,9 +22,7 @@ pub fn check_gradients(
     h: f64,
     per_var: usize,
 ) -> Result<GradReport> {
-    check(vars, loss, h, per_var, &|store, _, var| {
-        Ok(store.get(var.as_tensor()).cloned())
-    })
+    check(vars, loss, h, per_var, &|store, _, var| Ok(store.get(var.as_tensor()).cloned()))
 }
 
 /// Like [`check_gradients`] for a model's parameters, reading gradients through
@@ -37,9 +35,7 @@ pub fn check_model_gradients(
     per_var: usize,
 ) -> Result<GradReport> {
     model.zero_grad();
-    check(vars, loss, h, per_var, &|store, name, var| {
-        model.grads(store).get(name, var)
-    })
+    check(vars, loss, h, per_var, &|store, name, var| model.grads(store).get(name, var))
 }
 
 type GradOf<'a> = dyn Fn(&GradStore, &str, &Var) -> Result<Option<Tensor>> + 'a;
@@ -52,11 +48,7 @@ fn check(
     grad_of: &GradOf,
 ) -> Result<GradReport> {
     let store = loss()?.backward()?;
-    let mut report = GradReport {
-        worst_rel_err: 0.0,
-        worst: String::new(),
-        checked: 0,
-    };
+    let mut report = GradReport { worst_rel_err: 0.0, worst: String::new(), checked: 0 };
     for (name, var) in vars {
         if var.dtype() != DType::F64 {
             candle_core::bail!("gradcheck: {name} must be f64");
@@ -79,11 +71,7 @@ fn check(
                 loss()?.to_scalar::<f64>()
             };
             let numeric = (at(h)? - at(-h)?) / (2.0 * h);
-            var.set(&Tensor::from_vec(
-                original.clone(),
-                var.shape(),
-                var.device(),
-            )?)?;
+            var.set(&Tensor::from_vec(original.clone(), var.shape(), var.device())?)?;
             let a = analytic[i];
             // Relative error, with an absolute floor: gradients below 1e-3 are compared to 1e-3
             // (round-off of a central difference is ~1e-9 absolute on losses of size ~10²).

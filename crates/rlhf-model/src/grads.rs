@@ -62,16 +62,8 @@ pub struct GradSink {
 impl GradSink {
     /// Adds to the gradient of `name` through `f(buffer, overwrite)`: when `overwrite` is true
     /// the buffer holds stale values and `f` must write every element instead of adding.
-    pub fn accumulate<T: GradElem>(
-        &self,
-        name: &str,
-        shape: &[usize],
-        f: impl FnOnce(&mut [T], bool),
-    ) -> Result<()> {
-        let mut slots = self
-            .slots
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("gradient sink lock poisoned".into()))?;
+    pub fn accumulate<T: GradElem>(&self, name: &str, shape: &[usize], f: impl FnOnce(&mut [T], bool)) -> Result<()> {
+        let mut slots = self.slots.lock().map_err(|_| candle_core::Error::Msg("gradient sink lock poisoned".into()))?;
         let len: usize = shape.iter().product();
         let slot = slots.entry(name.to_string()).or_insert_with(|| Slot {
             data: T::wrap(vec![T::zero(); len]),
@@ -95,10 +87,7 @@ impl GradSink {
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.slots
-            .lock()
-            .map(|s| s.get(name).is_some_and(|x| x.valid))
-            .unwrap_or(false)
+        self.slots.lock().map(|s| s.get(name).is_some_and(|x| x.valid)).unwrap_or(false)
     }
 
     /// Runs `f` on the f32 gradient of `name`, if there is one.
@@ -110,10 +99,7 @@ impl GradSink {
 
     /// A copy of the gradient of `name` as a tensor.
     pub fn tensor(&self, name: &str, device: &candle_core::Device) -> Result<Option<Tensor>> {
-        let mut slots = self
-            .slots
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("gradient sink lock poisoned".into()))?;
+        let mut slots = self.slots.lock().map_err(|_| candle_core::Error::Msg("gradient sink lock poisoned".into()))?;
         let Some(slot) = slots.get_mut(name).filter(|s| s.valid) else {
             return Ok(None);
         };
@@ -143,24 +129,14 @@ impl Grads<'_> {
     }
 
     /// Runs `f` on the f32 gradient of `name` without copying it (for optimisers).
-    pub fn with_f32<R>(
-        &self,
-        name: &str,
-        var: &Var,
-        f: impl FnOnce(&[f32]) -> R,
-    ) -> Result<Option<R>> {
+    pub fn with_f32<R>(&self, name: &str, var: &Var, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>> {
         if let Some(sink) = self.sink.filter(|s| s.has(name)) {
             return Ok(sink.with_f32(name, f));
         }
         match self.store.get(var.as_tensor()) {
             None => Ok(None),
-            Some(g) if g.dtype() == DType::F32 => {
-                crate::ops::cpu::with_slice::<f32, R>(g, "gradient", f).map(Some)
-            }
-            Some(g) => {
-                crate::ops::cpu::with_slice::<f32, R>(&g.to_dtype(DType::F32)?, "gradient", f)
-                    .map(Some)
-            }
+            Some(g) if g.dtype() == DType::F32 => crate::ops::cpu::with_slice::<f32, R>(g, "gradient", f).map(Some),
+            Some(g) => crate::ops::cpu::with_slice::<f32, R>(&g.to_dtype(DType::F32)?, "gradient", f).map(Some),
         }
     }
 }

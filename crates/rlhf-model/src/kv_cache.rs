@@ -18,10 +18,7 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(num_layers: usize, capacity: usize) -> Self {
-        Self {
-            layers: (0..num_layers).map(|_| LayerCache::default()).collect(),
-            capacity: capacity.max(1),
-        }
+        Self { layers: (0..num_layers).map(|_| LayerCache::default()).collect(), capacity: capacity.max(1) }
     }
 
     /// Tokens cached so far (the same for every layer after a full forward).
@@ -53,10 +50,7 @@ impl KvCache {
             c.k = Some(nk);
             c.v = Some(nv);
         }
-        let (kb, vb) = (
-            c.k.as_ref().expect("allocated above"),
-            c.v.as_ref().expect("allocated above"),
-        );
+        let (kb, vb) = (c.k.as_ref().expect("allocated above"), c.v.as_ref().expect("allocated above"));
         kb.slice_set(&k.contiguous()?, 2, c.len)?;
         vb.slice_set(&v.contiguous()?, 2, c.len)?;
         c.len = needed;

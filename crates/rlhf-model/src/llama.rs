@@ -44,6 +44,17 @@ fn layer_params(w: &Weights, i: usize) -> Result<LayerParams> {
     Ok(LayerParams { tensors, names })
 }
 
+/// What every layer of one forward pass shares: batch shape, rotary tables, attention mask.
+struct LayerInputs {
+    b: usize,
+    t: usize,
+    /// `[B, T, D/2]`
+    cos: Tensor,
+    sin: Tensor,
+    /// `[B, 1, T, Tk]`
+    mask: Tensor,
+}
+
 pub struct Llama {
     cfg: ModelConfig,
     embed: Tensor,
@@ -56,15 +67,9 @@ pub struct Llama {
 
 impl Llama {
     pub fn new(cfg: &ModelConfig, w: &Weights, sink: Arc<GradSink>) -> Result<Self> {
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| layer_params(w, i))
-            .collect::<Result<Vec<_>>>()?;
+        let layers = (0..cfg.num_hidden_layers).map(|i| layer_params(w, i)).collect::<Result<Vec<_>>>()?;
         let embed = w.get("model.embed_tokens.weight")?.clone();
-        let lm_head = if cfg.tie_word_embeddings {
-            embed.clone()
-        } else {
-            w.get("lm_head.weight")?.clone()
-        };
+        let lm_head = if cfg.tie_word_embeddings { embed.clone() } else { w.get("lm_head.weight")?.clone() };
         Ok(Self {
             cfg: cfg.clone(),
             embed,
@@ -91,46 +96,26 @@ impl Llama {
         let (b, t) = ids.dims2()?;
         let mut x = self.embed.embedding(&ids.flatten_all()?)?; // [N, d]
         let (cos, sin) = rope_tables(&self.inv_freq, &ctx.positions, x.dtype(), x.device())?;
+        let io = LayerInputs { b, t, cos, sin, mask: ctx.mask.clone() };
         let fused = k == Kernels::Fused
             && cache.is_none()
             && x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64);
         for (li, l) in self.layers.iter().enumerate() {
             x = if fused {
-                self.fused_layer(l, &x, b, t, &cos, &sin, &ctx.mask)?
+                self.fused_layer(l, &x, &io)?
             } else {
-                self.composed_layer(
-                    k,
-                    li,
-                    l,
-                    &x,
-                    b,
-                    t,
-                    &cos,
-                    &sin,
-                    &ctx.mask,
-                    cache.as_deref_mut(),
-                )?
+                self.composed_layer(k, li, l, &x, &io, cache.as_deref_mut())?
             };
         }
         k.rms_norm(&x, &self.norm, self.cfg.norm_eps)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn fused_layer(
-        &self,
-        l: &LayerParams,
-        x: &Tensor,
-        b: usize,
-        t: usize,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: &Tensor,
-    ) -> Result<Tensor> {
+    fn fused_layer(&self, l: &LayerParams, x: &Tensor, io: &LayerInputs) -> Result<Tensor> {
         let c = &self.cfg;
         let dims = LayerDims {
-            b,
-            t,
+            b: io.b,
+            t: io.t,
             d: c.hidden_size,
             h: c.num_attention_heads,
             g: c.num_key_value_heads,
@@ -138,9 +123,7 @@ impl Llama {
             f: c.intermediate_size,
             eps: c.norm_eps,
         };
-        let anchor = l.tensors[fused::IN_NORM]
-            .as_ref()
-            .expect("norm weight present");
+        let anchor = l.tensors[fused::IN_NORM].as_ref().expect("norm weight present");
         let train = x.track_op() || l.tensors.iter().flatten().any(Tensor::is_variable);
         let mut params = l.clone();
         for t in params.tensors.iter_mut().flatten() {
@@ -149,40 +132,33 @@ impl Llama {
         let op = FusedLayer::new(
             dims,
             params,
-            cos.contiguous()?,
-            sin.contiguous()?,
-            mask.contiguous()?,
+            io.cos.contiguous()?,
+            io.sin.contiguous()?,
+            io.mask.contiguous()?,
             self.sink.clone(),
             train,
         );
         x.contiguous()?.apply_op2(anchor, op)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn composed_layer(
         &self,
         k: Kernels,
         li: usize,
         l: &LayerParams,
         x: &Tensor,
-        b: usize,
-        t: usize,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: &Tensor,
+        io: &LayerInputs,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
         let c = &self.cfg;
+        let (b, t, cos, sin, mask) = (io.b, io.t, &io.cos, &io.sin, &io.mask);
         let (h, g, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let w = |i: usize| l.tensors[i].as_ref().expect("weight present");
         let proj = |i: usize, x: &Tensor| k.linear(x, w(i), l.tensors[i + 1].as_ref());
         let hn = k.rms_norm(x, w(fused::IN_NORM), c.norm_eps)?;
         let q = k.rope(&proj(fused::Q, &hn)?.reshape((b, t, h, hd))?, cos, sin)?; // [B,H,T,D]
         let kk = k.rope(&proj(fused::K, &hn)?.reshape((b, t, g, hd))?, cos, sin)?; // [B,G,T,D]
-        let v = proj(fused::V, &hn)?
-            .reshape((b, t, g, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
+        let v = proj(fused::V, &hn)?.reshape((b, t, g, hd))?.transpose(1, 2)?.contiguous()?;
         let (kk, v) = match cache {
             Some(cache) => cache.append(li, &kk, &v)?,
             None => (kk, v),

@@ -59,10 +59,7 @@ impl LayerDims {
         self.b * self.t
     }
     fn rms(&self) -> NormSpec {
-        NormSpec {
-            eps: self.eps,
-            center: false,
-        }
+        NormSpec { eps: self.eps, center: false }
     }
 }
 
@@ -103,16 +100,7 @@ impl FusedLayer {
         sink: Arc<GradSink>,
         train: bool,
     ) -> Self {
-        Self {
-            dims,
-            params,
-            cos,
-            sin,
-            mask,
-            sink,
-            train,
-            saved: Mutex::new(None),
-        }
+        Self { dims, params, cos, sin, mask, sink, train, saved: Mutex::new(None) }
     }
 }
 
@@ -120,8 +108,7 @@ impl FusedLayer {
 fn lin<T: Real>(x: &[T], w: &[T], b: Option<&[T]>, n: usize, din: usize, dout: usize) -> Vec<T> {
     let mut y = linear_fwd(x, w, n, din, dout);
     if let Some(b) = b {
-        y.par_chunks_mut(dout)
-            .for_each(|row| row.iter_mut().zip(b).for_each(|(y, b)| *y += *b));
+        y.par_chunks_mut(dout).for_each(|row| row.iter_mut().zip(b).for_each(|(y, b)| *y += *b));
     }
     y
 }
@@ -148,30 +135,26 @@ fn colsum_into<T: Real>(dst: &mut [T], overwrite: bool, g: &[T], cols: usize) {
     }
 }
 
-/// Per (batch, KV head) block: `out[bg] = lhs[bg] · rhs[bg]` with the given operand strides.
-#[allow(clippy::too_many_arguments)]
-fn batched<T: Real>(
-    blocks: usize,
-    (m, n, k): (usize, usize, usize),
-    lhs: &[T],
-    lhs_block: usize,
-    lhs_strides: (usize, usize),
-    rhs: &[T],
-    rhs_block: usize,
-    rhs_strides: (usize, usize),
-) -> Vec<T> {
-    let mut out = vec![T::zero(); blocks * m * n];
+/// One operand of [`batched`]: `blocks` consecutive matrices of `len` elements, each read
+/// with (row, column) strides.
+struct Blocks<'a, T> {
+    data: &'a [T],
+    len: usize,
+    strides: (usize, usize),
+}
+
+fn blocks<T>(data: &[T], len: usize, rs: usize, cs: usize) -> Blocks<'_, T> {
+    Blocks { data, len, strides: (rs, cs) }
+}
+
+/// Per (batch, KV head) block: `out[i] = lhs[i] · rhs[i]`, blocks in parallel.
+fn batched<T: Real>(count: usize, mnk: (usize, usize, usize), lhs: Blocks<T>, rhs: Blocks<T>) -> Vec<T> {
+    let (m, n, _) = mnk;
+    let mut out = vec![T::zero(); count * m * n];
     out.par_chunks_mut(m * n).enumerate().for_each(|(i, o)| {
-        gemm_into(
-            o,
-            false,
-            (m, n, k),
-            &lhs[i * lhs_block..][..lhs_block],
-            lhs_strides,
-            &rhs[i * rhs_block..][..rhs_block],
-            rhs_strides,
-            false,
-        );
+        let l = &lhs.data[i * lhs.len..][..lhs.len];
+        let r = &rhs.data[i * rhs.len..][..rhs.len];
+        gemm_into(o, false, mnk, l, lhs.strides, r, rhs.strides, false);
     });
     out
 }
@@ -197,75 +180,26 @@ fn layer_fwd<T: Real>(dm: LayerDims, s: &Slices<T>, x: &[T]) -> (Vec<T>, Saved<T
     let q = lin(&hn1, s.w(Q), s.w[Q + 1], n, d, qd);
     let k = lin(&hn1, s.w(K), s.w[K + 1], n, d, kvd);
     let v = lin(&hn1, s.w(V), s.w[V + 1], n, d, kvd);
-    let q = rope_fwd(
-        &q,
-        s.cos,
-        s.sin,
-        Dims {
-            b: dm.b,
-            t: dm.t,
-            h: dm.h,
-            d: hd,
-        },
-    );
-    let k = rope_fwd(
-        &k,
-        s.cos,
-        s.sin,
-        Dims {
-            b: dm.b,
-            t: dm.t,
-            h: dm.g,
-            d: hd,
-        },
-    );
+    let q = rope_fwd(&q, s.cos, s.sin, Dims { b: dm.b, t: dm.t, h: dm.h, d: hd });
+    let k = rope_fwd(&k, s.cos, s.sin, Dims { b: dm.b, t: dm.t, h: dm.g, d: hd });
     let v = swap_th(&v, dm.t, dm.g, hd);
-    let (rt, t, blocks) = (r * dm.t, dm.t, dm.b * dm.g);
+    let (rt, t, nblocks) = (r * dm.t, dm.t, dm.b * dm.g);
     // scores[bg] = q[bg] (R·T × D) · k[bg]ᵀ (D × T)
-    let scores = batched(
-        blocks,
-        (rt, t, hd),
-        &q,
-        rt * hd,
-        (hd, 1),
-        &k,
-        t * hd,
-        (1, hd),
-    );
+    let scores = batched(nblocks, (rt, t, hd), blocks(&q, rt * hd, hd, 1), blocks(&k, t * hd, 1, hd));
     let scale = T::from(1.0 / (hd as f64).sqrt()).expect("finite scale");
-    let p = softmax_fwd(&scores, s.mask, dm.b, blocks * rt, t, t, scale);
+    let p = softmax_fwd(&scores, s.mask, dm.b, nblocks * rt, t, t, scale);
     // o[bg] = p[bg] (R·T × T) · v[bg] (T × D): [B,G,R·T,D] = [B,H,T,D]
-    let o = batched(blocks, (rt, hd, t), &p, rt * t, (t, 1), &v, t * hd, (hd, 1));
+    let o = batched(nblocks, (rt, hd, t), blocks(&p, rt * t, t, 1), blocks(&v, t * hd, hd, 1));
     let attn = swap_th(&o, dm.h, dm.t, hd); // [B,T,H,D] = [N, H·D]
     let mut x_mid = lin(&attn, s.w(O), s.w[O + 1], n, qd, d);
-    x_mid
-        .par_iter_mut()
-        .zip(x.par_iter())
-        .for_each(|(a, b)| *a += *b);
+    x_mid.par_iter_mut().zip(x.par_iter()).for_each(|(a, b)| *a += *b);
     let hn2 = norm_fwd(&x_mid, s.w(POST_NORM), None, dm.rms());
     let gate = lin(&hn2, s.w(GATE), s.w[GATE + 1], n, d, f);
     let up = lin(&hn2, s.w(UP), s.w[UP + 1], n, d, f);
     let act = swiglu_fwd(&gate, &up);
     let mut y = lin(&act, s.w(DOWN), s.w[DOWN + 1], n, f, d);
-    y.par_iter_mut()
-        .zip(x_mid.par_iter())
-        .for_each(|(a, b)| *a += *b);
-    (
-        y,
-        Saved {
-            hn1,
-            q,
-            k,
-            v,
-            p,
-            attn,
-            x_mid,
-            hn2,
-            gate,
-            up,
-            act,
-        },
-    )
+    y.par_iter_mut().zip(x_mid.par_iter()).for_each(|(a, b)| *a += *b);
+    (y, Saved { hn1, q, k, v, p, attn, x_mid, hn2, gate, up, act })
 }
 
 /// Adds `dy[N, dout]ᵀ · x[N, din]` to the gradient of weight `i` (and column sums to its bias).
@@ -281,45 +215,17 @@ fn weight_grad<T: GradElem>(
     dout: usize,
 ) -> Result<()> {
     sink.accumulate::<T>(&params.names[i], &[dout, din], |buf, overwrite| {
-        gemm_into(
-            buf,
-            !overwrite,
-            (dout, din, n),
-            dy,
-            (1, dout),
-            x,
-            (din, 1),
-            true,
-        )
+        gemm_into(buf, !overwrite, (dout, din, n), dy, (1, dout), x, (din, 1), true)
     })?;
     if params.tensors[i + 1].is_some() {
-        sink.accumulate::<T>(&params.names[i + 1], &[dout], |buf, overwrite| {
-            colsum_into(buf, overwrite, dy, dout)
-        })?;
+        sink.accumulate::<T>(&params.names[i + 1], &[dout], |buf, overwrite| colsum_into(buf, overwrite, dy, dout))?;
     }
     Ok(())
 }
 
 /// `dx[N, din] (+)= dy[N, dout] · w[dout, din]`.
-fn input_grad<T: Real>(
-    dx: &mut [T],
-    accumulate: bool,
-    dy: &[T],
-    w: &[T],
-    n: usize,
-    din: usize,
-    dout: usize,
-) {
-    gemm_into(
-        dx,
-        accumulate,
-        (n, din, dout),
-        dy,
-        (dout, 1),
-        w,
-        (din, 1),
-        true,
-    );
+fn input_grad<T: Real>(dx: &mut [T], accumulate: bool, dy: &[T], w: &[T], n: usize, din: usize, dout: usize) {
+    gemm_into(dx, accumulate, (n, din, dout), dy, (dout, 1), w, (din, 1), true);
 }
 
 fn norm_weight_grad<T: GradElem>(sink: &GradSink, name: &str, dw: &[T]) -> Result<()> {
@@ -344,7 +250,7 @@ fn layer_bwd<T: GradElem>(
     let (n, d, hd, f) = (dm.n(), dm.d, dm.hd, dm.f);
     let (qd, kvd) = (dm.h * hd, dm.g * hd);
     let r = dm.h / dm.g;
-    let (rt, t, blocks) = (r * dm.t, dm.t, dm.b * dm.g);
+    let (rt, t, nblocks) = (r * dm.t, dm.t, dm.b * dm.g);
 
     // MLP: y = x_mid + down(swiglu(gate(hn2), up(hn2)))
     let mut d_act = vec![T::zero(); n * f];
@@ -359,10 +265,7 @@ fn layer_bwd<T: GradElem>(
     weight_grad(sink, params, UP, &d_up, &sv.hn2, n, d, f)?;
     let (mut d_xmid, dw_post, _) = norm_bwd(&sv.x_mid, s.w(POST_NORM), &d_hn2, dm.rms());
     norm_weight_grad(sink, &params.names[POST_NORM], &dw_post)?;
-    d_xmid
-        .par_iter_mut()
-        .zip(gy.par_iter())
-        .for_each(|(a, b)| *a += *b);
+    d_xmid.par_iter_mut().zip(gy.par_iter()).for_each(|(a, b)| *a += *b);
 
     // Attention output projection: x_mid = x + o_proj(attn)
     let mut d_attn = vec![T::zero(); n * qd];
@@ -371,73 +274,17 @@ fn layer_bwd<T: GradElem>(
     let d_o = swap_th(&d_attn, dm.t, dm.h, hd); // [B,H,T,D] = [B,G,R·T,D]
     drop(d_attn);
     // o = p·v → dp = d_o·vᵀ, dv = pᵀ·d_o
-    let dp = batched(
-        blocks,
-        (rt, t, hd),
-        &d_o,
-        rt * hd,
-        (hd, 1),
-        &sv.v,
-        t * hd,
-        (1, hd),
-    );
-    let dv = batched(
-        blocks,
-        (t, hd, rt),
-        &sv.p,
-        rt * t,
-        (1, t),
-        &d_o,
-        rt * hd,
-        (hd, 1),
-    );
+    let dp = batched(nblocks, (rt, t, hd), blocks(&d_o, rt * hd, hd, 1), blocks(&sv.v, t * hd, 1, hd));
+    let dv = batched(nblocks, (t, hd, rt), blocks(&sv.p, rt * t, 1, t), blocks(&d_o, rt * hd, hd, 1));
     let scale = T::from(1.0 / (hd as f64).sqrt()).expect("finite scale");
     let ds = softmax_bwd(&sv.p, &dp, t, scale);
     drop(dp);
     // scores = q·kᵀ → dq = ds·k, dk = dsᵀ·q
-    let dq = batched(
-        blocks,
-        (rt, hd, t),
-        &ds,
-        rt * t,
-        (t, 1),
-        &sv.k,
-        t * hd,
-        (hd, 1),
-    );
-    let dk = batched(
-        blocks,
-        (t, hd, rt),
-        &ds,
-        rt * t,
-        (1, t),
-        &sv.q,
-        rt * hd,
-        (hd, 1),
-    );
+    let dq = batched(nblocks, (rt, hd, t), blocks(&ds, rt * t, t, 1), blocks(&sv.k, t * hd, hd, 1));
+    let dk = batched(nblocks, (t, hd, rt), blocks(&ds, rt * t, 1, t), blocks(&sv.q, rt * hd, hd, 1));
     drop(ds);
-    let dq = rope_bwd(
-        &dq,
-        s.cos,
-        s.sin,
-        Dims {
-            b: dm.b,
-            t: dm.t,
-            h: dm.h,
-            d: hd,
-        },
-    ); // [N, H·D]
-    let dk = rope_bwd(
-        &dk,
-        s.cos,
-        s.sin,
-        Dims {
-            b: dm.b,
-            t: dm.t,
-            h: dm.g,
-            d: hd,
-        },
-    ); // [N, G·D]
+    let dq = rope_bwd(&dq, s.cos, s.sin, Dims { b: dm.b, t: dm.t, h: dm.h, d: hd }); // [N, H·D]
+    let dk = rope_bwd(&dk, s.cos, s.sin, Dims { b: dm.b, t: dm.t, h: dm.g, d: hd }); // [N, G·D]
     let dv = swap_th(&dv, dm.g, dm.t, hd); // [N, G·D]
     let mut d_hn1 = vec![T::zero(); n * d];
     input_grad(&mut d_hn1, false, &dq, s.w(Q), n, d, qd);
@@ -448,9 +295,7 @@ fn layer_bwd<T: GradElem>(
     weight_grad(sink, params, V, &dv, &sv.hn1, n, d, kvd)?;
     let (mut dx, dw_in, _) = norm_bwd(x, s.w(IN_NORM), &d_hn1, dm.rms());
     norm_weight_grad(sink, &params.names[IN_NORM], &dw_in)?;
-    dx.par_iter_mut()
-        .zip(d_xmid.par_iter())
-        .for_each(|(a, b)| *a += *b);
+    dx.par_iter_mut().zip(d_xmid.par_iter()).for_each(|(a, b)| *a += *b);
     Ok(dx)
 }
 
@@ -463,29 +308,15 @@ fn cpu<'a, T: Real>(g: &'a (candle_core::StorageRef<'_>, &Layout)) -> Result<&'a
 
 /// Read guards on the layer's tensors, turned into slices for the duration of `f`.
 fn with_slices<T: Real, R>(op: &FusedLayer, f: impl FnOnce(&Slices<T>) -> Result<R>) -> Result<R> {
-    let ws: Vec<Option<_>> = op
-        .params
-        .tensors
-        .iter()
-        .map(|t| t.as_ref().map(Tensor::storage_and_layout))
-        .collect();
-    let (cg, sg, mg) = (
-        op.cos.storage_and_layout(),
-        op.sin.storage_and_layout(),
-        op.mask.storage_and_layout(),
-    );
+    let ws: Vec<Option<_>> = op.params.tensors.iter().map(|t| t.as_ref().map(Tensor::storage_and_layout)).collect();
+    let (cg, sg, mg) = (op.cos.storage_and_layout(), op.sin.storage_and_layout(), op.mask.storage_and_layout());
     let mut w: [Option<&[T]>; NUM] = [None; NUM];
     for (i, g) in ws.iter().enumerate() {
         if let Some(g) = g {
             w[i] = Some(cpu(g)?);
         }
     }
-    let slices = Slices {
-        w,
-        cos: cpu(&cg)?,
-        sin: cpu(&sg)?,
-        mask: cpu(&mg)?,
-    };
+    let slices = Slices { w, cos: cpu(&cg)?, sin: cpu(&sg)?, mask: cpu(&mg)? };
     f(&slices)
 }
 
@@ -493,30 +324,25 @@ impl FusedLayer {
     fn forward<T: GradElem>(&self, x: &[T]) -> Result<Vec<T>> {
         let (y, saved) = with_slices(self, |s| Ok(layer_fwd(self.dims, s, x)))?;
         if self.train {
-            *self
-                .saved
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("poisoned lock".into()))? =
-                Some(Box::new(saved));
+            *self.saved.lock().map_err(|_| candle_core::Error::Msg("poisoned lock".into()))? = Some(Box::new(saved));
         }
         Ok(y)
     }
 
     fn backward<T: GradElem>(&self, x: &Tensor, gy: &Tensor) -> Result<Tensor> {
-        let saved = self
-            .saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("poisoned lock".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("fused llama layer: backward without saved activations (run it once per forward)".into()))?;
+        let saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("poisoned lock".into()))?.take().ok_or_else(
+            || {
+                candle_core::Error::Msg(
+                    "fused llama layer: backward without saved activations (run it once per forward)".into(),
+                )
+            },
+        )?;
         let saved = saved
             .downcast::<Saved<T>>()
             .map_err(|_| candle_core::Error::Msg("fused llama layer: dtype changed".into()))?;
         let dx = crate::ops::cpu::with_slice::<T, _>(x, "fused llama layer", |xs| {
             crate::ops::cpu::with_slice::<T, _>(gy, "fused llama layer", |gs| {
-                with_slices(self, |s| {
-                    layer_bwd(self.dims, s, &saved, xs, gs, &self.sink, &self.params)
-                })
+                with_slices(self, |s| layer_bwd(self.dims, s, &saved, xs, gs, &self.sink, &self.params))
             })
         })???;
         Tensor::from_vec(dx, x.shape(), x.device())
@@ -530,28 +356,14 @@ impl CustomOp2 for FusedLayer {
 
     /// `x: [N, d]`; the second argument only anchors the node in the autograd graph (it is one
     /// of the layer's weights, so the layer is differentiated even if `x` is not).
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
         let n = self.dims.n();
         if xl.dims() != [n, self.dims.d] {
-            bail!(
-                "fused llama layer: input {:?}, expected [{n}, {}]",
-                xl.dims(),
-                self.dims.d
-            );
+            bail!("fused llama layer: input {:?}, expected [{n}, {}]", xl.dims(), self.dims.d);
         }
         let out = match xs.dtype() {
-            DType::F32 => {
-                CpuStorage::F32(self.forward::<f32>(slice(xs, xl, "fused llama layer")?)?)
-            }
-            DType::F64 => {
-                CpuStorage::F64(self.forward::<f64>(slice(xs, xl, "fused llama layer")?)?)
-            }
+            DType::F32 => CpuStorage::F32(self.forward::<f32>(slice(xs, xl, "fused llama layer")?)?),
+            DType::F64 => CpuStorage::F64(self.forward::<f64>(slice(xs, xl, "fused llama layer")?)?),
             dt => bail!("fused llama layer: unsupported dtype {dt:?}"),
         };
         Ok((out, xl.shape().clone()))

@@ -7,12 +7,7 @@ use candle_core::{Result, Tensor, D};
 /// `log p(ids[:, t] | ids[:, <t])` at `temperature` for t = 1..T, as `[B, T−1]`.
 /// Logits are divided by the sampling temperature before the log-softmax. Positions that are
 /// padding get a value too; callers mask them.
-pub fn token_logprobs(
-    model: &CausalLm,
-    ids: &Tensor,
-    attention_mask: &Tensor,
-    temperature: f64,
-) -> Result<Tensor> {
+pub fn token_logprobs(model: &CausalLm, ids: &Tensor, attention_mask: &Tensor, temperature: f64) -> Result<Tensor> {
     let t = ids.dim(1)?;
     token_logprobs_tail(model, ids, attention_mask, temperature, t.saturating_sub(1))
 }
@@ -36,14 +31,9 @@ pub fn token_logprobs_tail(
     let hidden = model.hidden(ids, attention_mask, None)?; // [B, T, d]
     let d = hidden.dim(D::Minus1)?;
     // Positions t-1-n .. t-2 predict tokens t-n .. t-1.
-    let h = hidden
-        .narrow(1, t - 1 - n, n)?
-        .contiguous()?
-        .reshape((b * n, d))?;
+    let h = hidden.narrow(1, t - 1 - n, n)?.contiguous()?.reshape((b * n, d))?;
     let logits = model.logits_2d(&h)?; // [B·n, V]
     let targets = ids.narrow(1, t - n, n)?.contiguous()?.flatten_all()?;
-    let lp = model
-        .kernels()
-        .gather_log_softmax(&logits, &targets, temperature)?;
+    let lp = model.kernels().gather_log_softmax(&logits, &targets, temperature)?;
     lp.reshape((b, n))
 }

@@ -36,13 +36,7 @@ impl CausalLm {
             Family::Llama => Arch::Llama(Llama::new(&config, &weights, sink.clone())?),
             Family::Gpt2 => Arch::Gpt2(Gpt2::new(&config, &weights)?),
         };
-        Ok(Self {
-            config,
-            weights,
-            arch,
-            kernels: Kernels::default(),
-            sink,
-        })
+        Ok(Self { config, weights, arch, kernels: Kernels::default(), sink })
     }
 
     /// Loads an HF folder or GGUF file (see [`weights::load`]).
@@ -84,19 +78,13 @@ impl CausalLm {
     /// A trainable copy: the returned vars are the parameters, in name order.
     pub fn trainable(&self) -> Result<(Self, Vec<(String, Var)>)> {
         let (w, vars) = self.weights.to_vars()?;
-        Ok((
-            Self::new(self.config.clone(), w)?.with_kernels(self.kernels),
-            vars,
-        ))
+        Ok((Self::new(self.config.clone(), w)?.with_kernels(self.kernels), vars))
     }
 
     /// All parameter gradients of the last backward pass(es): `store` from `loss.backward()`
     /// plus what fused layers accumulated. Gradients accumulate until [`Self::zero_grad`].
     pub fn grads<'a>(&'a self, store: &'a GradStore) -> Grads<'a> {
-        Grads {
-            store,
-            sink: Some(&self.sink),
-        }
+        Grads { store, sink: Some(&self.sink) }
     }
 
     /// Forgets accumulated fused-layer gradients (call after each optimiser step).
@@ -121,12 +109,7 @@ impl CausalLm {
 
     /// Final hidden states `[B, T, d]` for `ids: [B, T]`. `attention_mask: [B, past + T]` marks
     /// real tokens (1) and padding (0), including tokens already in `cache`.
-    pub fn hidden(
-        &self,
-        ids: &Tensor,
-        attention_mask: &Tensor,
-        cache: Option<&mut KvCache>,
-    ) -> Result<Tensor> {
+    pub fn hidden(&self, ids: &Tensor, attention_mask: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let past = cache.as_ref().map_or(0, |c| c.len());
         if attention_mask.dims2()? != (b, past + t) {
@@ -161,12 +144,7 @@ impl CausalLm {
     }
 
     /// Logits `[B, T, V]` for every position.
-    pub fn forward(
-        &self,
-        ids: &Tensor,
-        attention_mask: &Tensor,
-        cache: Option<&mut KvCache>,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, ids: &Tensor, attention_mask: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
         self.logits(&self.hidden(ids, attention_mask, cache)?)
     }
 }

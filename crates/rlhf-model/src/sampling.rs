@@ -23,21 +23,13 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self {
-            temperature: 1.0,
-            top_k: None,
-            top_p: None,
-            seed: 0,
-        }
+        Self { temperature: 1.0, top_k: None, top_p: None, seed: 0 }
     }
 }
 
 impl SamplingParams {
     pub fn greedy() -> Self {
-        Self {
-            temperature: 0.0,
-            ..Self::default()
-        }
+        Self { temperature: 0.0, ..Self::default() }
     }
 
     /// The temperature the returned logprobs are computed at.
@@ -74,11 +66,7 @@ impl RowSampler {
     pub fn new(params: &SamplingParams, row: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
         rng.set_stream(row);
-        Self {
-            params: params.clone(),
-            rng,
-            order: Vec::new(),
-        }
+        Self { params: params.clone(), rng, order: Vec::new() }
     }
 
     /// Picks the next token from one row of logits; returns (token, logprob).
@@ -88,11 +76,7 @@ impl RowSampler {
         let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * inv_t;
         let sum: f32 = logits.iter().map(|&x| (x * inv_t - max).exp()).sum();
         let lse = max + sum.ln();
-        let token = if self.params.temperature <= 0.0 {
-            argmax(logits)
-        } else {
-            self.draw(logits, inv_t, max, sum)
-        };
+        let token = if self.params.temperature <= 0.0 { argmax(logits) } else { self.draw(logits, inv_t, max, sum) };
         (token, logits[token as usize] * inv_t - lse)
     }
 
@@ -120,11 +104,7 @@ impl RowSampler {
             self.order.truncate(k);
         }
         self.order.sort_unstable_by(by_logit);
-        let probs: Vec<f32> = self
-            .order
-            .iter()
-            .map(|&i| (logits[i as usize] * inv_t - max).exp() / sum)
-            .collect();
+        let probs: Vec<f32> = self.order.iter().map(|&i| (logits[i as usize] * inv_t - max).exp() / sum).collect();
         let mut keep = probs.len();
         if let Some(p) = top_p {
             let mass: f32 = probs.iter().sum();
@@ -165,12 +145,7 @@ mod tests {
     use super::*;
 
     fn params(t: f64, k: Option<usize>, p: Option<f64>) -> SamplingParams {
-        SamplingParams {
-            temperature: t,
-            top_k: k,
-            top_p: p,
-            seed: 7,
-        }
+        SamplingParams { temperature: t, top_k: k, top_p: p, seed: 7 }
     }
 
     #[test]

@@ -82,10 +82,7 @@ pub fn random_weights(cfg: &ModelConfig, seed: u64, std: f64, dtype: DType) -> R
                 }
             })
             .collect();
-        tensors.insert(
-            name,
-            Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(dtype)?,
-        );
+        tensors.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(dtype)?);
     }
     Ok(Weights { tensors })
 }

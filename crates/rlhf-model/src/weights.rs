@@ -15,9 +15,7 @@ pub struct Weights {
 
 impl Weights {
     pub fn get(&self, name: &str) -> candle_core::Result<&Tensor> {
-        self.tensors.get(name).ok_or_else(|| {
-            candle_core::Error::Msg(format!("model weights have no tensor `{name}`"))
-        })
+        self.tensors.get(name).ok_or_else(|| candle_core::Error::Msg(format!("model weights have no tensor `{name}`")))
     }
 
     pub fn opt(&self, name: &str) -> Option<&Tensor> {
@@ -27,13 +25,7 @@ impl Weights {
     /// The same storage without autograd tracking: rollouts and the reference model run on these
     /// so no decode graph is kept alive, yet in-place optimiser updates stay visible.
     pub fn detached(&self) -> Weights {
-        Weights {
-            tensors: self
-                .tensors
-                .iter()
-                .map(|(k, t)| (k.clone(), t.detach()))
-                .collect(),
-        }
+        Weights { tensors: self.tensors.iter().map(|(k, t)| (k.clone(), t.detach())).collect() }
     }
 
     /// Trainable copies: every tensor becomes a `Var` (sorted by name for a stable order).
@@ -67,18 +59,12 @@ impl Weights {
         for (name, shape) in expected_shapes(cfg) {
             match self.tensors.get(&name) {
                 None => {
-                    return Err(ModelError::file(
-                        source,
-                        format!("missing tensor `{name}` (expected shape {shape:?})"),
-                    ))
+                    return Err(ModelError::file(source, format!("missing tensor `{name}` (expected shape {shape:?})")))
                 }
                 Some(t) if t.dims() != shape.as_slice() => {
                     return Err(ModelError::file(
                         source,
-                        format!(
-                            "tensor `{name}` has shape {:?}, but the config implies {shape:?}",
-                            t.dims()
-                        ),
+                        format!("tensor `{name}` has shape {:?}, but the config implies {shape:?}", t.dims()),
                     ))
                 }
                 Some(_) => {}
@@ -95,10 +81,7 @@ pub fn expected_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let mut add = |n: String, s: Vec<usize>| out.push((n, s));
     match cfg.family {
         Family::Llama => {
-            let (q, kv) = (
-                cfg.num_attention_heads * cfg.head_dim,
-                cfg.num_key_value_heads * cfg.head_dim,
-            );
+            let (q, kv) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
             add("model.embed_tokens.weight".into(), vec![v, d]);
             add("model.norm.weight".into(), vec![d]);
             if !cfg.tie_word_embeddings {
@@ -138,12 +121,9 @@ pub fn expected_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
                     add(format!("{p}.{ln}.bias"), vec![d]);
                 }
                 // HF GPT-2 uses Conv1D: weights are [in, out].
-                for (n, i_, o) in [
-                    ("attn.c_attn", d, 3 * d),
-                    ("attn.c_proj", d, d),
-                    ("mlp.c_fc", d, f),
-                    ("mlp.c_proj", f, d),
-                ] {
+                for (n, i_, o) in
+                    [("attn.c_attn", d, 3 * d), ("attn.c_proj", d, d), ("mlp.c_fc", d, f), ("mlp.c_proj", f, d)]
+                {
                     add(format!("{p}.{n}.weight"), vec![i_, o]);
                     add(format!("{p}.{n}.bias"), vec![o]);
                 }
@@ -181,10 +161,7 @@ pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<LoadedModel> {
     }
     let loaded = if path.is_dir() {
         load_hf_dir(path, dtype, device)?
-    } else if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-    {
+    } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
         crate::gguf::load(path, dtype, device)?
     } else {
         return Err(ModelError::file(
@@ -192,9 +169,7 @@ pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<LoadedModel> {
             "not a model: expected an HF folder (config.json + *.safetensors) or a .gguf file",
         ));
     };
-    loaded
-        .weights
-        .validate(&loaded.config, loaded.source.path())?;
+    loaded.weights.validate(&loaded.config, loaded.source.path())?;
     Ok(loaded)
 }
 
@@ -207,7 +182,10 @@ fn load_hf_dir(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedModel>
     } else if index.exists() {
         shard_files(&index)?
     } else {
-        return Err(ModelError::file(dir, "no model.safetensors or model.safetensors.index.json (only safetensors weights are read)"));
+        return Err(ModelError::file(
+            dir,
+            "no model.safetensors or model.safetensors.index.json (only safetensors weights are read)",
+        ));
     };
     let mut tensors = HashMap::new();
     for file in &files {
@@ -215,31 +193,21 @@ fn load_hf_dir(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedModel>
             .map_err(|e| ModelError::file(file, format!("cannot read safetensors: {e}")))?;
         for (name, t) in loaded {
             // GPT2LMHeadModel saves under `transformer.`; the bare GPT2Model layout has no prefix.
-            let name = name
-                .strip_prefix("transformer.")
-                .map(str::to_string)
-                .unwrap_or(name);
-            let t = t
-                .to_dtype(dtype)
-                .map_err(|e| ModelError::file(file, format!("tensor `{name}`: {e}")))?;
+            let name = name.strip_prefix("transformer.").map(str::to_string).unwrap_or(name);
+            let t = t.to_dtype(dtype).map_err(|e| ModelError::file(file, format!("tensor `{name}`: {e}")))?;
             tensors.insert(name, t);
         }
     }
     if config.family == Family::Gpt2 {
         tensors.remove("lm_head.weight"); // tied to wte
     }
-    Ok(LoadedModel {
-        config,
-        weights: Weights { tensors },
-        source: ModelSource::HfDir(dir.to_path_buf()),
-    })
+    Ok(LoadedModel { config, weights: Weights { tensors }, source: ModelSource::HfDir(dir.to_path_buf()) })
 }
 
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(index)
-        .map_err(|e| ModelError::file(index, format!("cannot read: {e}")))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| ModelError::file(index, format!("not valid JSON: {e}")))?;
+    let text = std::fs::read_to_string(index).map_err(|e| ModelError::file(index, format!("cannot read: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| ModelError::file(index, format!("not valid JSON: {e}")))?;
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
@@ -247,19 +215,13 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     let dir = index.parent().unwrap_or(Path::new("."));
     let mut files: Vec<PathBuf> = Vec::new();
     for (tensor, file) in map {
-        let file = file.as_str().ok_or_else(|| {
-            ModelError::file(
-                index,
-                format!("weight_map entry for `{tensor}` is not a file name"),
-            )
-        })?;
+        let file = file
+            .as_str()
+            .ok_or_else(|| ModelError::file(index, format!("weight_map entry for `{tensor}` is not a file name")))?;
         let p = dir.join(file);
         if !files.contains(&p) {
             if !p.exists() {
-                return Err(ModelError::file(
-                    index,
-                    format!("shard `{file}` (for `{tensor}`) does not exist"),
-                ));
+                return Err(ModelError::file(index, format!("shard `{file}` (for `{tensor}`) does not exist")));
             }
             files.push(p);
         }
@@ -269,8 +231,7 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
 
 /// Writes `config.json` and `model.safetensors` into `dir` (HF layout; tied heads not stored).
 pub fn save_hf(config: &ModelConfig, weights: &Weights, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| ModelError::file(dir, format!("cannot create directory: {e}")))?;
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::file(dir, format!("cannot create directory: {e}")))?;
     let cfg_text = serde_json::to_string_pretty(&config.to_hf_json()).expect("config serialises");
     crate::io::write_atomic(&dir.join("config.json"), cfg_text.as_bytes())?;
     let mut out: HashMap<String, Tensor> = HashMap::new();
@@ -283,9 +244,7 @@ pub fn save_hf(config: &ModelConfig, weights: &Weights, dir: &Path) -> Result<()
     }
     let path = dir.join("model.safetensors");
     let tmp = crate::io::temp_path(&path);
-    candle_core::safetensors::save(&out, &tmp)
-        .map_err(|e| ModelError::file(&tmp, format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, &path)
-        .map_err(|e| ModelError::file(&path, format!("cannot move into place: {e}")))?;
+    candle_core::safetensors::save(&out, &tmp).map_err(|e| ModelError::file(&tmp, format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, &path).map_err(|e| ModelError::file(&path, format!("cannot move into place: {e}")))?;
     Ok(())
 }

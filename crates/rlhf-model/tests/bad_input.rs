@@ -7,11 +7,7 @@ use std::path::{Path, PathBuf};
 fn saved_model(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rlhf-bad-{}-{name}", std::process::id()));
     let cfg = tiny::llama_config(40);
-    let m = CausalLm::new(
-        cfg.clone(),
-        tiny::random_weights(&cfg, 1, 0.1, DType::F32).unwrap(),
-    )
-    .unwrap();
+    let m = CausalLm::new(cfg.clone(), tiny::random_weights(&cfg, 1, 0.1, DType::F32).unwrap()).unwrap();
     m.save_hf(&dir).unwrap();
     dir
 }
@@ -28,10 +24,7 @@ fn missing_config() {
     let dir = saved_model("noconfig");
     std::fs::remove_file(dir.join("config.json")).unwrap();
     let err = load_err(&dir);
-    assert!(
-        err.contains("config.json") && err.contains("cannot read"),
-        "{err}"
-    );
+    assert!(err.contains("config.json") && err.contains("cannot read"), "{err}");
 }
 
 #[test]
@@ -39,25 +32,15 @@ fn corrupt_config() {
     let dir = saved_model("corrupt");
     std::fs::write(dir.join("config.json"), "{\"model_type\": \"llama\", ").unwrap();
     let err = load_err(&dir);
-    assert!(
-        err.contains("config.json") && err.contains("not valid JSON"),
-        "{err}"
-    );
+    assert!(err.contains("config.json") && err.contains("not valid JSON"), "{err}");
 }
 
 #[test]
 fn unknown_architecture() {
     let dir = saved_model("arch");
-    std::fs::write(
-        dir.join("config.json"),
-        r#"{"model_type": "t5", "vocab_size": 10}"#,
-    )
-    .unwrap();
+    std::fs::write(dir.join("config.json"), r#"{"model_type": "t5", "vocab_size": 10}"#).unwrap();
     let err = load_err(&dir);
-    assert!(
-        err.contains("unknown architecture") && err.contains("t5"),
-        "{err}"
-    );
+    assert!(err.contains("unknown architecture") && err.contains("t5"), "{err}");
 }
 
 #[test]
@@ -67,25 +50,18 @@ fn truncated_safetensors() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = load_err(&dir);
-    assert!(
-        err.contains("model.safetensors") && err.contains("cannot read safetensors"),
-        "{err}"
-    );
+    assert!(err.contains("model.safetensors") && err.contains("cannot read safetensors"), "{err}");
 }
 
 #[test]
 fn wrong_tensor_shapes() {
     let dir = saved_model("shapes");
     let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path)
-        .unwrap()
-        .replace("\"intermediate_size\": 24", "\"intermediate_size\": 32");
+    let text =
+        std::fs::read_to_string(&cfg_path).unwrap().replace("\"intermediate_size\": 24", "\"intermediate_size\": 32");
     std::fs::write(&cfg_path, text).unwrap();
     let err = load_err(&dir);
-    assert!(
-        err.contains("mlp") && err.contains("has shape") && err.contains("[32, 16]"),
-        "{err}"
-    );
+    assert!(err.contains("mlp") && err.contains("has shape") && err.contains("[32, 16]"), "{err}");
 }
 
 #[test]
@@ -95,8 +71,5 @@ fn missing_weights_file_and_missing_path() {
     let err = load_err(&dir);
     assert!(err.contains("no model.safetensors"), "{err}");
     let err = load_err(&dir.join("does-not-exist"));
-    assert!(
-        err.contains("does-not-exist") && err.contains("no such file"),
-        "{err}"
-    );
+    assert!(err.contains("does-not-exist") && err.contains("no such file"), "{err}");
 }

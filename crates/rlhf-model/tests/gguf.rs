@@ -54,13 +54,7 @@ fn gguf_name(hf: &str) -> (String, bool) {
 /// Writes `weights` as a llama-arch GGUF, cycling matrices through several quant types, and
 /// returns the weights as they should load (quantised then dequantised).
 fn write_gguf(cfg: &ModelConfig, weights: &Weights, path: &Path) -> Weights {
-    let kinds = [
-        GgmlDType::Q4_0,
-        GgmlDType::Q4_1,
-        GgmlDType::Q8_0,
-        GgmlDType::F16,
-        GgmlDType::F32,
-    ];
+    let kinds = [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0, GgmlDType::F16, GgmlDType::F32];
     let mut names: Vec<&String> = weights.tensors.keys().collect();
     names.sort();
     let mut qtensors = vec![];
@@ -84,11 +78,7 @@ fn write_gguf(cfg: &ModelConfig, weights: &Weights, path: &Path) -> Weights {
         // What the HF-order tensor should be after loading: dequantise, then undo the permutation.
         let deq = q.dequantize(&Device::Cpu).unwrap();
         let back = if hf.ends_with("q_proj.weight") || hf.ends_with("k_proj.weight") {
-            let heads = if hf.ends_with("q_proj.weight") {
-                cfg.num_attention_heads
-            } else {
-                cfg.num_key_value_heads
-            };
+            let heads = if hf.ends_with("q_proj.weight") { cfg.num_attention_heads } else { cfg.num_key_value_heads };
             let (rows, cols) = deq.dims2().unwrap();
             deq.reshape((heads, rows / heads / 2, 2, cols))
                 .unwrap()
@@ -106,39 +96,20 @@ fn write_gguf(cfg: &ModelConfig, weights: &Weights, path: &Path) -> Weights {
     }
     let meta: Vec<(&str, Value)> = vec![
         ("general.architecture", Value::String("llama".into())),
-        (
-            "llama.block_count",
-            Value::U32(cfg.num_hidden_layers as u32),
-        ),
-        (
-            "llama.context_length",
-            Value::U32(cfg.max_position_embeddings as u32),
-        ),
+        ("llama.block_count", Value::U32(cfg.num_hidden_layers as u32)),
+        ("llama.context_length", Value::U32(cfg.max_position_embeddings as u32)),
         ("llama.embedding_length", Value::U32(cfg.hidden_size as u32)),
-        (
-            "llama.feed_forward_length",
-            Value::U32(cfg.intermediate_size as u32),
-        ),
-        (
-            "llama.attention.head_count",
-            Value::U32(cfg.num_attention_heads as u32),
-        ),
-        (
-            "llama.attention.head_count_kv",
-            Value::U32(cfg.num_key_value_heads as u32),
-        ),
+        ("llama.feed_forward_length", Value::U32(cfg.intermediate_size as u32)),
+        ("llama.attention.head_count", Value::U32(cfg.num_attention_heads as u32)),
+        ("llama.attention.head_count_kv", Value::U32(cfg.num_key_value_heads as u32)),
         ("llama.rope.freq_base", Value::F32(cfg.rope_theta as f32)),
-        (
-            "llama.attention.layer_norm_rms_epsilon",
-            Value::F32(cfg.norm_eps as f32),
-        ),
+        ("llama.attention.layer_norm_rms_epsilon", Value::F32(cfg.norm_eps as f32)),
         ("tokenizer.ggml.bos_token_id", Value::U32(1)),
         ("tokenizer.ggml.eos_token_id", Value::U32(2)),
         ("tokenizer.ggml.padding_token_id", Value::U32(0)),
     ];
     let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
-    let tensor_refs: Vec<(&str, &QTensor)> =
-        qtensors.iter().map(|(n, q)| (n.as_str(), q)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = qtensors.iter().map(|(n, q)| (n.as_str(), q)).collect();
     let mut f = std::fs::File::create(path).unwrap();
     gguf_file::write(&mut f, &meta_refs, &tensor_refs).unwrap();
     Weights { tensors: expected }
@@ -164,29 +135,13 @@ fn quantised_gguf_loads_as_dequantised_hf_weights() {
     assert_eq!(loaded.weights.tensors.len(), expected.tensors.len());
     for (name, t) in &expected.tensors {
         let got = &loaded.weights.tensors[name];
-        let d = (got - t)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = (got - t).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
         assert_eq!(d, 0.0, "{name} differs after GGUF round trip");
     }
     // Quantisation error is small, so the permutation was undone (a wrong order would be O(1)).
     let q = &loaded.weights.tensors["model.layers.0.self_attn.q_proj.weight"];
     let orig = &w.tensors["model.layers.0.self_attn.q_proj.weight"];
-    let err = (q - orig)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .mean_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let err = (q - orig).unwrap().abs().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(err < 0.02, "q_proj mean abs error {err}");
     // The model built from the GGUF equals the model built from the expected HF weights.
     let a = CausalLm::new(loaded.config.clone(), loaded.weights).unwrap();
@@ -233,25 +188,13 @@ fn gguf_with_unknown_type(path: &Path) {
 fn bad_gguf_files_are_reported_with_their_path() {
     let path = tmp("unknown-type.gguf");
     gguf_with_unknown_type(&path);
-    let err = CausalLm::load(&path, DType::F32, &Device::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("unknown-type.gguf") && err.to_lowercase().contains("dtype"),
-        "{err}"
-    );
+    let err = CausalLm::load(&path, DType::F32, &Device::Cpu).err().unwrap().to_string();
+    assert!(err.contains("unknown-type.gguf") && err.to_lowercase().contains("dtype"), "{err}");
 
     let path = tmp("not-gguf.gguf");
     std::fs::write(&path, b"definitely not a gguf file").unwrap();
-    let err = CausalLm::load(&path, DType::F32, &Device::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("not-gguf.gguf") && err.contains("not a readable GGUF"),
-        "{err}"
-    );
+    let err = CausalLm::load(&path, DType::F32, &Device::Cpu).err().unwrap().to_string();
+    assert!(err.contains("not-gguf.gguf") && err.contains("not a readable GGUF"), "{err}");
 
     // A valid file truncated in the middle of its tensor data.
     let cfg = config();
@@ -261,12 +204,6 @@ fn bad_gguf_files_are_reported_with_their_path() {
     let bytes = std::fs::read(&full).unwrap();
     let cut = tmp("truncated.gguf");
     std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
-    let err = CausalLm::load(&cut, DType::F32, &Device::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("truncated.gguf") && err.contains("tensor"),
-        "{err}"
-    );
+    let err = CausalLm::load(&cut, DType::F32, &Device::Cpu).err().unwrap().to_string();
+    assert!(err.contains("truncated.gguf") && err.contains("tensor"), "{err}");
 }

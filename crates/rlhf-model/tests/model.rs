@@ -3,10 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use rlhf_model::gradcheck::check_model_gradients;
-use rlhf_model::{
-    generate, tiny, token_logprobs, CausalLm, GenerationConfig, Kernels, ModelConfig,
-    SamplingParams,
-};
+use rlhf_model::{generate, tiny, token_logprobs, CausalLm, GenerationConfig, Kernels, ModelConfig, SamplingParams};
 
 const V: usize = 40;
 
@@ -16,8 +13,7 @@ fn model(cfg: ModelConfig, dtype: DType, seed: u64) -> CausalLm {
 }
 
 fn batch(rows: &[&[u32]]) -> (Tensor, Tensor) {
-    let (ids, mask) =
-        rlhf_model::generate::left_pad(&rows.iter().map(|r| r.to_vec()).collect::<Vec<_>>(), 0);
+    let (ids, mask) = rlhf_model::generate::left_pad(&rows.iter().map(|r| r.to_vec()).collect::<Vec<_>>(), 0);
     let t = ids[0].len();
     (
         Tensor::from_vec(ids.concat(), (rows.len(), t), &Device::Cpu).unwrap(),
@@ -39,11 +35,7 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn configs() -> Vec<(&'static str, ModelConfig)> {
-    vec![
-        ("llama", tiny::llama_config(V)),
-        ("qwen2", tiny::qwen2_config(V)),
-        ("gpt2", tiny::gpt2_config(V)),
-    ]
+    vec![("llama", tiny::llama_config(V)), ("qwen2", tiny::qwen2_config(V)), ("gpt2", tiny::gpt2_config(V))]
 }
 
 /// A scalar that depends on every logit of every real position.
@@ -52,11 +44,7 @@ fn loss(m: &CausalLm, ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor
     let w = Tensor::arange(1.0, 1.0 + lp.elem_count() as f64, &Device::Cpu)?.reshape(lp.shape())?;
     let m2 = mask.narrow(1, 1, mask.dim(1)? - 1)?.to_dtype(DType::F64)?;
     let logits = m.forward(ids, mask, None)?;
-    let extra = (logits
-        .sqr()?
-        .broadcast_mul(&mask.to_dtype(DType::F64)?.unsqueeze(2)?)?
-        .sum_all()?
-        * 1e-3)?;
+    let extra = (logits.sqr()?.broadcast_mul(&mask.to_dtype(DType::F64)?.unsqueeze(2)?)?.sum_all()? * 1e-3)?;
     (lp * w)?.mul(&m2)?.sum_all()? + extra
 }
 
@@ -68,20 +56,11 @@ fn every_parameter_gets_a_correct_gradient() {
             let base = model(cfg.clone(), DType::F64, 3).with_kernels(kernels);
             let (m, vars) = base.trainable().unwrap();
             let vars: Vec<(String, Var)> = vars;
-            let report =
-                check_model_gradients(&m, &vars, &|| loss(&m, &ids, &mask), 1e-5, 6).unwrap();
+            let report = check_model_gradients(&m, &vars, &|| loss(&m, &ids, &mask), 1e-5, 6).unwrap();
             // f64 central differences on a loss of magnitude ~10²: round-off alone reaches ~1e-6 relative
             // on the smallest gradients; a wrong backward is off by O(1).
-            assert!(
-                report.worst_rel_err < 1e-5,
-                "{name} {kernels:?}: {report:?}"
-            );
-            assert!(
-                report.checked >= vars.len(),
-                "{name}: checked {} of {} vars",
-                report.checked,
-                vars.len()
-            );
+            assert!(report.worst_rel_err < 1e-5, "{name} {kernels:?}: {report:?}");
+            assert!(report.checked >= vars.len(), "{name}: checked {} of {} vars", report.checked, vars.len());
         }
     }
 }
@@ -92,12 +71,7 @@ fn fused_path_equals_composed_path_in_f32() {
     for (name, cfg) in configs() {
         let m = model(cfg, DType::F32, 5);
         let fused = m.forward(&ids, &mask, None).unwrap();
-        let composed = m
-            .detached()
-            .unwrap()
-            .with_kernels(Kernels::Composed)
-            .forward(&ids, &mask, None)
-            .unwrap();
+        let composed = m.detached().unwrap().with_kernels(Kernels::Composed).forward(&ids, &mask, None).unwrap();
         let d = max_abs(&fused, &composed);
         assert!(d <= 1e-5, "{name}: fused vs composed logits differ by {d}");
     }
@@ -113,22 +87,11 @@ fn kv_cache_decoding_equals_full_recomputation() {
         let mut cache = m.new_cache(2);
         let mut steps = vec![];
         // Prefill 3 tokens, then one at a time (also exercises buffer growth).
-        let pre = m
-            .forward(
-                &ids.narrow(1, 0, 3).unwrap(),
-                &mask.narrow(1, 0, 3).unwrap(),
-                Some(&mut cache),
-            )
-            .unwrap();
+        let pre = m.forward(&ids.narrow(1, 0, 3).unwrap(), &mask.narrow(1, 0, 3).unwrap(), Some(&mut cache)).unwrap();
         steps.push(pre);
         for i in 3..t {
-            let step = m
-                .forward(
-                    &ids.narrow(1, i, 1).unwrap(),
-                    &mask.narrow(1, 0, i + 1).unwrap(),
-                    Some(&mut cache),
-                )
-                .unwrap();
+            let step =
+                m.forward(&ids.narrow(1, i, 1).unwrap(), &mask.narrow(1, 0, i + 1).unwrap(), Some(&mut cache)).unwrap();
             steps.push(step);
         }
         let incremental = Tensor::cat(&steps, 1).unwrap();
@@ -153,20 +116,13 @@ fn greedy_generation_with_cache_matches_argmax_of_full_forward() {
             // Re-derive each token by a full forward over the growing sequence, without cache.
             let mut seq = prompt.clone();
             for _ in 0..8 {
-                let ids = Tensor::new(seq.as_slice(), &Device::Cpu)
-                    .unwrap()
-                    .unsqueeze(0)
-                    .unwrap();
+                let ids = Tensor::new(seq.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
                 let mask = Tensor::ones_like(&ids).unwrap();
                 let logits = m.forward(&ids, &mask, None).unwrap();
                 let last = logits.squeeze(0).unwrap().get(seq.len() - 1).unwrap();
                 seq.push(last.argmax(0).unwrap().to_scalar::<u32>().unwrap());
             }
-            assert_eq!(
-                &seq[prompt.len()..],
-                out.response_ids[row].as_slice(),
-                "{name} row {row}"
-            );
+            assert_eq!(&seq[prompt.len()..], out.response_ids[row].as_slice(), "{name} row {row}");
         }
     }
 }
@@ -195,39 +151,22 @@ fn sampler_logprobs_equal_recomputed_logprobs() {
         let prompts = vec![vec![1u32, 5, 9], vec![4u32, 8, 2, 6, 3], vec![7u32]];
         let g = GenerationConfig {
             max_new_tokens: 10,
-            sampling: SamplingParams {
-                temperature: 0.7,
-                top_k: None,
-                top_p: None,
-                seed: 42,
-            },
+            sampling: SamplingParams { temperature: 0.7, top_k: None, top_p: None, seed: 42 },
             eos_token_ids: vec![2, 3],
             pad_token_id: 0,
         };
         let out = generate(&m, &prompts, &g, None, &mut |_| {}).unwrap();
         let n = out.response_mask.dim(1).unwrap();
-        let recomputed =
-            rlhf_model::token_logprobs_tail(&m, &out.sequences, &out.attention_mask, 0.7, n)
-                .unwrap();
+        let recomputed = rlhf_model::token_logprobs_tail(&m, &out.sequences, &out.attention_mask, 0.7, n).unwrap();
         let rmask = out.response_mask.to_dtype(DType::F32).unwrap();
         let d = max_abs(&(recomputed * &rmask).unwrap(), &out.logprobs);
-        assert!(
-            d <= 1e-5,
-            "{name}: sampler vs recomputed logprobs differ by {d}"
-        );
+        assert!(d <= 1e-5, "{name}: sampler vs recomputed logprobs differ by {d}");
         // The response mask covers generated tokens up to and including the first EOS.
         for (row, ids) in out.response_ids.iter().enumerate() {
             if let Some(pos) = ids.iter().position(|t| [2, 3].contains(t)) {
                 assert_eq!(pos + 1, ids.len(), "{name}: row {row} continued after EOS");
             }
-            let ones = out
-                .response_mask
-                .get(row)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<u32>()
-                .unwrap();
+            let ones = out.response_mask.get(row).unwrap().sum_all().unwrap().to_scalar::<u32>().unwrap();
             assert_eq!(ones as usize, ids.len());
         }
     }
@@ -238,12 +177,7 @@ fn same_seed_same_samples_and_rows_independent_of_batch() {
     let m = model(tiny::llama_config(V), DType::F32, 19);
     let g = GenerationConfig {
         max_new_tokens: 6,
-        sampling: SamplingParams {
-            temperature: 1.0,
-            top_k: Some(10),
-            top_p: Some(0.9),
-            seed: 5,
-        },
+        sampling: SamplingParams { temperature: 1.0, top_k: Some(10), top_p: Some(0.9), seed: 5 },
         eos_token_ids: vec![],
         pad_token_id: 0,
     };
@@ -264,10 +198,7 @@ fn hf_folder_round_trip_gives_identical_logits() {
         m.save_hf(&path).unwrap();
         let back = CausalLm::load(&path, DType::F32, &Device::Cpu).unwrap();
         assert_eq!(back.config(), m.config(), "{name}");
-        let d = max_abs(
-            &m.forward(&ids, &mask, None).unwrap(),
-            &back.forward(&ids, &mask, None).unwrap(),
-        );
+        let d = max_abs(&m.forward(&ids, &mask, None).unwrap(), &back.forward(&ids, &mask, None).unwrap());
         assert_eq!(d, 0.0, "{name}: logits changed after save/load");
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -287,14 +218,9 @@ fn sharded_safetensors_load_like_a_single_file() {
     let mut weight_map = serde_json::Map::new();
     let a: Vec<&String> = names.iter().step_by(2).copied().collect();
     let b: Vec<&String> = names.iter().skip(1).step_by(2).copied().collect();
-    for (file, part) in [
-        ("model-00001-of-00002.safetensors", &a),
-        ("model-00002-of-00002.safetensors", &b),
-    ] {
-        let shard: std::collections::HashMap<String, Tensor> = part
-            .iter()
-            .map(|n| ((*n).clone(), all[*n].clone()))
-            .collect();
+    for (file, part) in [("model-00001-of-00002.safetensors", &a), ("model-00002-of-00002.safetensors", &b)] {
+        let shard: std::collections::HashMap<String, Tensor> =
+            part.iter().map(|n| ((*n).clone(), all[*n].clone())).collect();
         candle_core::safetensors::save(&shard, dir.join(file)).unwrap();
         for n in part.iter() {
             weight_map.insert((*n).clone(), serde_json::Value::String(file.into()));
@@ -304,13 +230,7 @@ fn sharded_safetensors_load_like_a_single_file() {
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
     let back = CausalLm::load(&dir, DType::F32, &Device::Cpu).unwrap();
     let (ids, mask) = batch(&[&[1, 5, 9, 3]]);
-    assert_eq!(
-        max_abs(
-            &m.forward(&ids, &mask, None).unwrap(),
-            &back.forward(&ids, &mask, None).unwrap()
-        ),
-        0.0
-    );
+    assert_eq!(max_abs(&m.forward(&ids, &mask, None).unwrap(), &back.forward(&ids, &mask, None).unwrap()), 0.0);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -325,20 +245,14 @@ fn fused_layers_accumulate_weight_gradients_across_micro_batches() {
         // A token counts when it and its context are real (the first real token has no context).
         let t = mask.dim(1).unwrap();
         let m2 = (mask.narrow(1, 1, t - 1).unwrap() * mask.narrow(1, 0, t - 1).unwrap()).unwrap();
-        (lp * m2.to_dtype(DType::F64).unwrap())
-            .unwrap()
-            .sum_all()
-            .unwrap()
+        (lp * m2.to_dtype(DType::F64).unwrap()).unwrap().sum_all().unwrap()
     };
     let name = "model.layers.1.mlp.down_proj.weight";
     let var = &vars.iter().find(|(n, _)| n == name).unwrap().1;
     // Whole batch (the second row is left-padded inside it).
     m.zero_grad();
     let store = loss_of(&rows).backward().unwrap();
-    assert!(
-        store.get(var.as_tensor()).is_none(),
-        "fused layers keep weight gradients out of the GradStore"
-    );
+    assert!(store.get(var.as_tensor()).is_none(), "fused layers keep weight gradients out of the GradStore");
     let whole = m.grads(&store).get(name, var).unwrap().unwrap();
     // Two micro-batches of one row each, accumulated without zeroing in between.
     m.zero_grad();

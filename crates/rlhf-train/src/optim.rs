@@ -25,13 +25,7 @@ pub struct AdamWConfig {
 impl Default for AdamWConfig {
     /// PyTorch's defaults (TRL passes `weight_decay` 0.0 by default).
     fn default() -> Self {
-        Self {
-            lr: 1e-5,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        }
+        Self { lr: 1e-5, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
     }
 }
 
@@ -61,17 +55,16 @@ impl AdamW {
             .into_iter()
             .map(|(name, var)| {
                 if var.dtype() != DType::F32 {
-                    bail!("AdamW: parameter `{name}` is {:?}; the in-place optimiser keeps f32 parameters", var.dtype());
+                    bail!(
+                        "AdamW: parameter `{name}` is {:?}; the in-place optimiser keeps f32 parameters",
+                        var.dtype()
+                    );
                 }
                 let n = var.elem_count();
                 Ok(ParamState { decay: !is_no_decay(&name), name, var, m: vec![0.0; n], v: vec![0.0; n] })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            cfg,
-            params,
-            step: 0,
-        })
+        Ok(Self { cfg, params, step: 0 })
     }
 
     pub fn step_count(&self) -> u64 {
@@ -89,11 +82,7 @@ impl AdamW {
         for p in &mut self.params {
             let (var, m, v) = (&p.var, &mut p.m, &mut p.v);
             let hyper = Hyper {
-                decay: if p.decay {
-                    (lr * c.weight_decay) as f32
-                } else {
-                    0.0
-                },
+                decay: if p.decay { (lr * c.weight_decay) as f32 } else { 0.0 },
                 b1: c.beta1 as f32,
                 b2: c.beta2 as f32,
                 eps: c.eps as f32,
@@ -101,17 +90,11 @@ impl AdamW {
                 inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
             };
             let applied = grads.with_f32(&p.name, var, |g| {
-                let op = Update {
-                    grad: g,
-                    moments: Mutex::new((m, v)),
-                    hyper,
-                };
+                let op = Update { grad: g, moments: Mutex::new((m, v)), hyper };
                 var.as_tensor().inplace_op1(&op)
             })?;
             if let Some(result) = applied {
-                result.map_err(|e| {
-                    candle_core::Error::Msg(format!("AdamW update of `{}`: {e}", p.name))
-                })?;
+                result.map_err(|e| candle_core::Error::Msg(format!("AdamW update of `{}`: {e}", p.name)))?;
             }
         }
         Ok(())
@@ -145,25 +128,14 @@ impl InplaceOp1 for Update<'_> {
         "adamw-update"
     }
     fn cpu_fwd(&self, p: &mut CpuStorage, pl: &Layout) -> Result<()> {
-        let CpuStorage::F32(p) = p else {
-            bail!("AdamW: f32 storage expected")
-        };
-        let Some((ps, pe)) = pl.contiguous_offsets() else {
-            bail!("AdamW: contiguous parameter expected")
-        };
+        let CpuStorage::F32(p) = p else { bail!("AdamW: f32 storage expected") };
+        let Some((ps, pe)) = pl.contiguous_offsets() else { bail!("AdamW: contiguous parameter expected") };
         let p = &mut p[ps..pe];
         let g = self.grad;
-        let mut guard = self
-            .moments
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("poisoned lock".into()))?;
+        let mut guard = self.moments.lock().map_err(|_| candle_core::Error::Msg("poisoned lock".into()))?;
         let (m, v) = &mut *guard;
         if g.len() != p.len() || m.len() != p.len() {
-            bail!(
-                "AdamW: gradient has {} elements, parameter {}",
-                g.len(),
-                p.len()
-            );
+            bail!("AdamW: gradient has {} elements, parameter {}", g.len(), p.len());
         }
         let h = self.hyper;
         p.par_chunks_mut(CHUNK)
@@ -210,24 +182,13 @@ mod tests {
     #[test]
     fn in_place_update_matches_reference_over_several_steps() {
         let dev = Device::Cpu;
-        let cfg = AdamWConfig {
-            lr: 1e-2,
-            weight_decay: 0.1,
-            ..Default::default()
-        };
-        let init: Vec<f32> = (0..300)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
-            .collect();
+        let cfg = AdamWConfig { lr: 1e-2, weight_decay: 0.1, ..Default::default() };
+        let init: Vec<f32> = (0..300).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect();
         let w = Var::from_vec(init.clone(), 300, &dev).unwrap();
         let b = Var::from_vec(vec![0.5f32; 4], 4, &dev).unwrap();
-        let mut opt = AdamW::new(
-            vec![
-                ("layer.weight".into(), w.clone()),
-                ("layer.bias".into(), b.clone()),
-            ],
-            cfg.clone(),
-        )
-        .unwrap();
+        let mut opt =
+            AdamW::new(vec![("layer.weight".into(), w.clone()), ("layer.bias".into(), b.clone())], cfg.clone())
+                .unwrap();
         let mut rp = Tensor::new(init, &dev).unwrap();
         let mut rm = rp.zeros_like().unwrap();
         let mut rv = rp.zeros_like().unwrap();
@@ -237,40 +198,20 @@ mod tests {
             let loss = (loss + b.as_tensor().sqr().unwrap().sum_all().unwrap()).unwrap();
             let grads = loss.backward().unwrap();
             let g = grads.get(w.as_tensor()).unwrap().clone();
-            opt.step(
-                &Grads {
-                    store: &grads,
-                    sink: None,
-                },
-                cfg.lr,
-            )
-            .unwrap();
+            opt.step(&Grads { store: &grads, sink: None }, cfg.lr).unwrap();
             (rp, rm, rv) = adamw_reference_step(&rp, &g, &rm, &rv, &cfg, cfg.lr, t).unwrap();
-            let d = (w.as_tensor() - &rp)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = (w.as_tensor() - &rp).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
             assert!(d < 1e-6, "step {t}: {d}");
         }
         // Bias: no weight decay; Adam moves it by at most ~lr per step towards lower loss.
         let bv = b.as_tensor().to_vec1::<f32>().unwrap();
-        assert!(
-            bv.iter().all(|&x| x < 0.5 && x > 0.5 - 6.0 * 1e-2),
-            "{bv:?}"
-        );
+        assert!(bv.iter().all(|&x| x < 0.5 && x > 0.5 - 6.0 * 1e-2), "{bv:?}");
     }
 
     #[test]
     fn rejects_non_f32_parameters() {
         let v = Var::from_vec(vec![1.0f64], 1, &Device::Cpu).unwrap();
-        let err = AdamW::new(vec![("x".into(), v)], AdamWConfig::default())
-            .err()
-            .unwrap()
-            .to_string();
+        let err = AdamW::new(vec![("x".into(), v)], AdamWConfig::default()).err().unwrap().to_string();
         assert!(err.contains("`x`") && err.contains("f32"), "{err}");
     }
 }

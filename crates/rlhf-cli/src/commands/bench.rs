@@ -67,10 +67,7 @@ fn matmul() -> Result<Value> {
         a.matmul(&b)?;
         secs.push(t.elapsed().as_secs_f64());
     }
-    let gflops: Vec<f64> = secs
-        .iter()
-        .map(|s| 2.0 * (n as f64).powi(3) / s / 1e9)
-        .collect();
+    let gflops: Vec<f64> = secs.iter().map(|s| 2.0 * (n as f64).powi(3) / s / 1e9).collect();
     Ok(json!({"matmul_gflops": median(&gflops), "samples": gflops}))
 }
 
@@ -88,18 +85,10 @@ fn decode(a: &Args) -> Result<Value> {
         };
         let mut rates = vec![];
         for run in 0..a.decode_runs {
-            let pb = progress::bar(
-                a.new_tokens as u64,
-                &format!("decode b{batch} #{}", run + 1),
-            );
+            let pb = progress::bar(a.new_tokens as u64, &format!("decode b{batch} #{}", run + 1));
             let t = Instant::now();
-            let g = generate(
-                &loaded.model,
-                &vec![prompt.clone(); batch],
-                &cfg,
-                None,
-                &mut |s| pb.set_position(s as u64),
-            )?;
+            let g =
+                generate(&loaded.model, &vec![prompt.clone(); batch], &cfg, None, &mut |s| pb.set_position(s as u64))?;
             let secs = t.elapsed().as_secs_f64();
             pb.finish_and_clear();
             let n: usize = g.response_ids.iter().map(Vec::len).sum();
@@ -120,19 +109,14 @@ fn train(a: &Args) -> Result<Value> {
     drop(loaded.model);
     let mut opt = AdamW::new(vars, AdamWConfig::default())?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let ids: Vec<u32> = (0..batch * len)
-        .map(|_| rng.random_range(0..vocab as u32))
-        .collect();
+    let ids: Vec<u32> = (0..batch * len).map(|_| rng.random_range(0..vocab as u32)).collect();
     let ids = Tensor::from_vec(ids, (batch, len), &Device::Cpu)?;
     let mask = Tensor::ones((batch, len), DType::U32, &Device::Cpu)?;
-    let (mut fwd, mut bwd, mut step, mut total, mut losses) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut fwd, mut bwd, mut step, mut total, mut losses) = (vec![], vec![], vec![], vec![], vec![]);
     let pb = progress::bar(a.train_steps as u64 + 1, "train step");
     for i in 0..=a.train_steps {
         let t0 = Instant::now();
-        let loss = token_logprobs(&model, &ids, &mask, 1.0)?
-            .mean_all()?
-            .neg()?;
+        let loss = token_logprobs(&model, &ids, &mask, 1.0)?.mean_all()?.neg()?;
         let t1 = Instant::now();
         let grads = loss.backward()?;
         let t2 = Instant::now();
@@ -180,12 +164,7 @@ pub fn run(a: Args) -> Result<()> {
     for name in ["matmul", "decode", "train"] {
         let out = std::process::Command::new(&exe)
             .args(["bench", "--model", &a.model, "--only", name])
-            .args([
-                "--train-steps",
-                &a.train_steps.to_string(),
-                "--decode-runs",
-                &a.decode_runs.to_string(),
-            ])
+            .args(["--train-steps", &a.train_steps.to_string(), "--decode-runs", &a.decode_runs.to_string()])
             .args(["--new-tokens", &a.new_tokens.to_string()])
             .stderr(std::process::Stdio::inherit())
             .output()
@@ -193,8 +172,8 @@ pub fn run(a: Args) -> Result<()> {
         if !out.status.success() {
             bail!("bench section {name} failed");
         }
-        let v: Value = serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("bench section {name} printed no JSON"))?;
+        let v: Value =
+            serde_json::from_slice(&out.stdout).with_context(|| format!("bench section {name} printed no JSON"))?;
         all[name] = v;
     }
     if a.json {
@@ -203,18 +182,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     let f = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.2}"));
     println!("rlhf bench — model {}, {threads} threads, f32", a.model);
-    println!(
-        "  matmul 1024³              {:>10} GFLOP/s",
-        f(&all["matmul"]["matmul_gflops"])
-    );
-    println!(
-        "  decode batch 1            {:>10} tokens/s",
-        f(&all["decode"]["decode_tokens_per_s_b1"])
-    );
-    println!(
-        "  decode batch 8            {:>10} tokens/s",
-        f(&all["decode"]["decode_tokens_per_s_b8"])
-    );
+    println!("  matmul 1024³              {:>10} GFLOP/s", f(&all["matmul"]["matmul_gflops"]));
+    println!("  decode batch 1            {:>10} tokens/s", f(&all["decode"]["decode_tokens_per_s_b1"]));
+    println!("  decode batch 8            {:>10} tokens/s", f(&all["decode"]["decode_tokens_per_s_b8"]));
     let t = &all["train"];
     println!(
         "  train step 4×128          {:>10} s  (forward {} / backward {} / AdamW {})",
@@ -223,13 +193,7 @@ pub fn run(a: Args) -> Result<()> {
         f(&t["backward_s"]),
         f(&t["optimizer_s"])
     );
-    println!(
-        "  train peak RSS            {:>10} MB",
-        f(&t["peak_rss_mb"])
-    );
-    println!(
-        "  decode peak RSS           {:>10} MB",
-        f(&all["decode"]["peak_rss_mb"])
-    );
+    println!("  train peak RSS            {:>10} MB", f(&t["peak_rss_mb"]));
+    println!("  decode peak RSS           {:>10} MB", f(&all["decode"]["peak_rss_mb"]));
     Ok(())
 }

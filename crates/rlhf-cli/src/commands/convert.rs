@@ -17,10 +17,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let loaded = loading::load(&a.model, &Device::Cpu)?;
-    loaded
-        .model
-        .save_hf(&a.out)
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    loaded.model.save_hf(&a.out).with_context(|| format!("writing {}", a.out.display()))?;
     loaded.tokenizer.save_hf(&a.out)?;
     let cfg = loaded.model.config();
     let gen = json!({
@@ -34,11 +31,7 @@ pub fn run(a: Args) -> Result<()> {
         "wrote {} ({} {}, {:.1} M parameters)",
         a.out.display(),
         cfg.model_type,
-        if cfg.tie_word_embeddings {
-            "tied"
-        } else {
-            "untied"
-        },
+        if cfg.tie_word_embeddings { "tied" } else { "untied" },
         loaded.model.weights().num_parameters() as f64 / 1e6
     );
     Ok(())

@@ -63,30 +63,15 @@ pub fn run(a: Args) -> Result<()> {
     };
     let cfg = GenerationConfig {
         max_new_tokens: a.max_new_tokens,
-        sampling: SamplingParams {
-            temperature: a.temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            seed: a.seed,
-        },
+        sampling: SamplingParams { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
         eos_token_ids: tok.eos_ids(),
         pad_token_id: tok.pad_id(),
     };
     let stops = StopStrings::new(tok, a.stop.clone());
-    let stop: Option<&dyn StopCondition> = if a.stop.is_empty() {
-        None
-    } else {
-        Some(&stops)
-    };
+    let stop: Option<&dyn StopCondition> = if a.stop.is_empty() { None } else { Some(&stops) };
     let pb = progress::bar(a.max_new_tokens as u64, "generating");
     let start = std::time::Instant::now();
-    let out = generate(
-        &loaded.model,
-        &vec![prompt_ids.clone(); a.n],
-        &cfg,
-        stop,
-        &mut |s| pb.set_position(s as u64),
-    )?;
+    let out = generate(&loaded.model, &vec![prompt_ids.clone(); a.n], &cfg, stop, &mut |s| pb.set_position(s as u64))?;
     pb.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let mut samples = vec![];
@@ -114,10 +99,7 @@ pub fn run(a: Args) -> Result<()> {
             }
             println!("{}", s["text"].as_str().unwrap_or_default());
         }
-        eprintln!(
-            "[{generated} tokens in {secs:.2} s, {:.1} tokens/s]",
-            generated as f64 / secs
-        );
+        eprintln!("[{generated} tokens in {secs:.2} s, {:.1} tokens/s]", generated as f64 / secs);
     }
     Ok(())
 }

@@ -25,24 +25,14 @@ pub fn run(a: Args) -> Result<()> {
     let loaded = loading::load(&a.model, &Device::Cpu)?;
     let ids = loaded.tokenizer.encode(&a.text, a.add_special)?;
     if ids.len() < 2 {
-        bail!(
-            "--text must have at least two tokens to score (it has {})",
-            ids.len()
-        );
+        bail!("--text must have at least two tokens to score (it has {})", ids.len());
     }
     let t = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
     let mask = Tensor::ones_like(&t)?;
-    let lp = token_logprobs(&loaded.model, &t, &mask, a.temperature)?
-        .squeeze(0)?
-        .to_vec1::<f32>()?;
-    let tokens: Vec<String> = ids
-        .iter()
-        .map(|&i| loaded.tokenizer.token(i).unwrap_or_default())
-        .collect();
+    let lp = token_logprobs(&loaded.model, &t, &mask, a.temperature)?.squeeze(0)?.to_vec1::<f32>()?;
+    let tokens: Vec<String> = ids.iter().map(|&i| loaded.tokenizer.token(i).unwrap_or_default()).collect();
     // The first token has no logprob (nothing precedes it).
-    let lps: Vec<Option<f32>> = std::iter::once(None)
-        .chain(lp.iter().copied().map(Some))
-        .collect();
+    let lps: Vec<Option<f32>> = std::iter::once(None).chain(lp.iter().copied().map(Some)).collect();
     if a.json {
         let total: f32 = lp.iter().sum();
         let v = json!({"model": loaded.path, "ids": ids, "tokens": tokens, "logprobs": lps, "sum_logprob": total});

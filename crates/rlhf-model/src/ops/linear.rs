@@ -43,14 +43,8 @@ pub(crate) fn gemm_into<T: Real>(
         }
         return;
     }
-    assert!(
-        lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs,
-        "gemm_into: lhs too small"
-    );
-    assert!(
-        rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs,
-        "gemm_into: rhs too small"
-    );
+    assert!(lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs, "gemm_into: lhs too small");
+    assert!(rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs, "gemm_into: rhs too small");
     // SAFETY: the asserts above bound every index the strides reach; dst is m×n row-major.
     unsafe {
         gemm(
@@ -72,11 +66,7 @@ pub(crate) fn gemm_into<T: Real>(
             false,
             false,
             false,
-            if parallel {
-                parallelism()
-            } else {
-                Parallelism::None
-            },
+            if parallel { parallelism() } else { Parallelism::None },
         );
     }
 }
@@ -90,16 +80,7 @@ fn product<T: Real>(
     rhs_strides: (usize, usize),
 ) -> Vec<T> {
     let mut dst = vec![T::zero(); mnk.0 * mnk.1];
-    gemm_into(
-        &mut dst,
-        false,
-        mnk,
-        lhs,
-        lhs_strides,
-        rhs,
-        rhs_strides,
-        true,
-    );
+    gemm_into(&mut dst, false, mnk, lhs, lhs_strides, rhs, rhs_strides, true);
     dst
 }
 
@@ -121,29 +102,27 @@ fn fwd_small_n<T: Real>(x: &[T], w: &[T], n: usize, din: usize, dout: usize) -> 
     const LANES: usize = 16;
     let mut yt = vec![T::zero(); dout * n]; // [out, N]: each task writes a contiguous block
     let rows_per_task = (64 * 1024 / din.max(1)).max(1);
-    yt.par_chunks_mut(rows_per_task * n)
-        .enumerate()
-        .for_each(|(ci, block)| {
-            for (jj, out) in block.chunks_mut(n).enumerate() {
-                let wr = &w[(ci * rows_per_task + jj) * din..][..din];
-                for (i, o) in out.iter_mut().enumerate() {
-                    let xr = &x[i * din..][..din];
-                    let mut acc = [T::zero(); LANES];
-                    let (wc, xc) = (wr.chunks_exact(LANES), xr.chunks_exact(LANES));
-                    let (wt, xt) = (wc.remainder(), xc.remainder());
-                    for (wv, xv) in wc.zip(xc) {
-                        for l in 0..LANES {
-                            acc[l] = wv[l].mul_add(xv[l], acc[l]);
-                        }
+    yt.par_chunks_mut(rows_per_task * n).enumerate().for_each(|(ci, block)| {
+        for (jj, out) in block.chunks_mut(n).enumerate() {
+            let wr = &w[(ci * rows_per_task + jj) * din..][..din];
+            for (i, o) in out.iter_mut().enumerate() {
+                let xr = &x[i * din..][..din];
+                let mut acc = [T::zero(); LANES];
+                let (wc, xc) = (wr.chunks_exact(LANES), xr.chunks_exact(LANES));
+                let (wt, xt) = (wc.remainder(), xc.remainder());
+                for (wv, xv) in wc.zip(xc) {
+                    for l in 0..LANES {
+                        acc[l] = wv[l].mul_add(xv[l], acc[l]);
                     }
-                    let mut sum = acc.iter().copied().sum::<T>();
-                    for (a, b) in wt.iter().zip(xt) {
-                        sum = a.mul_add(*b, sum);
-                    }
-                    *o = sum;
                 }
+                let mut sum = acc.iter().copied().sum::<T>();
+                for (a, b) in wt.iter().zip(xt) {
+                    sum = a.mul_add(*b, sum);
+                }
+                *o = sum;
             }
-        });
+        }
+    });
     let mut y = vec![T::zero(); n * dout];
     for j in 0..dout {
         for i in 0..n {
@@ -166,11 +145,7 @@ fn dims(xl: &Layout, wl: &Layout) -> Result<(usize, usize, usize)> {
     let (n, din) = xl.shape().dims2()?;
     let (dout, win) = wl.shape().dims2()?;
     if win != din {
-        bail!(
-            "linear: input {:?} does not match weight {:?} ([out, in])",
-            xl.dims(),
-            wl.dims()
-        );
+        bail!("linear: input {:?} does not match weight {:?} ([out, in])", xl.dims(), wl.dims());
     }
     Ok((n, din, dout))
 }
@@ -179,40 +154,16 @@ impl CustomOp2 for Linear {
     fn name(&self) -> &'static str {
         "fused-linear"
     }
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, din, dout) = dims(xl, wl)?;
         let out = match xs.dtype() {
-            DType::F32 => CpuStorage::F32(fwd::<f32>(
-                slice(xs, xl, "linear")?,
-                slice(ws, wl, "linear")?,
-                n,
-                din,
-                dout,
-            )),
-            DType::F64 => CpuStorage::F64(fwd::<f64>(
-                slice(xs, xl, "linear")?,
-                slice(ws, wl, "linear")?,
-                n,
-                din,
-                dout,
-            )),
+            DType::F32 => CpuStorage::F32(fwd::<f32>(slice(xs, xl, "linear")?, slice(ws, wl, "linear")?, n, din, dout)),
+            DType::F64 => CpuStorage::F64(fwd::<f64>(slice(xs, xl, "linear")?, slice(ws, wl, "linear")?, n, din, dout)),
             dt => bail!("linear: unsupported dtype {dt:?}"),
         };
         Ok((out, Shape::from((n, dout))))
     }
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        g: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (n, din) = x.dims2()?;
         let dout = w.dim(0)?;
         macro_rules! run {
@@ -222,10 +173,7 @@ impl CustomOp2 for Linear {
                         with_slice::<$t, _>(g, "linear_bwd", |gs| bwd(xs, ws, gs, n, din, dout))
                     })
                 })???;
-                (
-                    Tensor::from_vec(dx, (n, din), x.device())?,
-                    Tensor::from_vec(dw, (dout, din), w.device())?,
-                )
+                (Tensor::from_vec(dx, (n, din), x.device())?, Tensor::from_vec(dw, (dout, din), w.device())?)
             }};
         }
         let (dx, dw) = match x.dtype() {

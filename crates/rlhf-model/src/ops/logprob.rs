@@ -18,10 +18,7 @@ fn logprob_fwd<T: Real>(logits: &[T], ids: &[u32], v: usize, inv_t: T) -> Result
         .par_chunks(v)
         .zip(ids.par_iter())
         .map(|(row, &id)| {
-            let max = row
-                .iter()
-                .fold(T::neg_infinity(), |m, &x| num_traits::Float::max(m, x))
-                * inv_t;
+            let max = row.iter().fold(T::neg_infinity(), |m, &x| num_traits::Float::max(m, x)) * inv_t;
             let sum: T = row.iter().map(|&x| (x * inv_t - max).exp()).sum();
             let lse = max + sum.ln();
             (lse, row[id as usize] * inv_t - lse)
@@ -30,14 +27,7 @@ fn logprob_fwd<T: Real>(logits: &[T], ids: &[u32], v: usize, inv_t: T) -> Result
     Ok((lse, lp))
 }
 
-fn logprob_bwd<T: Real>(
-    logits: &[T],
-    ids: &[u32],
-    lse: &[T],
-    g: &[T],
-    v: usize,
-    inv_t: T,
-) -> Vec<T> {
+fn logprob_bwd<T: Real>(logits: &[T], ids: &[u32], lse: &[T], g: &[T], v: usize, inv_t: T) -> Vec<T> {
     let mut d = vec![T::zero(); logits.len()];
     d.par_chunks_mut(v).enumerate().for_each(|(n, drow)| {
         let row = &logits[n * v..][..v];
@@ -60,50 +50,25 @@ impl CustomOp2 for GatherLogSoftmax {
     fn name(&self) -> &'static str {
         "fused-gather-log-softmax"
     }
-    fn cpu_fwd(
-        &self,
-        ls: &CpuStorage,
-        ll: &Layout,
-        is: &CpuStorage,
-        il: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, ls: &CpuStorage, ll: &Layout, is: &CpuStorage, il: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, v) = ll.shape().dims2()?;
         if il.dims() != [n] {
-            bail!(
-                "gather_log_softmax: targets {:?} do not match logits {:?}",
-                il.dims(),
-                ll.dims()
-            );
+            bail!("gather_log_softmax: targets {:?} do not match logits {:?}", il.dims(), ll.dims());
         }
         let ids: &[u32] = slice(is, il, "gather_log_softmax")?;
         let (out, lse) = match ls.dtype() {
             DType::F32 => {
-                let (lse, lp) = logprob_fwd(
-                    slice::<f32>(ls, ll, "gather_log_softmax")?,
-                    ids,
-                    v,
-                    self.inv_temperature as f32,
-                )?;
-                (
-                    CpuStorage::F32(lp),
-                    lse.into_iter().map(f64::from).collect(),
-                )
+                let (lse, lp) =
+                    logprob_fwd(slice::<f32>(ls, ll, "gather_log_softmax")?, ids, v, self.inv_temperature as f32)?;
+                (CpuStorage::F32(lp), lse.into_iter().map(f64::from).collect())
             }
             DType::F64 => {
-                let (lse, lp) = logprob_fwd(
-                    slice::<f64>(ls, ll, "gather_log_softmax")?,
-                    ids,
-                    v,
-                    self.inv_temperature,
-                )?;
+                let (lse, lp) = logprob_fwd(slice::<f64>(ls, ll, "gather_log_softmax")?, ids, v, self.inv_temperature)?;
                 (CpuStorage::F64(lp), lse)
             }
             dt => bail!("gather_log_softmax: unsupported dtype {dt:?}"),
         };
-        *self
-            .lse
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("poisoned lock".into()))? = lse;
+        *self.lse.lock().map_err(|_| candle_core::Error::Msg("poisoned lock".into()))? = lse;
         Ok((out, Shape::from(n)))
     }
     fn bwd(
@@ -114,11 +79,7 @@ impl CustomOp2 for GatherLogSoftmax {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let v = logits.dim(1)?;
-        let lse = self
-            .lse
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("poisoned lock".into()))?
-            .clone();
+        let lse = self.lse.lock().map_err(|_| candle_core::Error::Msg("poisoned lock".into()))?.clone();
         let ids = ids.to_vec1::<u32>()?;
         let d = match logits.dtype() {
             DType::F32 => {
@@ -143,23 +104,12 @@ impl CustomOp2 for GatherLogSoftmax {
 }
 
 /// `logits: [N, V]`, `targets: [N]` (u32) → `[N]` log-probabilities at temperature τ.
-pub fn gather_log_softmax_fused(
-    logits: &Tensor,
-    targets: &Tensor,
-    temperature: f64,
-) -> Result<Tensor> {
-    let op = GatherLogSoftmax {
-        inv_temperature: 1.0 / temperature,
-        lse: Mutex::new(Vec::new()),
-    };
+pub fn gather_log_softmax_fused(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<Tensor> {
+    let op = GatherLogSoftmax { inv_temperature: 1.0 / temperature, lse: Mutex::new(Vec::new()) };
     logits.contiguous()?.apply_op2(&targets.contiguous()?, op)
 }
 
-pub fn gather_log_softmax_composed(
-    logits: &Tensor,
-    targets: &Tensor,
-    temperature: f64,
-) -> Result<Tensor> {
+pub fn gather_log_softmax_composed(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<Tensor> {
     let lsm = candle_nn::ops::log_softmax(&(logits / temperature)?, D::Minus1)?;
     lsm.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)
 }

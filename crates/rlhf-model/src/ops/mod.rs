@@ -30,9 +30,7 @@ pub enum Kernels {
 
 impl Kernels {
     fn fused_for(self, t: &Tensor) -> bool {
-        self == Kernels::Fused
-            && t.device().is_cpu()
-            && matches!(t.dtype(), DType::F32 | DType::F64)
+        self == Kernels::Fused && t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
     }
 
     pub fn rms_norm(self, x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
@@ -78,23 +76,14 @@ impl Kernels {
 
     /// `x: [N, in]` · `w: [out, in]`ᵀ (+ `b: [out]`) → `[N, out]` (HF `nn.Linear` layout).
     pub fn linear(self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-        let y = if self.fused_for(x) {
-            linear::linear_fused(x, w)?
-        } else {
-            linear::linear_composed(x, w)?
-        };
+        let y = if self.fused_for(x) { linear::linear_fused(x, w)? } else { linear::linear_composed(x, w)? };
         match b {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
     }
 
-    pub fn gather_log_softmax(
-        self,
-        logits: &Tensor,
-        targets: &Tensor,
-        temperature: f64,
-    ) -> Result<Tensor> {
+    pub fn gather_log_softmax(self, logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<Tensor> {
         if self.fused_for(logits) {
             logprob::gather_log_softmax_fused(logits, targets, temperature)
         } else {

@@ -6,9 +6,7 @@
 
 use super::cpu::{rows_per_task, slice, with_slice, Real};
 use candle_core::backend::BackendStorage;
-use candle_core::{
-    bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
-};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 #[derive(Clone, Copy)]
@@ -23,36 +21,25 @@ pub(crate) fn norm_fwd<T: Real>(x: &[T], w: &[T], b: Option<&[T]>, spec: NormSpe
     let mut y = vec![T::zero(); x.len()];
     let eps = T::from(spec.eps).unwrap();
     let dn = T::from(d).unwrap();
-    y.par_chunks_mut(d * rows_per_task(d))
-        .zip(x.par_chunks(d * rows_per_task(d)))
-        .for_each(|(yc, xc)| {
-            for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
-                let mu = if spec.center {
-                    xr.iter().copied().sum::<T>() / dn
-                } else {
-                    T::zero()
-                };
-                let var = xr.iter().map(|&v| (v - mu) * (v - mu)).sum::<T>() / dn;
-                let r = (var + eps).sqrt().recip();
-                for i in 0..d {
-                    let mut v = (xr[i] - mu) * r * w[i];
-                    if let Some(b) = b {
-                        v += b[i];
-                    }
-                    yr[i] = v;
+    y.par_chunks_mut(d * rows_per_task(d)).zip(x.par_chunks(d * rows_per_task(d))).for_each(|(yc, xc)| {
+        for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
+            let mu = if spec.center { xr.iter().copied().sum::<T>() / dn } else { T::zero() };
+            let var = xr.iter().map(|&v| (v - mu) * (v - mu)).sum::<T>() / dn;
+            let r = (var + eps).sqrt().recip();
+            for i in 0..d {
+                let mut v = (xr[i] - mu) * r * w[i];
+                if let Some(b) = b {
+                    v += b[i];
                 }
+                yr[i] = v;
             }
-        });
+        }
+    });
     y
 }
 
 /// Returns (dx, dw, db).
-pub(crate) fn norm_bwd<T: Real>(
-    x: &[T],
-    w: &[T],
-    g: &[T],
-    spec: NormSpec,
-) -> (Vec<T>, Vec<T>, Vec<T>) {
+pub(crate) fn norm_bwd<T: Real>(x: &[T], w: &[T], g: &[T], spec: NormSpec) -> (Vec<T>, Vec<T>, Vec<T>) {
     let d = w.len();
     let chunk = d * rows_per_task(d);
     let eps = T::from(spec.eps).unwrap();
@@ -66,11 +53,7 @@ pub(crate) fn norm_bwd<T: Real>(
             let mut db = vec![T::zero(); d];
             let mut xhat = vec![T::zero(); d];
             for ((dxr, xr), gr) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(gc.chunks(d)) {
-                let mu = if spec.center {
-                    xr.iter().copied().sum::<T>() / dn
-                } else {
-                    T::zero()
-                };
+                let mu = if spec.center { xr.iter().copied().sum::<T>() / dn } else { T::zero() };
                 let var = xr.iter().map(|&v| (v - mu) * (v - mu)).sum::<T>() / dn;
                 let r = (var + eps).sqrt().recip();
                 let (mut mean_gh, mut mean_ghx) = (T::zero(), T::zero());
@@ -105,21 +88,12 @@ pub(crate) fn norm_bwd<T: Real>(
 fn check_shapes(x: &Layout, w: &Layout) -> Result<()> {
     let d = x.dims().last().copied().unwrap_or(0);
     if w.dims() != [d] {
-        bail!(
-            "norm: weight shape {:?} does not match last dim {d} of input {:?}",
-            w.dims(),
-            x.dims()
-        );
+        bail!("norm: weight shape {:?} does not match last dim {d} of input {:?}", w.dims(), x.dims());
     }
     Ok(())
 }
 
-fn backward(
-    spec: NormSpec,
-    x: &Tensor,
-    w: &Tensor,
-    grad: &Tensor,
-) -> Result<(Tensor, Tensor, Tensor)> {
+fn backward(spec: NormSpec, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
     let dev = x.device();
     let d = w.dim(0)?;
     macro_rules! run {
@@ -129,11 +103,7 @@ fn backward(
                     with_slice::<$t, _>(grad, "norm_bwd", |gs| norm_bwd(xs, ws, gs, spec))
                 })
             })???;
-            (
-                Tensor::from_vec(dx, x.shape(), dev)?,
-                Tensor::from_vec(dw, d, dev)?,
-                Tensor::from_vec(db, d, dev)?,
-            )
+            (Tensor::from_vec(dx, x.shape(), dev)?, Tensor::from_vec(dw, d, dev)?, Tensor::from_vec(db, d, dev)?)
         }};
     }
     Ok(match x.dtype() {
@@ -149,38 +119,20 @@ impl CustomOp2 for RmsNormOp {
     fn name(&self) -> &'static str {
         "fused-rms-norm"
     }
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         check_shapes(xl, wl)?;
         let out = match xs.dtype() {
-            DType::F32 => CpuStorage::F32(norm_fwd(
-                slice(xs, xl, "rms_norm")?,
-                slice(ws, wl, "rms_norm")?,
-                None,
-                self.0,
-            )),
-            DType::F64 => CpuStorage::F64(norm_fwd(
-                slice(xs, xl, "rms_norm")?,
-                slice(ws, wl, "rms_norm")?,
-                None,
-                self.0,
-            )),
+            DType::F32 => {
+                CpuStorage::F32(norm_fwd(slice(xs, xl, "rms_norm")?, slice(ws, wl, "rms_norm")?, None, self.0))
+            }
+            DType::F64 => {
+                CpuStorage::F64(norm_fwd(slice(xs, xl, "rms_norm")?, slice(ws, wl, "rms_norm")?, None, self.0))
+            }
             dt => bail!("rms_norm: unsupported dtype {dt:?}"),
         };
         Ok((out, xl.shape().clone()))
     }
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, _) = backward(self.0, x, w, grad)?;
         Ok((Some(dx), Some(dw)))
     }
@@ -234,16 +186,11 @@ impl CustomOp3 for LayerNormOp {
 }
 
 pub fn rms_norm_fused(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, RmsNormOp(NormSpec { eps, center: false }))
+    x.contiguous()?.apply_op2(&w.contiguous()?, RmsNormOp(NormSpec { eps, center: false }))
 }
 
 pub fn layer_norm_fused(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
-    x.contiguous()?.apply_op3(
-        &w.contiguous()?,
-        &b.contiguous()?,
-        LayerNormOp(NormSpec { eps, center: true }),
-    )
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNormOp(NormSpec { eps, center: true }))
 }
 
 /// Reference RMSNorm from differentiable primitives.

@@ -22,21 +22,19 @@ pub(crate) struct Dims {
 pub(crate) fn rope_fwd<T: Real>(x: &[T], cos: &[T], sin: &[T], n: Dims) -> Vec<T> {
     let half = n.d / 2;
     let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(n.t * n.d)
-        .enumerate()
-        .for_each(|(bh, o)| {
-            let (b, h) = (bh / n.h, bh % n.h);
-            for t in 0..n.t {
-                let xr = &x[((b * n.t + t) * n.h + h) * n.d..][..n.d];
-                let c = &cos[(b * n.t + t) * half..][..half];
-                let s = &sin[(b * n.t + t) * half..][..half];
-                let orow = &mut o[t * n.d..][..n.d];
-                for i in 0..half {
-                    orow[i] = xr[i] * c[i] - xr[i + half] * s[i];
-                    orow[i + half] = xr[i + half] * c[i] + xr[i] * s[i];
-                }
+    out.par_chunks_mut(n.t * n.d).enumerate().for_each(|(bh, o)| {
+        let (b, h) = (bh / n.h, bh % n.h);
+        for t in 0..n.t {
+            let xr = &x[((b * n.t + t) * n.h + h) * n.d..][..n.d];
+            let c = &cos[(b * n.t + t) * half..][..half];
+            let s = &sin[(b * n.t + t) * half..][..half];
+            let orow = &mut o[t * n.d..][..n.d];
+            for i in 0..half {
+                orow[i] = xr[i] * c[i] - xr[i + half] * s[i];
+                orow[i + half] = xr[i + half] * c[i] + xr[i] * s[i];
             }
-        });
+        }
+    });
     out
 }
 
@@ -44,21 +42,19 @@ pub(crate) fn rope_fwd<T: Real>(x: &[T], cos: &[T], sin: &[T], n: Dims) -> Vec<T
 pub(crate) fn rope_bwd<T: Real>(g: &[T], cos: &[T], sin: &[T], n: Dims) -> Vec<T> {
     let half = n.d / 2;
     let mut dx = vec![T::zero(); g.len()];
-    dx.par_chunks_mut(n.h * n.d)
-        .enumerate()
-        .for_each(|(bt, o)| {
-            let (b, t) = (bt / n.t, bt % n.t);
-            let c = &cos[bt * half..][..half];
-            let s = &sin[bt * half..][..half];
-            for h in 0..n.h {
-                let gr = &g[((b * n.h + h) * n.t + t) * n.d..][..n.d];
-                let orow = &mut o[h * n.d..][..n.d];
-                for i in 0..half {
-                    orow[i] = gr[i] * c[i] + gr[i + half] * s[i];
-                    orow[i + half] = gr[i + half] * c[i] - gr[i] * s[i];
-                }
+    dx.par_chunks_mut(n.h * n.d).enumerate().for_each(|(bt, o)| {
+        let (b, t) = (bt / n.t, bt % n.t);
+        let c = &cos[bt * half..][..half];
+        let s = &sin[bt * half..][..half];
+        for h in 0..n.h {
+            let gr = &g[((b * n.h + h) * n.t + t) * n.d..][..n.d];
+            let orow = &mut o[h * n.d..][..n.d];
+            for i in 0..half {
+                orow[i] = gr[i] * c[i] + gr[i + half] * s[i];
+                orow[i + half] = gr[i + half] * c[i] - gr[i] * s[i];
             }
-        });
+        }
+    });
     dx
 }
 
@@ -67,11 +63,7 @@ struct RopeOp;
 fn dims_of(x: &Layout, cos: &Layout) -> Result<Dims> {
     let (b, t, h, d) = x.shape().dims4()?;
     if d % 2 != 0 || cos.dims() != [b, t, d / 2] {
-        bail!(
-            "rope: cos/sin {:?} do not match input {:?} ([B,T,H,D] with even D)",
-            cos.dims(),
-            x.dims()
-        );
+        bail!("rope: cos/sin {:?} do not match input {:?} ([B,T,H,D] with even D)", cos.dims(), x.dims());
     }
     Ok(Dims { b, t, h, d })
 }
@@ -91,18 +83,12 @@ impl CustomOp3 for RopeOp {
     ) -> Result<(CpuStorage, Shape)> {
         let n = dims_of(xl, cl)?;
         let out = match xs.dtype() {
-            DType::F32 => CpuStorage::F32(rope_fwd(
-                slice(xs, xl, "rope")?,
-                slice(cs, cl, "rope")?,
-                slice(ss, sl, "rope")?,
-                n,
-            )),
-            DType::F64 => CpuStorage::F64(rope_fwd(
-                slice(xs, xl, "rope")?,
-                slice(cs, cl, "rope")?,
-                slice(ss, sl, "rope")?,
-                n,
-            )),
+            DType::F32 => {
+                CpuStorage::F32(rope_fwd(slice(xs, xl, "rope")?, slice(cs, cl, "rope")?, slice(ss, sl, "rope")?, n))
+            }
+            DType::F64 => {
+                CpuStorage::F64(rope_fwd(slice(xs, xl, "rope")?, slice(cs, cl, "rope")?, slice(ss, sl, "rope")?, n))
+            }
             dt => bail!("rope: unsupported dtype {dt:?}"),
         };
         Ok((out, Shape::from((n.b, n.h, n.t, n.d))))
@@ -137,8 +123,7 @@ impl CustomOp3 for RopeOp {
 
 /// `x: [B,T,H,D]`, `cos`/`sin`: `[B,T,D/2]` → `[B,H,T,D]`.
 pub fn rope_fused(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op3(&cos.contiguous()?, &sin.contiguous()?, RopeOp)
+    x.contiguous()?.apply_op3(&cos.contiguous()?, &sin.contiguous()?, RopeOp)
 }
 
 /// Reference implementation from differentiable primitives (same shapes as [`rope_fused`]).

@@ -14,13 +14,11 @@ fn sigmoid<T: Real>(a: T) -> T {
 
 pub(crate) fn swiglu_fwd<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
     let mut out = vec![T::zero(); gate.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
-        .for_each(|(o, (g, u))| {
-            for i in 0..o.len() {
-                o[i] = g[i] * sigmoid(g[i]) * u[i];
-            }
-        });
+    out.par_chunks_mut(CHUNK).zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK))).for_each(|(o, (g, u))| {
+        for i in 0..o.len() {
+            o[i] = g[i] * sigmoid(g[i]) * u[i];
+        }
+    });
     out
 }
 
@@ -30,11 +28,7 @@ pub(crate) fn swiglu_bwd<T: Real>(gate: &[T], up: &[T], dy: &[T]) -> (Vec<T>, Ve
     dgate
         .par_chunks_mut(CHUNK)
         .zip(dup.par_chunks_mut(CHUNK))
-        .zip(
-            gate.par_chunks(CHUNK)
-                .zip(up.par_chunks(CHUNK))
-                .zip(dy.par_chunks(CHUNK)),
-        )
+        .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)).zip(dy.par_chunks(CHUNK)))
         .for_each(|((dg, du), ((g, u), d))| {
             for i in 0..dg.len() {
                 let s = sigmoid(g[i]);
@@ -52,29 +46,13 @@ impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
         "fused-swiglu"
     }
-    fn cpu_fwd(
-        &self,
-        gs: &CpuStorage,
-        gl: &Layout,
-        us: &CpuStorage,
-        ul: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, us: &CpuStorage, ul: &Layout) -> Result<(CpuStorage, Shape)> {
         if gl.dims() != ul.dims() {
-            bail!(
-                "swiglu: gate {:?} and up {:?} differ in shape",
-                gl.dims(),
-                ul.dims()
-            );
+            bail!("swiglu: gate {:?} and up {:?} differ in shape", gl.dims(), ul.dims());
         }
         let out = match gs.dtype() {
-            DType::F32 => CpuStorage::F32(swiglu_fwd(
-                slice(gs, gl, "swiglu")?,
-                slice(us, ul, "swiglu")?,
-            )),
-            DType::F64 => CpuStorage::F64(swiglu_fwd(
-                slice(gs, gl, "swiglu")?,
-                slice(us, ul, "swiglu")?,
-            )),
+            DType::F32 => CpuStorage::F32(swiglu_fwd(slice(gs, gl, "swiglu")?, slice(us, ul, "swiglu")?)),
+            DType::F64 => CpuStorage::F64(swiglu_fwd(slice(gs, gl, "swiglu")?, slice(us, ul, "swiglu")?)),
             dt => bail!("swiglu: unsupported dtype {dt:?}"),
         };
         Ok((out, gl.shape().clone()))
@@ -98,17 +76,11 @@ impl CustomOp2 for SwiGlu {
         let (dg, du) = match gate.dtype() {
             DType::F32 => {
                 let (a, b) = run!(f32);
-                (
-                    Tensor::from_vec(a, gate.shape(), gate.device())?,
-                    Tensor::from_vec(b, gate.shape(), gate.device())?,
-                )
+                (Tensor::from_vec(a, gate.shape(), gate.device())?, Tensor::from_vec(b, gate.shape(), gate.device())?)
             }
             DType::F64 => {
                 let (a, b) = run!(f64);
-                (
-                    Tensor::from_vec(a, gate.shape(), gate.device())?,
-                    Tensor::from_vec(b, gate.shape(), gate.device())?,
-                )
+                (Tensor::from_vec(a, gate.shape(), gate.device())?, Tensor::from_vec(b, gate.shape(), gate.device())?)
             }
             dt => bail!("swiglu: unsupported dtype {dt:?}"),
         };

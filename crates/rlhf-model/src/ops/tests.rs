@@ -5,14 +5,10 @@ use candle_core::{Device, Var};
 fn randn(shape: &[usize], seed: u64) -> Tensor {
     // Deterministic pseudo-random values in (-1, 1) without an RNG dependency in tests.
     let n: usize = shape.iter().product();
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let v: Vec<f64> = (0..n)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         })
         .collect();
@@ -69,11 +65,7 @@ fn rms_norm_matches_and_has_correct_gradients() {
 #[test]
 fn layer_norm_matches_and_has_correct_gradients() {
     let (x, w, b) = (var(&[4, 6], 3), var(&[6], 4), var(&[6], 5));
-    let vars = vec![
-        ("x".into(), x.clone()),
-        ("w".into(), w.clone()),
-        ("b".into(), b.clone()),
-    ];
+    let vars = vec![("x".into(), x.clone()), ("w".into(), w.clone()), ("b".into(), b.clone())];
     check("layer_norm", vars, &|k| k.layer_norm(&x, &w, &b, 1e-5));
 }
 
@@ -81,9 +73,7 @@ fn layer_norm_matches_and_has_correct_gradients() {
 fn rope_matches_and_has_correct_gradients() {
     let x = var(&[2, 3, 4, 6], 6);
     let (cos, sin) = (randn(&[2, 3, 3], 7), randn(&[2, 3, 3], 8));
-    check("rope", vec![("x".into(), x.clone())], &|k| {
-        k.rope(&x, &cos, &sin)
-    });
+    check("rope", vec![("x".into(), x.clone())], &|k| k.rope(&x, &cos, &sin));
 }
 
 #[test]
@@ -101,19 +91,9 @@ fn masked_softmax_matches_and_has_correct_gradients() {
         }
     }
     let mask = Tensor::from_vec(m, (2, 1, 3, 4), &Device::Cpu).unwrap();
-    check(
-        "masked_softmax",
-        vec![("scores".into(), scores.clone())],
-        &|k| k.masked_softmax(&scores, &mask, 0.7),
-    );
+    check("masked_softmax", vec![("scores".into(), scores.clone())], &|k| k.masked_softmax(&scores, &mask, 0.7));
     let p = Kernels::Fused.masked_softmax(&scores, &mask, 0.7).unwrap();
-    let sums = p
-        .sum(3)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap();
+    let sums = p.sum(3).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
     assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-12));
 }
 
@@ -128,21 +108,13 @@ fn swiglu_matches_and_has_correct_gradients() {
 fn gather_log_softmax_matches_and_has_correct_gradients() {
     let logits = Var::from_tensor(&(randn(&[6, 11], 12) * 4.0).unwrap()).unwrap();
     let ids = Tensor::new(&[0u32, 3, 10, 5, 5, 1], &Device::Cpu).unwrap();
-    check(
-        "gather_log_softmax",
-        vec![("logits".into(), logits.clone())],
-        &|k| k.gather_log_softmax(&logits, &ids, 0.7),
-    );
+    check("gather_log_softmax", vec![("logits".into(), logits.clone())], &|k| k.gather_log_softmax(&logits, &ids, 0.7));
 }
 
 #[test]
 fn linear_matches_and_has_correct_gradients() {
     let (x, w, b) = (var(&[5, 7], 16), var(&[3, 7], 17), var(&[3], 18));
-    let vars = vec![
-        ("x".into(), x.clone()),
-        ("w".into(), w.clone()),
-        ("b".into(), b.clone()),
-    ];
+    let vars = vec![("x".into(), x.clone()), ("w".into(), w.clone()), ("b".into(), b.clone())];
     check("linear", vars, &|k| k.linear(&x, &w, Some(&b)));
 }
 
@@ -152,10 +124,8 @@ fn linear_small_and_large_batches_match_composed() {
     for rows in [1, 3, 16, 17, 40] {
         let x = randn(&[rows, 37], 19 + rows as u64);
         let w = randn(&[29, 37], 20);
-        let d = max_diff(
-            &Kernels::Fused.linear(&x, &w, None).unwrap(),
-            &Kernels::Composed.linear(&x, &w, None).unwrap(),
-        );
+        let d =
+            max_diff(&Kernels::Fused.linear(&x, &w, None).unwrap(), &Kernels::Composed.linear(&x, &w, None).unwrap());
         assert!(d < 1e-12, "{rows} rows: {d}");
     }
 }
@@ -173,9 +143,6 @@ fn fused_f32_matches_composed_f32() {
 fn gather_log_softmax_rejects_out_of_vocab_targets() {
     let logits = randn(&[2, 5], 15);
     let ids = Tensor::new(&[1u32, 5], &Device::Cpu).unwrap();
-    let err = Kernels::Fused
-        .gather_log_softmax(&logits, &ids, 1.0)
-        .unwrap_err()
-        .to_string();
+    let err = Kernels::Fused.gather_log_softmax(&logits, &ids, 1.0).unwrap_err().to_string();
     assert!(err.contains("outside the vocabulary"), "{err}");
 }
