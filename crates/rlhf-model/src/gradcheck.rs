@@ -85,3 +85,9 @@ fn check(
     }
     Ok(report)
 }
+
+/// Largest absolute elementwise difference of two tensors of the same shape, in f64.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
+    let d = (a.to_dtype(DType::F64)? - b.to_dtype(DType::F64)?)?;
+    d.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()
+}

@@ -148,16 +148,11 @@ fn quantised_gguf_loads_as_dequantised_hf_weights() {
     let b = CausalLm::new(cfg, expected).unwrap();
     let ids = Tensor::new(&[[1u32, 7, 9, 30, 2]], &Device::Cpu).unwrap();
     let mask = Tensor::ones_like(&ids).unwrap();
-    let d = (a.forward(&ids, &mask, None).unwrap() - b.forward(&ids, &mask, None).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = rlhf_model::gradcheck::max_abs_diff(
+        &a.forward(&ids, &mask, None).unwrap(),
+        &b.forward(&ids, &mask, None).unwrap(),
+    )
+    .unwrap();
     assert_eq!(d, 0.0);
 }
 

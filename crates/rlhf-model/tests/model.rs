@@ -22,16 +22,7 @@ fn batch(rows: &[&[u32]]) -> (Tensor, Tensor) {
 }
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
-    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
+    rlhf_model::gradcheck::max_abs_diff(a, b).unwrap()
 }
 
 fn configs() -> Vec<(&'static str, ModelConfig)> {

@@ -26,18 +26,7 @@ fn project(y: &Tensor, seed: u64) -> Result<Tensor> {
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
+    crate::gradcheck::max_abs_diff(a, b).unwrap()
 }
 
 /// Checks fused == composed (forward, f64 and f32) and both against finite differences.
