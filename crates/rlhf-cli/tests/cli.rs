@@ -23,19 +23,24 @@ fn logprobs(model: &str, text: &str) -> Vec<f64> {
     v["logprobs"].as_array().unwrap().iter().skip(1).map(|x| x.as_f64().unwrap()).collect()
 }
 
-#[test]
-fn chat_generation_answers_paris() {
-    let out = ok(&[
+fn assert_answers_paris(model: &str) {
+    let args = [
         "generate",
         "--model",
-        "default",
+        model,
         "--chat",
         "--prompt",
         "What is the capital of France?",
         "--max-new-tokens",
         "24",
-    ]);
+    ];
+    let out = ok(&args);
     assert!(out.contains("Paris"), "{out}");
+}
+
+#[test]
+fn chat_generation_answers_paris() {
+    assert_answers_paris("default");
 }
 
 #[test]
@@ -60,17 +65,7 @@ fn logprobs_command_matches_transformers_and_convert_round_trips() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap()).unwrap();
     assert!(cfg["chat_template"].as_str().unwrap().contains("<|im_start|>"));
     assert_eq!(logprobs(dir_s, text), ours);
-    let out = ok(&[
-        "generate",
-        "--model",
-        dir_s,
-        "--chat",
-        "--prompt",
-        "What is the capital of France?",
-        "--max-new-tokens",
-        "24",
-    ]);
-    assert!(out.contains("Paris"), "{out}");
+    assert_answers_paris(dir_s);
     std::fs::remove_dir_all(&dir).ok();
 }
 
