@@ -37,3 +37,41 @@ pub fn token_logprobs_tail(
     let lp = model.kernels().gather_log_softmax(&logits, &targets, temperature)?;
     lp.reshape((b, n))
 }
+
+/// Logprobs of chosen tokens only: `targets` lists `(row, t)` with `t ≥ 1`, and the result `[N]`
+/// holds `log p(ids[row, t] | ids[row, <t])`. The LM head (the largest matmul and the largest
+/// activation, `[N, V]`) runs only on those rows, e.g. the completion tokens of an SFT batch or
+/// the responses of a DPO batch, whatever their padding.
+pub fn token_logprobs_at(
+    model: &CausalLm,
+    ids: &Tensor,
+    attention_mask: &Tensor,
+    temperature: f64,
+    targets: &[(usize, usize)],
+) -> Result<Tensor> {
+    let (b, t) = ids.dims2()?;
+    if temperature <= 0.0 {
+        candle_core::bail!("token_logprobs_at: temperature must be > 0, got {temperature}");
+    }
+    if targets.is_empty() {
+        candle_core::bail!("token_logprobs_at: no target positions");
+    }
+    let mut rows = Vec::with_capacity(targets.len());
+    let mut flat = Vec::with_capacity(targets.len());
+    for &(r, p) in targets {
+        if r >= b || p == 0 || p >= t {
+            candle_core::bail!("token_logprobs_at: target ({r}, {p}) outside [0, {b}) × [1, {t})");
+        }
+        rows.push((r * t + p - 1) as u32); // the position that predicts token p
+        flat.push((r * t + p) as u32);
+    }
+    let device = ids.device();
+    let hidden = model.hidden(ids, attention_mask, None)?; // [B, T, d]
+    let d = hidden.dim(D::Minus1)?;
+    let n = rows.len();
+    let rows = Tensor::from_vec(rows, n, device)?;
+    let h = hidden.reshape((b * t, d))?.index_select(&rows, 0)?; // [N, d]
+    let logits = model.logits_2d(&h)?; // [N, V]
+    let target_ids = ids.flatten_all()?.index_select(&Tensor::from_vec(flat, n, device)?, 0)?;
+    model.kernels().gather_log_softmax(&logits, &target_ids, temperature)
+}
