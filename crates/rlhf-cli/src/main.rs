@@ -2,6 +2,7 @@
 //! chain of causes; nothing below this crate knows about the CLI.
 
 mod commands;
+mod config;
 mod loading;
 mod progress;
 
@@ -28,6 +29,17 @@ enum Command {
     Convert(commands::convert::Args),
     /// Measure matmul GFLOP/s, decoding tokens/s and one training step of a model.
     Bench(commands::bench::Args),
+    /// Supervised fine-tuning on demonstrations (prompt/completion or messages).
+    Sft(commands::train_common::TrainArgs),
+    /// Train a reward model (Bradley–Terry) on preference pairs or K-wise rankings.
+    Reward(commands::train_common::TrainArgs),
+    /// Direct Preference Optimization (sigmoid / cDPO / IPO) on preference pairs.
+    Dpo(commands::train_common::TrainArgs),
+    /// Fold LoRA adapters into their base model.
+    Merge(commands::merge::Args),
+    /// Dataset utilities (`rlhf data make arithmetic`).
+    #[command(subcommand)]
+    Data(commands::data::Command),
 }
 
 fn main() {
@@ -37,6 +49,11 @@ fn main() {
         Command::Logprobs(a) => commands::logprobs::run(a),
         Command::Convert(a) => commands::convert::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Sft(a) => commands::sft::run(a),
+        Command::Reward(a) => commands::reward::run(a),
+        Command::Dpo(a) => commands::dpo::run(a),
+        Command::Merge(a) => commands::merge::run(a),
+        Command::Data(c) => commands::data::run(c),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -256,3 +256,18 @@ fn fused_layers_accumulate_weight_gradients_across_micro_batches() {
     m.zero_grad();
     assert!(m.grads(&s2).get(name, var).unwrap().is_none());
 }
+
+#[test]
+fn logprobs_at_chosen_positions_equal_the_full_table() {
+    for (name, cfg) in configs() {
+        let m = model(cfg, DType::F32, 11);
+        let (ids, mask) = batch(&[&[3, 4, 5, 6, 7], &[8, 9, 10]]);
+        let full = token_logprobs(&m, &ids, &mask, 0.7).unwrap().to_vec2::<f32>().unwrap(); // [B, T-1]
+        let targets = [(0usize, 1usize), (0, 4), (1, 3), (1, 4)];
+        let at = rlhf_model::token_logprobs_at(&m, &ids, &mask, 0.7, &targets).unwrap().to_vec1::<f32>().unwrap();
+        for (k, &(r, t)) in targets.iter().enumerate() {
+            assert!((at[k] - full[r][t - 1]).abs() < 1e-5, "{name}: ({r},{t}) {} vs {}", at[k], full[r][t - 1]);
+        }
+        assert!(rlhf_model::token_logprobs_at(&m, &ids, &mask, 0.7, &[(0, 0)]).is_err(), "position 0 has no context");
+    }
+}

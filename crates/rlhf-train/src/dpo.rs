@@ -9,7 +9,12 @@
 //!
 //! The loss is the mean over pairs. At init (π = π_ref) Δ = 0 and the sigmoid loss is ln 2.
 
+use crate::error::Result as TrainResult;
+use crate::seqs::{prompt_response_rows, RowBatch};
+use crate::trainer::{MicroOutput, Objective};
 use candle_core::{bail, DType, Result, Tensor};
+use rlhf_data::PairExample;
+use rlhf_model::{token_logprobs_at, CausalLm};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,3 +163,153 @@ pub fn dpo_loss(cfg: &DpoLossConfig, p: &PairLogps) -> Result<DpoOutput> {
     };
     Ok(DpoOutput { loss, per_pair, metrics })
 }
+
+// ---- Training objective --------------------------------------------------------------------
+
+/// A preference pair with its reference sequence logprobs, computed once before training
+/// (RLHF_DETAILS 29): the reference never changes, so one pass over the data replaces a
+/// reference forward on every step.
+pub struct DpoExample {
+    pub pair: PairExample,
+    pub ref_chosen: f64,
+    pub ref_rejected: f64,
+}
+
+/// Sequence logprobs `[R]` of `prompt ++ response` rows: the sum over response tokens only.
+pub fn response_logps(model: &CausalLm, pad_id: u32, rows: &[(&[u32], &[u32])]) -> Result<Tensor> {
+    let (seqs, positions) = prompt_response_rows(rows);
+    let batch = RowBatch::right_padded(seqs.iter().map(|r| r.as_slice()), pad_id, model.device())?;
+    let flat: Vec<(usize, usize)> = positions.iter().flatten().copied().collect();
+    let owner: Vec<u32> = flat.iter().map(|&(r, _)| r as u32).collect();
+    let lp = token_logprobs_at(model, &batch.ids, &batch.mask, 1.0, &flat)?; // [N]
+    let owner = Tensor::from_vec(owner, flat.len(), model.device())?;
+    Tensor::zeros(rows.len(), lp.dtype(), model.device())?.index_add(&owner, &lp, 0) // [R]
+}
+
+/// Reference logprobs of every pair, `batch_size` pairs per forward.
+pub fn precompute_reference(
+    reference: &CausalLm,
+    pad_id: u32,
+    pairs: Vec<PairExample>,
+    batch_size: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<DpoExample>> {
+    let mut out = Vec::with_capacity(pairs.len());
+    let mut pending = pairs.into_iter().peekable();
+    while pending.peek().is_some() {
+        let chunk: Vec<PairExample> = pending.by_ref().take(batch_size.max(1)).collect();
+        let (c, r) = pair_logps(reference, pad_id, &chunk.iter().collect::<Vec<_>>())?;
+        let (c, r) = (to_f64s(&c)?, to_f64s(&r)?);
+        for (i, pair) in chunk.into_iter().enumerate() {
+            out.push(DpoExample { pair, ref_chosen: c[i], ref_rejected: r[i] });
+        }
+        progress(out.len());
+    }
+    Ok(out)
+}
+
+/// Chosen and rejected sequence logprobs `[B]` each, in one forward (chosen rows, then rejected).
+fn pair_logps(model: &CausalLm, pad_id: u32, pairs: &[&PairExample]) -> Result<(Tensor, Tensor)> {
+    let n = pairs.len();
+    let rows: Vec<(&[u32], &[u32])> = pairs
+        .iter()
+        .map(|p| (p.prompt.as_slice(), p.chosen.as_slice()))
+        .chain(pairs.iter().map(|p| (p.prompt.as_slice(), p.rejected.as_slice())))
+        .collect();
+    let all = response_logps(model, pad_id, &rows)?;
+    Ok((all.narrow(0, 0, n)?, all.narrow(0, n, n)?))
+}
+
+fn to_f64s(t: &Tensor) -> Result<Vec<f64>> {
+    t.detach().to_dtype(DType::F64)?.to_vec1::<f64>()
+}
+
+pub struct DpoObjective<'m> {
+    pub policy: &'m CausalLm,
+    pub pad_id: u32,
+    pub loss: DpoLossConfig,
+    pub eval_batch_size: usize,
+}
+
+impl DpoObjective<'_> {
+    fn run(&self, model: &CausalLm, micro: &[&DpoExample]) -> Result<DpoOutput> {
+        let pairs: Vec<&PairExample> = micro.iter().map(|e| &e.pair).collect();
+        let (chosen, rejected) = pair_logps(model, self.pad_id, &pairs)?;
+        let dev = model.device();
+        let refs = |f: fn(&DpoExample) -> f64| -> Result<Tensor> {
+            Tensor::from_vec(micro.iter().map(|e| f(e)).collect::<Vec<f64>>(), micro.len(), dev)?.to_dtype(chosen.dtype())
+        };
+        let (ref_chosen, ref_rejected) = (refs(|e| e.ref_chosen)?, refs(|e| e.ref_rejected)?);
+        let chosen_tokens: Vec<usize> = pairs.iter().map(|p| p.chosen.len()).collect();
+        let rejected_tokens: Vec<usize> = pairs.iter().map(|p| p.rejected.len()).collect();
+        dpo_loss(
+            &self.loss,
+            &PairLogps {
+                chosen: &chosen,
+                rejected: &rejected,
+                ref_chosen: &ref_chosen,
+                ref_rejected: &ref_rejected,
+                chosen_tokens: &chosen_tokens,
+                rejected_tokens: &rejected_tokens,
+            },
+        )
+    }
+}
+
+fn metric_rows(m: &DpoMetrics, weight: f64) -> Vec<(String, f64, f64)> {
+    [
+        ("rewards/chosen", m.rewards_chosen),
+        ("rewards/rejected", m.rewards_rejected),
+        ("rewards/accuracies", m.rewards_accuracies),
+        ("rewards/accuracy_ties_half", m.accuracy_ties_half),
+        ("rewards/margins", m.rewards_margins),
+        ("logps/chosen", m.logps_chosen),
+        ("logps/rejected", m.logps_rejected),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v * weight, weight))
+    .collect()
+}
+
+impl Objective for DpoObjective<'_> {
+    type Example = DpoExample;
+
+    fn model(&self) -> &CausalLm {
+        self.policy
+    }
+
+    fn normaliser(&self, batch: &[&DpoExample]) -> f64 {
+        batch.len() as f64
+    }
+
+    fn micro_loss(&mut self, micro: &[&DpoExample], normaliser: f64) -> TrainResult<MicroOutput> {
+        let out = self.run(self.policy, micro)?;
+        let loss = (out.per_pair.sum_all()? / normaliser)?;
+        let tokens = micro.iter().map(|e| 2 * e.pair.prompt.len() + e.pair.chosen.len() + e.pair.rejected.len()).sum();
+        Ok(MicroOutput { loss, stats: metric_rows(&out.metrics, micro.len() as f64), tokens })
+    }
+
+    fn evaluate(&mut self, eval: &[DpoExample]) -> TrainResult<Vec<(String, f64)>> {
+        let model = self.policy.detached()?;
+        let mut acc: Vec<(String, f64, f64)> = Vec::new();
+        let mut loss = 0f64;
+        let all: Vec<&DpoExample> = eval.iter().collect();
+        for chunk in all.chunks(self.eval_batch_size.max(1)) {
+            let out = self.run(&model, chunk)?;
+            loss += out.per_pair.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            for (k, s, w) in metric_rows(&out.metrics, chunk.len() as f64) {
+                match acc.iter_mut().find(|(n, _, _)| *n == k) {
+                    Some(e) => {
+                        e.1 += s;
+                        e.2 += w;
+                    }
+                    None => acc.push((k, s, w)),
+                }
+            }
+        }
+        let mut out = vec![("loss".to_string(), loss / eval.len().max(1) as f64)];
+        out.extend(acc.into_iter().map(|(k, s, w)| (k, s / w.max(1e-300))));
+        Ok(out)
+    }
+}
+

@@ -1,8 +1,20 @@
-//! `rlhf-train`: machinery every trainer composes (optimiser, losses; schedules,
-//! checkpoints and metrics follow with the trainers).
+//! `rlhf-train`: the machinery every trainer composes — optimiser, schedules, gradient
+//! accumulation and clipping, checkpoints, metrics, the training loop — and the offline
+//! objectives (SFT, reward model, DPO).
 
+pub mod checkpoint;
 pub mod dpo;
+pub mod error;
+pub mod grad_accum;
+pub mod metrics;
 pub mod optim;
 pub mod reward;
+pub mod schedule;
+pub mod seqs;
+pub mod sft;
+pub mod tensorboard;
+pub mod trainer;
 
+pub use error::{Result, TrainError};
 pub use optim::{AdamW, AdamWConfig};
+pub use trainer::{train, Objective, RunOptions, StepReport, TrainConfig};

@@ -74,6 +74,12 @@ impl AdamW {
     /// One update at learning rate `lr`. Parameters without a gradient are left untouched.
     /// Gradients come from [`rlhf_model::CausalLm::grads`] (or any [`Grads`]).
     pub fn step(&mut self, grads: &Grads, lr: f64) -> Result<()> {
+        self.step_scaled(grads, lr, 1.0)
+    }
+
+    /// [`Self::step`] with every gradient multiplied by `grad_scale` on the fly (global-norm
+    /// clipping without rewriting the gradient buffers).
+    pub fn step_scaled(&mut self, grads: &Grads, lr: f64, grad_scale: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let c = &self.cfg;
@@ -88,6 +94,7 @@ impl AdamW {
                 eps: c.eps as f32,
                 step_size: (lr / bc1) as f32,
                 inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+                grad_scale: grad_scale as f32,
             };
             let applied = grads.with_f32(&p.name, var, |g| {
                 let op = Update { grad: g, moments: Mutex::new((m, v)), hyper };
@@ -103,6 +110,34 @@ impl AdamW {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.params.iter().map(|p| p.name.as_str())
     }
+
+    /// The moments as tensors named `exp_avg.<param>` / `exp_avg_sq.<param>` (PyTorch's names),
+    /// for checkpoints.
+    pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::with_capacity(2 * self.params.len());
+        for p in &self.params {
+            let dev = p.var.device();
+            out.push((format!("exp_avg.{}", p.name), Tensor::from_slice(&p.m, p.var.dims(), dev)?));
+            out.push((format!("exp_avg_sq.{}", p.name), Tensor::from_slice(&p.v, p.var.dims(), dev)?));
+        }
+        Ok(out)
+    }
+
+    /// Restores the state written by [`Self::state_tensors`] at optimiser step `step`.
+    pub fn load_state(&mut self, step: u64, tensors: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+        for p in &mut self.params {
+            for (prefix, buf) in [("exp_avg", &mut p.m), ("exp_avg_sq", &mut p.v)] {
+                let key = format!("{prefix}.{}", p.name);
+                let t = tensors.get(&key).ok_or_else(|| candle_core::Error::Msg(format!("missing `{key}`")))?;
+                if t.dims() != p.var.dims() || t.dtype() != DType::F32 {
+                    bail!("`{key}` is {:?} {:?}, the parameter is {:?} f32", t.dtype(), t.dims(), p.var.dims());
+                }
+                *buf = t.flatten_all()?.to_vec1::<f32>()?;
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -113,6 +148,7 @@ struct Hyper {
     eps: f32,
     step_size: f32,
     inv_sqrt_bc2: f32,
+    grad_scale: f32,
 }
 
 struct Update<'a> {
@@ -143,7 +179,7 @@ impl InplaceOp1 for Update<'_> {
             .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
             .for_each(|((p, g), (m, v))| {
                 for i in 0..p.len() {
-                    let gi = g[i];
+                    let gi = g[i] * h.grad_scale;
                     p[i] -= h.decay * p[i];
                     m[i] = h.b1 * m[i] + (1.0 - h.b1) * gi;
                     v[i] = h.b2 * v[i] + (1.0 - h.b2) * gi * gi;

@@ -4,7 +4,13 @@
 //! (Eisenstein et al.) keeps rewards near zero so they need no offset before RL.
 
 use crate::dpo::log_sigmoid;
+use crate::error::Result as TrainResult;
+use crate::seqs::{prompt_response_rows, RowBatch};
+use crate::trainer::{MicroOutput, Objective};
 use candle_core::{bail, DType, Result, Tensor};
+use rlhf_data::PreferenceGroup;
+use rlhf_model::heads::{score_last_token, RewardStats};
+use rlhf_model::CausalLm;
 use serde::Serialize;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -58,4 +64,163 @@ pub fn bradley_terry_loss(
         max_reward: all.iter().copied().fold(f64::NEG_INFINITY, f64::max),
     };
     Ok(RewardOutput { loss, per_pair, metrics })
+}
+
+// ---- Training objective --------------------------------------------------------------------
+
+/// Scores of a group's distinct responses and, per pair, the indices of chosen and rejected.
+/// A K-wise ranking gives C(K,2) pairs but only K forwards: each response is scored once.
+fn score_groups(model: &CausalLm, head: &Tensor, pad_id: u32, groups: &[&PreferenceGroup]) -> Result<ScoredPairs> {
+    let mut rows: Vec<(&[u32], &[u32])> = Vec::new();
+    let (mut chosen, mut rejected) = (Vec::new(), Vec::new());
+    for g in groups {
+        let first = rows.len();
+        let mut index_of = |resp: &[u32], rows: &mut Vec<(&[u32], &[u32])>| -> u32 {
+            match rows[first..].iter().position(|(_, r)| *r == resp) {
+                Some(i) => (first + i) as u32,
+                None => {
+                    rows.push((g.prompt.as_slice(), resp));
+                    (rows.len() - 1) as u32
+                }
+            }
+        };
+        for (c, r) in &g.pairs {
+            chosen.push(index_of(c.as_slice(), &mut rows));
+            rejected.push(index_of(r.as_slice(), &mut rows));
+        }
+    }
+    let (seqs, _) = prompt_response_rows(&rows);
+    let batch = RowBatch::right_padded(seqs.iter().map(|r| r.as_slice()), pad_id, model.device())?;
+    let scores = score_last_token(model, head, &batch.ids, &batch.mask)?; // [R]
+    let n = chosen.len();
+    let dev = model.device();
+    Ok(ScoredPairs {
+        chosen: scores.index_select(&Tensor::from_vec(chosen, n, dev)?, 0)?,
+        rejected: scores.index_select(&Tensor::from_vec(rejected, n, dev)?, 0)?,
+        scores,
+        tokens: batch.real_tokens,
+    })
+}
+
+struct ScoredPairs {
+    /// `[R]` every distinct response's score
+    scores: Tensor,
+    /// `[P]`
+    chosen: Tensor,
+    rejected: Tensor,
+    tokens: usize,
+}
+
+pub struct RewardObjective<'m> {
+    pub model: &'m CausalLm,
+    /// `[1, d]` score head (a `Var` while training).
+    pub head: Tensor,
+    pub pad_id: u32,
+    /// TRL's `center_rewards_coefficient` (e.g. 0.01); `None` disables.
+    pub center_rewards_coefficient: Option<f64>,
+    pub eval_batch_size: usize,
+}
+
+impl Objective for RewardObjective<'_> {
+    type Example = PreferenceGroup;
+
+    fn model(&self) -> &CausalLm {
+        self.model
+    }
+
+    fn normaliser(&self, batch: &[&PreferenceGroup]) -> f64 {
+        batch.iter().map(|g| g.pairs.len()).sum::<usize>().max(1) as f64
+    }
+
+    /// Σ −logσ(r_c − r_r) (+ coef·Σ(r_c + r_r)²) over the micro-batch's pairs, / batch pairs.
+    fn micro_loss(&mut self, micro: &[&PreferenceGroup], normaliser: f64) -> TrainResult<MicroOutput> {
+        let s = score_groups(self.model, &self.head, self.pad_id, micro)?;
+        let out = bradley_terry_loss(&s.chosen, &s.rejected, None, None)?;
+        let mut total = out.per_pair.sum_all()?;
+        if let Some(c) = self.center_rewards_coefficient {
+            total = (total + ((&s.chosen + &s.rejected)?.sqr()?.sum_all()? * c)?)?;
+        }
+        let n = s.chosen.dim(0)? as f64;
+        let m = &out.metrics;
+        let stats = vec![
+            ("accuracy".to_string(), m.accuracy * n, n),
+            ("margin".to_string(), m.margin * n, n),
+            ("mean_reward".to_string(), m.mean_reward * n, n),
+        ];
+        Ok(MicroOutput { loss: (total / normaliser)?, stats, tokens: s.tokens })
+    }
+
+    fn evaluate(&mut self, eval: &[PreferenceGroup]) -> TrainResult<Vec<(String, f64)>> {
+        let model = self.model.detached()?;
+        let head = self.head.detach();
+        let (mut chosen, mut rejected) = (Vec::new(), Vec::new());
+        let groups: Vec<&PreferenceGroup> = eval.iter().collect();
+        for chunk in groups.chunks(self.eval_batch_size.max(1)) {
+            let s = score_groups(&model, &head, self.pad_id, chunk)?;
+            chosen.extend(s.chosen.to_dtype(DType::F64)?.to_vec1::<f64>()?);
+            rejected.extend(s.rejected.to_dtype(DType::F64)?.to_vec1::<f64>()?);
+        }
+        Ok(pair_metrics(&chosen, &rejected))
+    }
+}
+
+/// Held-out metrics of scored pairs: BT loss, accuracy (strict), mean margin and the expected
+/// calibration error of P(chosen ≻ rejected) = σ(r_c − r_r) (10 equal-width confidence bins).
+pub fn pair_metrics(chosen: &[f64], rejected: &[f64]) -> Vec<(String, f64)> {
+    let n = chosen.len().max(1) as f64;
+    let gaps: Vec<f64> = chosen.iter().zip(rejected).map(|(c, r)| c - r).collect();
+    let loss = gaps.iter().map(|&g| softplus(-g)).sum::<f64>() / n;
+    let accuracy = gaps.iter().filter(|&&g| g > 0.0).count() as f64 / n;
+    let margin = gaps.iter().sum::<f64>() / n;
+    vec![
+        ("loss".into(), loss),
+        ("accuracy".into(), accuracy),
+        ("margin".into(), margin),
+        ("ece".into(), expected_calibration_error(&gaps, 10)),
+        ("pairs".into(), chosen.len() as f64),
+    ]
+}
+
+fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// ECE of the binary prediction "chosen wins" with probability p = σ(gap): each pair predicts
+/// the side with p ≥ ½ at confidence max(p, 1−p) and is right when that side is the chosen one.
+pub fn expected_calibration_error(gaps: &[f64], bins: usize) -> f64 {
+    let mut conf_sum = vec![0f64; bins];
+    let mut right = vec![0f64; bins];
+    let mut count = vec![0usize; bins];
+    for &g in gaps {
+        let p = 1.0 / (1.0 + (-g).exp());
+        let conf = p.max(1.0 - p); // in [0.5, 1]
+        let bin = (((conf - 0.5) * 2.0 * bins as f64) as usize).min(bins - 1);
+        conf_sum[bin] += conf;
+        right[bin] += if g > 0.0 { 1.0 } else if g == 0.0 { 0.5 } else { 0.0 };
+        count[bin] += 1;
+    }
+    let n = gaps.len().max(1) as f64;
+    (0..bins).filter(|&b| count[b] > 0).map(|b| (right[b] - conf_sum[b]).abs() / n).sum()
+}
+
+/// Mean and standard deviation of the scores of `groups`' distinct responses (the reference set
+/// RL normalises with).
+pub fn reward_stats(
+    model: &CausalLm,
+    head: &Tensor,
+    pad_id: u32,
+    groups: &[PreferenceGroup],
+    batch_size: usize,
+) -> Result<RewardStats> {
+    let model = model.detached()?;
+    let head = head.detach();
+    let mut all = Vec::new();
+    let refs: Vec<&PreferenceGroup> = groups.iter().collect();
+    for chunk in refs.chunks(batch_size.max(1)) {
+        all.extend(score_groups(&model, &head, pad_id, chunk)?.scores.to_dtype(DType::F64)?.to_vec1::<f64>()?);
+    }
+    let n = all.len().max(1) as f64;
+    let mean = all.iter().sum::<f64>() / n;
+    let var = all.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    Ok(RewardStats { mean, std: var.sqrt(), count: all.len() })
 }

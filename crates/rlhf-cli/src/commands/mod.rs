@@ -1,4 +1,10 @@
 pub mod bench;
 pub mod convert;
+pub mod data;
+pub mod dpo;
 pub mod generate;
 pub mod logprobs;
+pub mod merge;
+pub mod reward;
+pub mod sft;
+pub mod train_common;
