@@ -154,7 +154,7 @@ impl Tokenizer {
         Ok(Self::assemble(inner, bos, eos, pad, add_bos, chat_template))
     }
 
-    fn assemble(
+    pub(crate) fn assemble(
         inner: tokenizers::Tokenizer,
         bos: Option<(String, u32)>,
         eos: Option<(String, u32)>,
