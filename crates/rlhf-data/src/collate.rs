@@ -81,6 +81,22 @@ impl Batch {
         self.loss_mask.iter().filter(|&&m| m != 0).count()
     }
 
+    /// `(row, t)` of every loss token that has context (`t ≥ 1`): the targets whose
+    /// `log p(ids[row, t] | ids[row, <t])` a loss needs (see `rlhf_model::token_logprobs_at`).
+    pub fn loss_positions(&self) -> Vec<(usize, usize)> {
+        let t = self.seq_len.max(1);
+        self.loss_mask
+            .iter()
+            .enumerate()
+            .filter(|&(i, &m)| m != 0 && i % t != 0)
+            .map(|(i, _)| (i / t, i % t))
+            .collect()
+    }
+
+    pub fn num_real_tokens(&self) -> usize {
+        self.attention_mask.iter().filter(|&&m| m != 0).count()
+    }
+
     /// Real tokens per row; `len − 1` is the last real token a reward head reads (RLHF_DETAILS 9).
     pub fn row_lengths(&self) -> Vec<usize> {
         self.attention_mask

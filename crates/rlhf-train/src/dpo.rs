@@ -10,10 +10,9 @@
 //! The loss is the mean over pairs. At init (π = π_ref) Δ = 0 and the sigmoid loss is ln 2.
 
 use crate::error::Result as TrainResult;
-use crate::seqs::{prompt_response_rows, RowBatch};
 use crate::trainer::{MicroOutput, Objective};
 use candle_core::{bail, DType, Result, Tensor};
-use rlhf_data::PairExample;
+use rlhf_data::{Batch, PairExample};
 use rlhf_model::{token_logprobs_at, CausalLm};
 use serde::{Deserialize, Serialize};
 
@@ -177,11 +176,11 @@ pub struct DpoExample {
 
 /// Sequence logprobs `[R]` of `prompt ++ response` rows: the sum over response tokens only.
 pub fn response_logps(model: &CausalLm, pad_id: u32, rows: &[(&[u32], &[u32])]) -> Result<Tensor> {
-    let (seqs, positions) = prompt_response_rows(rows);
-    let batch = RowBatch::right_padded(seqs.iter().map(|r| r.as_slice()), pad_id, model.device())?;
-    let flat: Vec<(usize, usize)> = positions.iter().flatten().copied().collect();
+    let batch = Batch::from_prompt_responses(rows.iter().copied(), pad_id, 1);
+    let (ids, mask, _) = batch.to_tensors(model.device())?;
+    let flat = batch.loss_positions();
     let owner: Vec<u32> = flat.iter().map(|&(r, _)| r as u32).collect();
-    let lp = token_logprobs_at(model, &batch.ids, &batch.mask, 1.0, &flat)?; // [N]
+    let lp = token_logprobs_at(model, &ids, &mask, 1.0, &flat)?; // [N]
     let owner = Tensor::from_vec(owner, flat.len(), model.device())?;
     Tensor::zeros(rows.len(), lp.dtype(), model.device())?.index_add(&owner, &lp, 0) // [R]
 }

@@ -10,7 +10,6 @@ pub mod metrics;
 pub mod optim;
 pub mod reward;
 pub mod schedule;
-pub mod seqs;
 pub mod sft;
 pub mod tensorboard;
 pub mod trainer;

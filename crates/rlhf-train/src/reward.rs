@@ -5,10 +5,9 @@
 
 use crate::dpo::log_sigmoid;
 use crate::error::Result as TrainResult;
-use crate::seqs::{prompt_response_rows, RowBatch};
 use crate::trainer::{MicroOutput, Objective};
 use candle_core::{bail, DType, Result, Tensor};
-use rlhf_data::PreferenceGroup;
+use rlhf_data::{Batch, PreferenceGroup};
 use rlhf_model::heads::{score_last_token, RewardStats};
 use rlhf_model::CausalLm;
 use serde::Serialize;
@@ -89,16 +88,16 @@ fn score_groups(model: &CausalLm, head: &Tensor, pad_id: u32, groups: &[&Prefere
             rejected.push(index_of(r.as_slice(), &mut rows));
         }
     }
-    let (seqs, _) = prompt_response_rows(&rows);
-    let batch = RowBatch::right_padded(seqs.iter().map(|r| r.as_slice()), pad_id, model.device())?;
-    let scores = score_last_token(model, head, &batch.ids, &batch.mask)?; // [R]
+    let batch = Batch::from_prompt_responses(rows.iter().copied(), pad_id, 1);
+    let (ids, mask, _) = batch.to_tensors(model.device())?;
+    let scores = score_last_token(model, head, &ids, &mask)?; // [R]
     let n = chosen.len();
     let dev = model.device();
     Ok(ScoredPairs {
         chosen: scores.index_select(&Tensor::from_vec(chosen, n, dev)?, 0)?,
         rejected: scores.index_select(&Tensor::from_vec(rejected, n, dev)?, 0)?,
         scores,
-        tokens: batch.real_tokens,
+        tokens: batch.num_real_tokens(),
     })
 }
 

@@ -17,7 +17,7 @@ use std::time::Instant;
 pub struct Args {
     #[arg(long, default_value = "default")]
     model: String,
-    /// Run one section in this process: matmul, decode or train.
+    /// Run one section in this process: matmul, decode, train, sft, reward or dpo.
     #[arg(long)]
     only: Option<String>,
     /// Timed training steps (after one warm-up step).
@@ -28,12 +28,15 @@ pub struct Args {
     decode_runs: usize,
     #[arg(long, default_value_t = 128)]
     new_tokens: usize,
+    /// Comma-separated sections to run, each in its own process (default: all).
+    #[arg(long)]
+    sections: Option<String>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
 }
 
-fn median(xs: &[f64]) -> f64 {
+pub fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -47,7 +50,7 @@ fn median(xs: &[f64]) -> f64 {
 }
 
 /// Peak resident set size of this process in MB (Linux `VmHWM`).
-fn peak_rss_mb() -> Option<f64> {
+pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -146,7 +149,8 @@ fn section(a: &Args, name: &str) -> Result<Value> {
         "matmul" => matmul(),
         "decode" => decode(a),
         "train" => train(a),
-        other => bail!("--only {other}: expected matmul, decode or train"),
+        "sft" | "reward" | "dpo" => super::bench_trainers::trainer_step(&a.model, name, a.train_steps),
+        other => bail!("--only {other}: expected matmul, decode, train, sft, reward or dpo"),
     }
 }
 
@@ -161,7 +165,11 @@ pub fn run(a: Args) -> Result<()> {
     loading::resolve_model(&a.model)?;
     let exe = std::env::current_exe().context("locating the rlhf binary")?;
     let mut all = json!({"threads": threads, "model": a.model});
-    for name in ["matmul", "decode", "train"] {
+    let sections: Vec<&str> = match &a.sections {
+        Some(list) => list.split(',').collect(),
+        None => vec!["matmul", "decode", "train", "sft", "reward", "dpo"],
+    };
+    for name in sections {
         let out = std::process::Command::new(&exe)
             .args(["bench", "--model", &a.model, "--only", name])
             .args(["--train-steps", &a.train_steps.to_string(), "--decode-runs", &a.decode_runs.to_string()])
@@ -194,6 +202,10 @@ pub fn run(a: Args) -> Result<()> {
         f(&t["optimizer_s"])
     );
     println!("  train peak RSS            {:>10} MB", f(&t["peak_rss_mb"]));
+    for name in ["sft", "reward", "dpo"] {
+        let s = &all[name];
+        println!("  {name:<6} step 4×128          {:>10} s  (peak RSS {} MB)", f(&s["step_s"]), f(&s["peak_rss_mb"]));
+    }
     println!("  decode peak RSS           {:>10} MB", f(&all["decode"]["peak_rss_mb"]));
     Ok(())
 }

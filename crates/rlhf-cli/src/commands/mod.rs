@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod bench_trainers;
 pub mod convert;
 pub mod data;
 pub mod dpo;

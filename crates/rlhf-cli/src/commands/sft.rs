@@ -1,0 +1,60 @@
+//! `rlhf sft`: supervised fine-tuning on demonstrations (loss on completion tokens only).
+
+use super::train_common::{self as common, DataConfig, LoraSection, TrainArgs};
+use crate::progress::TrainProgress;
+use anyhow::Result;
+use rlhf_train::sft::SftObjective;
+use rlhf_train::{train, RunOptions, TrainConfig};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SftConfig {
+    /// HF folder, .gguf file, or `default`.
+    pub model: String,
+    /// Run folder: config.toml, metrics.jsonl, tb/, checkpoints/, final/.
+    pub out: String,
+    /// Rows per forward pass when evaluating.
+    pub eval_batch_size: usize,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+    pub lora: LoraSection,
+}
+
+impl Default for SftConfig {
+    /// TRL's `SFTConfig` defaults (learning rate 2e-5, max length 1024).
+    fn default() -> Self {
+        Self {
+            model: "default".into(),
+            out: String::new(),
+            eval_batch_size: 8,
+            data: DataConfig::default(),
+            train: TrainConfig { learning_rate: 2e-5, ..TrainConfig::default() },
+            lora: LoraSection::default(),
+        }
+    }
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let cfg: SftConfig = args.load()?;
+    let dir = common::prepare_run_dir(&cfg.out, &cfg, args.resume.is_some())?;
+    let loaded = common::load_model(&cfg.model)?;
+    let tok = loaded.tokenizer;
+    let (train_set, eval_set) = common::load_split(&cfg.data, cfg.train.seed, &tok, rlhf_data::load_sft)?;
+    eprintln!("sft: {} training / {} held-out examples", train_set.len(), eval_set.len());
+    let t = common::trainable(&loaded.model, &cfg.lora, cfg.train.seed)?;
+    drop(loaded.model); // full fine-tuning trains a copy; LoRA shares the base's storage
+    let mut objective = SftObjective { model: &t.model, pad_id: tok.pad_id(), eval_batch_size: cfg.eval_batch_size };
+    if !eval_set.is_empty() && args.resume.is_none() {
+        use rlhf_train::Objective;
+        common::print_metrics("eval before training", &objective.evaluate(&eval_set)?);
+    }
+    let run = RunOptions { dir: &dir, trainer: "sft", config: serde_json::to_value(&cfg)?, resume: args.resume.clone() };
+    let progress = TrainProgress::new();
+    let outcome = train(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run, &mut common::progress_callback(&progress))?;
+    progress.finish();
+    common::print_metrics("eval after training", &outcome.eval);
+    let out = common::save_final(&t, &tok, &dir)?;
+    println!("sft: {} steps, final training loss {:.4}; model in {}", outcome.steps, outcome.last_loss, out.display());
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! What every training command shares: `--config` / `--set` / shortcut flags, the run folder,
+//! dataset loading with bad-record reporting, trainable parameters (full or LoRA), and the
+//! progress bar fed by the training loop.
+
+use crate::config::{load_config, to_toml_string};
+use crate::loading;
+use crate::progress::TrainProgress;
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Var};
+use rlhf_data::{split_train_eval, EvalSplit, LoadOptions, Loaded, OnBadRecord, Tokenizer};
+use rlhf_model::lora::LoraConfig;
+use rlhf_model::CausalLm;
+use rlhf_train::StepReport;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// TOML configuration (see `examples/`); keys not given keep their defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override one key, e.g. `--set train.learning_rate=1e-5` (repeatable; wins over --config).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Shortcut for `--set model=…`: HF folder, .gguf file, or `default`.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Shortcut for `--set data.path=…`.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Shortcut for `--set data.eval_path=…`.
+    #[arg(long)]
+    pub eval_data: Option<String>,
+    /// Shortcut for `--set out=…`: the run folder.
+    #[arg(long)]
+    pub out: Option<String>,
+    /// Shortcut for `--set data.on_bad_record=…` (`fail` or `skip`).
+    #[arg(long)]
+    pub on_bad_record: Option<String>,
+    /// Continue from a checkpoint folder or the newest checkpoint of a run folder.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    /// Shortcut flags first, then `--set`, so an explicit `--set` wins.
+    fn overrides(&self) -> Vec<String> {
+        let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
+        let mut out = Vec::new();
+        for (key, value) in [
+            ("model", &self.model),
+            ("data.path", &self.data),
+            ("data.eval_path", &self.eval_data),
+            ("out", &self.out),
+            ("data.on_bad_record", &self.on_bad_record),
+        ] {
+            if let Some(v) = value {
+                out.push(format!("{key}={}", quote(v)));
+            }
+        }
+        out.extend(self.sets.iter().cloned());
+        out
+    }
+
+    pub fn load<T: Serialize + DeserializeOwned + Default>(&self) -> Result<T> {
+        load_config(self.config.as_deref(), &self.overrides())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Training file (.jsonl or .parquet).
+    pub path: String,
+    /// Held-out file; when empty, `eval_fraction` of the training file is held out.
+    pub eval_path: String,
+    pub eval_fraction: f64,
+    /// Longest prompt + response in tokens (TRL: 1024); longer records are bad records.
+    pub max_length: usize,
+    pub on_bad_record: OnBadRecord,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            eval_path: String::new(),
+            eval_fraction: 0.0,
+            max_length: 1024,
+            on_bad_record: OnBadRecord::Fail,
+        }
+    }
+}
+
+/// LoRA settings of a trainer; `enabled = false` trains every weight.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoraSection {
+    pub enabled: bool,
+    pub r: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub target_modules: Vec<String>,
+}
+
+impl Default for LoraSection {
+    fn default() -> Self {
+        let base = LoraConfig::default();
+        Self { enabled: false, r: base.r, alpha: base.alpha, dropout: base.dropout, target_modules: base.target_modules }
+    }
+}
+
+impl LoraSection {
+    pub fn config(&self) -> LoraConfig {
+        LoraConfig {
+            r: self.r,
+            alpha: self.alpha,
+            dropout: self.dropout,
+            target_modules: self.target_modules.clone(),
+        }
+    }
+}
+
+/// Creates the run folder and writes the effective config there. A folder that already holds
+/// checkpoints is only reused with `--resume`.
+pub fn prepare_run_dir<T: Serialize>(out: &str, config: &T, resume: bool) -> Result<PathBuf> {
+    if out.is_empty() {
+        bail!("no run folder: give --out DIR (or `out = \"…\"` in the config)");
+    }
+    let dir = PathBuf::from(out);
+    if !resume && dir.join("checkpoints").exists() {
+        bail!(
+            "{} already holds a run (checkpoints/); pass --resume {} to continue it, or choose another --out",
+            dir.display(),
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating run folder {}", dir.display()))?;
+    let text = to_toml_string(config)?;
+    std::fs::write(dir.join("config.toml"), text).with_context(|| format!("writing {}/config.toml", dir.display()))?;
+    Ok(dir)
+}
+
+/// Loads the training and held-out examples with `loader`, printing how many records were
+/// skipped (with `on_bad_record = "skip"`).
+pub fn load_split<T>(
+    data: &DataConfig,
+    seed: u64,
+    tok: &Tokenizer,
+    loader: impl Fn(&Path, &Tokenizer, &LoadOptions) -> rlhf_data::Result<Loaded<T>>,
+) -> Result<(Vec<T>, Vec<T>)> {
+    if data.path.is_empty() {
+        bail!("no training data: give --data FILE (or `data.path` in the config)");
+    }
+    let opts = LoadOptions { max_length: data.max_length, on_bad_record: data.on_bad_record };
+    let report = |what: &str, l: &Loaded<T>| {
+        if !l.skipped.is_empty() {
+            eprintln!("skipped {} bad record(s) in the {what} data:", l.skipped.len());
+            for bad in l.skipped.iter().take(5) {
+                eprintln!("  {bad}");
+            }
+        }
+    };
+    let train = loader(Path::new(&data.path), tok, &opts)?;
+    report("training", &train);
+    if !data.eval_path.is_empty() {
+        let eval = loader(Path::new(&data.eval_path), tok, &opts)?;
+        report("eval", &eval);
+        return Ok((train.examples, eval.examples));
+    }
+    if data.eval_fraction > 0.0 {
+        return Ok(split_train_eval(train.examples, EvalSplit::Fraction(data.eval_fraction), seed)?);
+    }
+    Ok((train.examples, Vec::new()))
+}
+
+/// The model to train and its trainable parameters: every weight, or LoRA adapters over a base
+/// that stays frozen (and serves as the reference with adapters off).
+pub struct Trainable {
+    pub model: CausalLm,
+    pub params: Vec<(String, Var)>,
+    pub lora: bool,
+}
+
+pub fn trainable(base: &CausalLm, lora: &LoraSection, seed: u64) -> Result<Trainable> {
+    if lora.enabled {
+        let (model, params) = base.with_lora(&lora.config(), seed).context("adding LoRA adapters")?;
+        Ok(Trainable { model, params, lora: true })
+    } else {
+        let (model, params) = base.trainable()?;
+        Ok(Trainable { model, params, lora: false })
+    }
+}
+
+pub fn load_model(model: &str) -> Result<loading::Loaded> {
+    loading::load(model, &Device::Cpu)
+}
+
+/// A progress-bar callback for [`rlhf_train::train`].
+pub fn progress_callback(progress: &TrainProgress) -> impl FnMut(&StepReport) + '_ {
+    move |r: &StepReport| progress.update(r.step, r.total_steps, r.loss, r.lr, r.tokens_per_sec)
+}
+
+/// Prints evaluation metrics as `name value` lines.
+pub fn print_metrics(title: &str, metrics: &[(String, f64)]) {
+    if metrics.is_empty() {
+        return;
+    }
+    println!("{title}:");
+    for (k, v) in metrics {
+        println!("  {k:<28} {v:.6}");
+    }
+}
+
+/// Saves the trained weights under `dir/final`: an HF folder (full fine-tuning) or a PEFT
+/// adapter folder (LoRA), with the tokenizer either way.
+pub fn save_final(t: &Trainable, tok: &Tokenizer, dir: &Path) -> Result<PathBuf> {
+    let out = dir.join("final");
+    if t.lora {
+        t.model.save_lora(&out).with_context(|| format!("saving adapters to {}", out.display()))?;
+    } else {
+        t.model.save_hf(&out).with_context(|| format!("saving model to {}", out.display()))?;
+    }
+    tok.save_hf(&out).with_context(|| format!("saving tokenizer to {}", out.display()))?;
+    Ok(out)
+}

@@ -1,0 +1,193 @@
+//! Checkpoints that resume bit-identically: trainable parameters, AdamW moments and step, and
+//! the training state (step, seed, config). Data order, learning rate and any per-step
+//! randomness are functions of `(seed, step)`, so the step is the whole cursor.
+//!
+//! Written atomically: everything goes into a hidden temporary folder that is renamed to
+//! `step-NNNNNN` only when complete, so a crash never leaves a half checkpoint that looks whole.
+
+use crate::error::{Result, TrainError};
+use crate::optim::AdamW;
+use candle_core::{Tensor, Var};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+const PARAMS_FILE: &str = "params.safetensors";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const STATE_FILE: &str = "state.json";
+const FORMAT: u32 = 1;
+
+/// What a checkpoint must match to be resumed: the model's config and every trainable
+/// parameter's name and shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub model_config: serde_json::Value,
+    pub params: Vec<(String, Vec<usize>)>,
+}
+
+impl Fingerprint {
+    pub fn new(model_config: serde_json::Value, params: &[(String, Var)]) -> Self {
+        Self { model_config, params: params.iter().map(|(n, v)| (n.clone(), v.dims().to_vec())).collect() }
+    }
+
+    /// Why `self` (from a checkpoint) cannot be resumed into `current`, if it cannot.
+    fn mismatch(&self, current: &Fingerprint) -> Option<String> {
+        if self.model_config != current.model_config {
+            return Some("it was written for a model with a different config.json".into());
+        }
+        let theirs: HashMap<_, _> = self.params.iter().cloned().collect();
+        for (name, shape) in &current.params {
+            match theirs.get(name) {
+                None => return Some(format!("it has no parameter `{name}`")),
+                Some(s) if s != shape => {
+                    return Some(format!("parameter `{name}` has shape {s:?} there, {shape:?} here"))
+                }
+                Some(_) => {}
+            }
+        }
+        (self.params.len() != current.params.len()).then(|| {
+            format!("it trains {} parameters, this run trains {}", self.params.len(), current.params.len())
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub format: u32,
+    /// Optimiser steps completed.
+    pub step: u64,
+    pub total_steps: u64,
+    pub seed: u64,
+    /// The trainer's whole configuration, so a resume can refuse changed settings.
+    pub trainer: String,
+    pub config: serde_json::Value,
+    pub fingerprint: Fingerprint,
+}
+
+pub fn step_dir_name(step: u64) -> String {
+    format!("step-{step:06}")
+}
+
+/// Writes a checkpoint into `root/step-NNNNNN` and keeps only the newest `keep_last` (0 = all).
+pub fn save(
+    root: &Path,
+    params: &[(String, Var)],
+    optimizer: &AdamW,
+    state: &CheckpointState,
+    keep_last: usize,
+) -> Result<PathBuf> {
+    let io = |p: &Path, e: std::io::Error| TrainError::file(p, format!("cannot write checkpoint: {e}"));
+    std::fs::create_dir_all(root).map_err(|e| io(root, e))?;
+    let name = step_dir_name(state.step);
+    let tmp = root.join(format!(".{name}.partial"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    let tensors: HashMap<String, Tensor> = params.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
+    save_tensors(&tmp.join(PARAMS_FILE), &tensors)?;
+    let opt: HashMap<String, Tensor> = optimizer.state_tensors()?.into_iter().collect();
+    save_tensors(&tmp.join(OPTIMIZER_FILE), &opt)?;
+    let text = serde_json::to_string_pretty(state).expect("state serialises");
+    std::fs::write(tmp.join(STATE_FILE), text).map_err(|e| io(&tmp, e))?;
+    sync_dir(&tmp);
+    let dest = root.join(&name);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(|e| io(&dest, e))?;
+    }
+    std::fs::rename(&tmp, &dest).map_err(|e| io(&dest, e))?;
+    sync_dir(root);
+    if keep_last > 0 {
+        let all = list(root)?;
+        for (_, old) in all.iter().take(all.len().saturating_sub(keep_last)) {
+            std::fs::remove_dir_all(old).map_err(|e| io(old, e))?;
+        }
+    }
+    Ok(dest)
+}
+
+fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    candle_core::safetensors::save(tensors, path).map_err(|e| TrainError::file(path, format!("cannot write: {e}")))?;
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.sync_all();
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+/// Complete checkpoints under `root`, oldest first.
+pub fn list(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Ok(Vec::new()) };
+    let mut out: Vec<(u64, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let step = e.file_name().to_str()?.strip_prefix("step-")?.parse::<u64>().ok()?;
+            e.path().join(STATE_FILE).exists().then(|| (step, e.path()))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// `path` is a checkpoint folder, or a run / checkpoints folder whose newest checkpoint is meant.
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if path.join(STATE_FILE).exists() {
+        return Ok(path.to_path_buf());
+    }
+    for root in [path.join("checkpoints"), path.to_path_buf()] {
+        if let Some((_, newest)) = list(&root)?.pop() {
+            return Ok(newest);
+        }
+    }
+    Err(TrainError::file(path, "no checkpoint here (expected a step-NNNNNN folder with state.json, or a run folder)"))
+}
+
+/// Reads a checkpoint's state, refusing one from a different model or parameter set.
+pub fn read_state(dir: &Path, expected: &Fingerprint) -> Result<CheckpointState> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::file(&path, format!("cannot read: {e}")))?;
+    let state: CheckpointState =
+        serde_json::from_str(&text).map_err(|e| TrainError::file(&path, format!("not a checkpoint state: {e}")))?;
+    if state.format != FORMAT {
+        return Err(TrainError::file(&path, format!("checkpoint format {} (this build reads {FORMAT})", state.format)));
+    }
+    if let Some(why) = state.fingerprint.mismatch(expected) {
+        return Err(TrainError::file(dir, format!("cannot resume: {why}")));
+    }
+    Ok(state)
+}
+
+/// Loads parameters and optimiser state from `dir` into the live `params` and `optimizer`.
+pub fn restore(dir: &Path, state: &CheckpointState, params: &[(String, Var)], optimizer: &mut AdamW) -> Result<()> {
+    let device = params.first().map(|(_, v)| v.device().clone()).unwrap_or(candle_core::Device::Cpu);
+    let path = dir.join(PARAMS_FILE);
+    let saved = candle_core::safetensors::load(&path, &device)
+        .map_err(|e| TrainError::file(&path, format!("cannot read: {e}")))?;
+    for (name, var) in params {
+        let t = saved.get(name).ok_or_else(|| TrainError::file(&path, format!("missing parameter `{name}`")))?;
+        var.set(t).map_err(|e| TrainError::file(&path, format!("parameter `{name}`: {e}")))?;
+    }
+    let path = dir.join(OPTIMIZER_FILE);
+    let opt = candle_core::safetensors::load(&path, &device)
+        .map_err(|e| TrainError::file(&path, format!("cannot read: {e}")))?;
+    optimizer.load_state(state.step, &opt).map_err(|e| TrainError::file(&path, e.to_string()))?;
+    Ok(())
+}
+
+impl CheckpointState {
+    pub fn new(
+        step: u64,
+        total_steps: u64,
+        seed: u64,
+        trainer: &str,
+        config: serde_json::Value,
+        fingerprint: Fingerprint,
+    ) -> Self {
+        Self { format: FORMAT, step, total_steps, seed, trainer: trainer.into(), config, fingerprint }
+    }
+}
