@@ -230,10 +230,42 @@ fn bad_adapters_are_rejected_with_clear_errors() {
         "{msg}"
     );
 
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, good.replace("\"use_dora\": false", "\"use_dora\": true")).unwrap();
+    let msg = err(base.load_lora(&dir));
+    assert!(msg.contains("use_dora") && msg.contains("not supported"), "{msg}");
+    std::fs::write(&path, good).unwrap();
+
     std::fs::remove_file(dir.join("adapter_model.safetensors")).unwrap();
     let msg = err(base.load_lora(&dir));
     assert!(msg.contains("adapter_model.safetensors"), "{msg}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn fused_adapter_gradients_accumulate_across_micro_batches() {
+    let base = model(tiny::llama_config(V), DType::F64, 41);
+    let (m, vars) = base.with_lora(&lora_cfg(3, 0.0), 10).unwrap();
+    randomise_b(&vars, 10);
+    let loss_of = |rows: &[&[u32]]| {
+        let (ids, mask) = batch(rows);
+        let t = mask.dim(1).unwrap();
+        let lp = token_logprobs(&m, &ids, &mask, 1.0).unwrap();
+        let m2 = (mask.narrow(1, 1, t - 1).unwrap() * mask.narrow(1, 0, t - 1).unwrap()).unwrap();
+        (lp * m2.to_dtype(DType::F64).unwrap()).unwrap().sum_all().unwrap()
+    };
+    let rows: [&[u32]; 2] = [&[1, 5, 9, 3, 7], &[4, 8, 2]];
+    m.zero_grad();
+    let whole = loss_of(&rows).backward().unwrap();
+    let whole: Vec<Tensor> = vars.iter().map(|(n, v)| m.grads(&whole).get(n, v).unwrap().unwrap()).collect();
+    m.zero_grad();
+    let _first = loss_of(&rows[..1]).backward().unwrap();
+    let second = loss_of(&rows[1..]).backward().unwrap();
+    for ((name, var), w) in vars.iter().zip(&whole) {
+        let acc = m.grads(&second).get(name, var).unwrap().unwrap();
+        let d = max_abs_diff(w, &acc).unwrap();
+        assert!(d < 1e-12, "{name}: micro-batch accumulation differs by {d}");
+    }
 }
 
 #[test]
@@ -255,8 +287,7 @@ fn a_few_sgd_steps_on_the_adapters_lower_the_loss() {
 }
 
 /// Dev-only: writes a base HF folder, an adapter and the adapted logits for
-/// `scripts/check_peft_adapter.py` (Python `peft` must reproduce them). Run with
-/// `RLHF_PEFT_CHECK_DIR=DIR cargo test -p rlhf-model --test lora -- --ignored`.
+/// `scripts/check_peft_adapter.py` (Python `peft` must reproduce them; steps in the script).
 #[test]
 #[ignore]
 fn write_peft_check_fixture() {
@@ -273,4 +304,24 @@ fn write_peft_check_fixture() {
     let l = m.forward(&t, &Tensor::ones_like(&t).unwrap(), None).unwrap().squeeze(0).unwrap();
     let expected = serde_json::json!({"input_ids": ids, "logits": l.to_vec2::<f32>().unwrap()});
     std::fs::write(dir.join("expected.json"), expected.to_string()).unwrap();
+}
+
+/// Dev-only: the adapter `scripts/check_peft_adapter.py` wrote with Python `peft` gives peft's
+/// logits here.
+#[test]
+#[ignore]
+fn reads_an_adapter_written_by_peft() {
+    let Ok(dir) = std::env::var("RLHF_PEFT_CHECK_DIR") else { return };
+    let dir = PathBuf::from(dir);
+    let base = CausalLm::load(&dir.join("base"), DType::F32, &Device::Cpu).unwrap();
+    let (m, vars) = base.load_lora(&dir.join("peft_adapter")).unwrap();
+    assert_eq!(vars.len(), 2 * 3 * base.config().num_hidden_layers);
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("peft_expected.json")).unwrap()).unwrap();
+    let ids: Vec<u32> = serde_json::from_value(expected["input_ids"].clone()).unwrap();
+    let want: Vec<Vec<f32>> = serde_json::from_value(expected["logits"].clone()).unwrap();
+    let t = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let got = m.detached().unwrap().forward(&t, &Tensor::ones_like(&t).unwrap(), None).unwrap().squeeze(0).unwrap();
+    let d = max_abs_diff(&got, &Tensor::new(want, &Device::Cpu).unwrap()).unwrap();
+    assert!(d <= 1e-4, "rlhf vs peft logits differ by {d}");
 }

@@ -132,6 +132,10 @@ fn read_peft_config(path: &Path) -> Result<LoraConfig> {
         ("layers_to_transform", field("layers_to_transform").is_none()),
         ("rank_pattern", field("rank_pattern").is_none_or(|x| x == &json!({}))),
         ("alpha_pattern", field("alpha_pattern").is_none_or(|x| x == &json!({}))),
+        ("lora_bias", field("lora_bias").is_none_or(|x| x == &json!(false))),
+        ("exclude_modules", field("exclude_modules").is_none()),
+        ("layer_replication", field("layer_replication").is_none()),
+        ("target_parameters", field("target_parameters").is_none_or(|x| x == &json!([]))),
     ] {
         if !ok {
             return Err(bad(format!("`{key}` = {} is not supported by rlhf's LoRA", v[key])));
