@@ -3,13 +3,15 @@
 //!
 //! Two ways through a decoder layer, same maths: on the CPU without a KV cache each layer is one
 //! fused autograd node with a hand-written backward (`llama_layer.rs`); with a cache (decoding),
-//! on other devices, or with composed kernels, it is built from candle ops.
+//! on other devices, or with composed kernels, it is built from candle ops. LoRA adapters
+//! (`lora/`) add their low-rank term on either path; a forward with LoRA dropout is composed.
 
 use crate::attention::{attend, rope_inv_freq, rope_tables, AttnContext};
 use crate::config::ModelConfig;
 use crate::grads::GradSink;
 use crate::kv_cache::KvCache;
 use crate::llama_layer::{self as fused, FusedLayer, LayerDims, LayerParams};
+use crate::lora::{Dropout, Lora, Switches};
 use crate::ops::Kernels;
 use crate::weights::Weights;
 use candle_core::{DType, Result, Tensor};
@@ -28,6 +30,17 @@ const MODULES: [(usize, &str); 9] = [
     (fused::DOWN, "mlp.down_proj"),
 ];
 
+/// The linear layers of a decoder layer (HF module paths), the modules LoRA can target.
+pub(crate) const LINEAR_MODULES: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
 fn layer_params(w: &Weights, i: usize) -> Result<LayerParams> {
     let mut tensors: [Option<Tensor>; fused::NUM] = Default::default();
     let mut names: [String; fused::NUM] = Default::default();
@@ -41,7 +54,8 @@ fn layer_params(w: &Weights, i: usize) -> Result<LayerParams> {
             names[idx + 1] = bias;
         }
     }
-    Ok(LayerParams { tensors, names })
+    let requires_grad = tensors.each_ref().map(|t| t.as_ref().is_some_and(Tensor::is_variable));
+    Ok(LayerParams { tensors, names, requires_grad, adapters: Default::default() })
 }
 
 /// What every layer of one forward pass shares: batch shape, rotary tables, attention mask.
@@ -53,6 +67,9 @@ struct LayerInputs {
     sin: Tensor,
     /// `[B, 1, T, Tk]`
     mask: Tensor,
+    /// Whether LoRA adapters take part in this forward, and its dropout masks if any.
+    adapters_on: bool,
+    dropout: Option<Dropout>,
 }
 
 pub struct Llama {
@@ -63,6 +80,7 @@ pub struct Llama {
     lm_head: Tensor,
     inv_freq: Vec<f64>,
     sink: Arc<GradSink>,
+    lora: Option<Switches>,
 }
 
 impl Llama {
@@ -78,7 +96,18 @@ impl Llama {
             lm_head,
             inv_freq: rope_inv_freq(cfg),
             sink,
+            lora: None,
         })
+    }
+
+    /// Puts `lora`'s adapters on the linear layers they target.
+    pub(crate) fn attach_lora(&mut self, lora: &Lora) {
+        for (li, layer) in self.layers.iter_mut().enumerate() {
+            for (idx, module) in MODULES {
+                layer.adapters[idx] = lora.adapter(li, module);
+            }
+        }
+        self.lora = Some(lora.switches.clone());
     }
 
     pub fn lm_head(&self) -> &Tensor {
@@ -96,11 +125,15 @@ impl Llama {
         let (b, t) = ids.dims2()?;
         let mut x = self.embed.embedding(&ids.flatten_all()?)?; // [N, d]
         let (cos, sin) = rope_tables(&self.inv_freq, &ctx.positions, x.dtype(), x.device())?;
-        let io = LayerInputs { b, t, cos, sin, mask: ctx.mask.clone() };
+        let adapters_on = self.lora.as_ref().is_some_and(Switches::enabled);
+        let training = self.layers.iter().flat_map(|l| l.adapters.iter().flatten()).any(|a| a.a.is_variable());
+        let dropout = self.lora.as_ref().filter(|_| adapters_on).and_then(|s| s.dropout_for_forward(training));
         let fused = k == Kernels::Fused
+            && dropout.is_none()
             && cache.is_none()
             && x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64);
+        let io = LayerInputs { b, t, cos, sin, mask: ctx.mask.clone(), adapters_on, dropout };
         for (li, l) in self.layers.iter().enumerate() {
             x = if fused {
                 self.fused_layer(l, &x, &io)?
@@ -123,12 +156,24 @@ impl Llama {
             f: c.intermediate_size,
             eps: c.norm_eps,
         };
-        let anchor = l.tensors[fused::IN_NORM].as_ref().expect("norm weight present");
-        let train = x.track_op() || l.tensors.iter().flatten().any(Tensor::is_variable);
         let mut params = l.clone();
+        if !io.adapters_on {
+            params.adapters = Default::default();
+        }
         for t in params.tensors.iter_mut().flatten() {
             *t = t.contiguous()?;
         }
+        for a in params.adapters.iter_mut().flatten() {
+            a.a = a.a.contiguous()?;
+            a.b = a.b.contiguous()?;
+        }
+        // The second input puts the node in the autograd graph even when `x` is not tracked:
+        // a trainable adapter if there is one (LoRA), else a weight.
+        let anchor = match params.adapters.iter().flatten().find(|a| a.a.is_variable()) {
+            Some(a) => a.a.clone(),
+            None => l.tensors[fused::IN_NORM].clone().expect("norm weight present"),
+        };
+        let train = x.track_op() || anchor.is_variable() || l.tensors.iter().flatten().any(Tensor::is_variable);
         let op = FusedLayer::new(
             dims,
             params,
@@ -138,7 +183,7 @@ impl Llama {
             self.sink.clone(),
             train,
         );
-        x.contiguous()?.apply_op2(anchor, op)
+        x.contiguous()?.apply_op2(&anchor, op)
     }
 
     fn composed_layer(
@@ -154,7 +199,16 @@ impl Llama {
         let (b, t, cos, sin, mask) = (io.b, io.t, &io.cos, &io.sin, &io.mask);
         let (h, g, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let w = |i: usize| l.tensors[i].as_ref().expect("weight present");
-        let proj = |i: usize, x: &Tensor| k.linear(x, w(i), l.tensors[i + 1].as_ref());
+        let proj = |i: usize, x: &Tensor| -> Result<Tensor> {
+            let y = k.linear(x, w(i), l.tensors[i + 1].as_ref())?;
+            match l.adapters[i].as_ref().filter(|_| io.adapters_on) {
+                None => Ok(y),
+                Some(adapter) => {
+                    let mask = io.dropout.as_ref().map(|d| d.mask(li, i, x)).transpose()?;
+                    y + adapter.delta(k, x, mask.as_ref())?
+                }
+            }
+        };
         let hn = k.rms_norm(x, w(fused::IN_NORM), c.norm_eps)?;
         let q = k.rope(&proj(fused::Q, &hn)?.reshape((b, t, h, hd))?, cos, sin)?; // [B,H,T,D]
         let kk = k.rope(&proj(fused::K, &hn)?.reshape((b, t, g, hd))?, cos, sin)?; // [B,G,T,D]

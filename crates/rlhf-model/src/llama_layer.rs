@@ -11,6 +11,7 @@
 //! R = H/G query heads per KV head, F MLP width.
 
 use crate::grads::{GradElem, GradSink};
+use crate::lora::{Adapter, LowRank};
 use crate::ops::cpu::{slice, Real};
 use crate::ops::linear::{fwd as linear_fwd, gemm_into};
 use crate::ops::norm::{norm_bwd, norm_fwd, NormSpec};
@@ -35,11 +36,14 @@ pub(crate) const UP: usize = 12;
 pub(crate) const DOWN: usize = 14;
 pub(crate) const NUM: usize = 16;
 
-/// A layer's weights (weight at index i, its bias at i + 1) and their parameter names.
+/// A layer's weights (weight at index i, its bias at i + 1), their parameter names, which of
+/// them are trainable (frozen ones get no gradient buffer), and LoRA adapters by weight index.
 #[derive(Clone)]
 pub(crate) struct LayerParams {
     pub tensors: [Option<Tensor>; NUM],
     pub names: [String; NUM],
+    pub requires_grad: [bool; NUM],
+    pub adapters: [Option<Adapter>; NUM],
 }
 
 #[derive(Clone, Copy)]
@@ -161,14 +165,24 @@ fn batched<T: Real>(count: usize, mnk: (usize, usize, usize), lhs: Blocks<T>, rh
 
 struct Slices<'a, T> {
     w: [Option<&'a [T]>; NUM],
+    lora: [Option<LowRank<'a, T>>; NUM],
     cos: &'a [T],
     sin: &'a [T],
     mask: &'a [T],
 }
 
-impl<'a, T> Slices<'a, T> {
+impl<'a, T: Real> Slices<'a, T> {
     fn w(&self, i: usize) -> &'a [T] {
         self.w[i].expect("required weight present")
+    }
+
+    /// Linear layer `i` (with its bias and LoRA term): `x[N, din]` → `[N, dout]`.
+    fn proj(&self, i: usize, x: &[T], n: usize, din: usize, dout: usize) -> Vec<T> {
+        let mut y = lin(x, self.w(i), self.w[i + 1], n, din, dout);
+        if let Some(lora) = &self.lora[i] {
+            lora.add_forward(&mut y, x, n, din, dout);
+        }
+        y
     }
 }
 
@@ -177,9 +191,9 @@ fn layer_fwd<T: Real>(dm: LayerDims, s: &Slices<T>, x: &[T]) -> (Vec<T>, Saved<T
     let (qd, kvd) = (dm.h * hd, dm.g * hd);
     let r = dm.h / dm.g;
     let hn1 = norm_fwd(x, s.w(IN_NORM), None, dm.rms());
-    let q = lin(&hn1, s.w(Q), s.w[Q + 1], n, d, qd);
-    let k = lin(&hn1, s.w(K), s.w[K + 1], n, d, kvd);
-    let v = lin(&hn1, s.w(V), s.w[V + 1], n, d, kvd);
+    let q = s.proj(Q, &hn1, n, d, qd);
+    let k = s.proj(K, &hn1, n, d, kvd);
+    let v = s.proj(V, &hn1, n, d, kvd);
     let q = rope_fwd(&q, s.cos, s.sin, Dims { b: dm.b, t: dm.t, h: dm.h, d: hd });
     let k = rope_fwd(&k, s.cos, s.sin, Dims { b: dm.b, t: dm.t, h: dm.g, d: hd });
     let v = swap_th(&v, dm.t, dm.g, hd);
@@ -191,22 +205,24 @@ fn layer_fwd<T: Real>(dm: LayerDims, s: &Slices<T>, x: &[T]) -> (Vec<T>, Saved<T
     // o[bg] = p[bg] (R·T × T) · v[bg] (T × D): [B,G,R·T,D] = [B,H,T,D]
     let o = batched(nblocks, (rt, hd, t), blocks(&p, rt * t, t, 1), blocks(&v, t * hd, hd, 1));
     let attn = swap_th(&o, dm.h, dm.t, hd); // [B,T,H,D] = [N, H·D]
-    let mut x_mid = lin(&attn, s.w(O), s.w[O + 1], n, qd, d);
+    let mut x_mid = s.proj(O, &attn, n, qd, d);
     x_mid.par_iter_mut().zip(x.par_iter()).for_each(|(a, b)| *a += *b);
     let hn2 = norm_fwd(&x_mid, s.w(POST_NORM), None, dm.rms());
-    let gate = lin(&hn2, s.w(GATE), s.w[GATE + 1], n, d, f);
-    let up = lin(&hn2, s.w(UP), s.w[UP + 1], n, d, f);
+    let gate = s.proj(GATE, &hn2, n, d, f);
+    let up = s.proj(UP, &hn2, n, d, f);
     let act = swiglu_fwd(&gate, &up);
-    let mut y = lin(&act, s.w(DOWN), s.w[DOWN + 1], n, f, d);
+    let mut y = s.proj(DOWN, &act, n, f, d);
     y.par_iter_mut().zip(x_mid.par_iter()).for_each(|(a, b)| *a += *b);
     (y, Saved { hn1, q, k, v, p, attn, x_mid, hn2, gate, up, act })
 }
 
-/// Adds `dy[N, dout]ᵀ · x[N, din]` to the gradient of weight `i` (and column sums to its bias).
+/// Gradients of linear layer `i` for its trainable parts: `dy[N, dout]ᵀ · x[N, din]` for the
+/// weight, column sums of `dy` for the bias, A and B for a LoRA adapter.
 #[allow(clippy::too_many_arguments)]
 fn weight_grad<T: GradElem>(
     sink: &GradSink,
     params: &LayerParams,
+    s: &Slices<T>,
     i: usize,
     dy: &[T],
     x: &[T],
@@ -214,22 +230,43 @@ fn weight_grad<T: GradElem>(
     din: usize,
     dout: usize,
 ) -> Result<()> {
-    sink.accumulate::<T>(&params.names[i], &[dout, din], |buf, overwrite| {
-        gemm_into(buf, !overwrite, (dout, din, n), dy, (1, dout), x, (din, 1), true)
-    })?;
-    if params.tensors[i + 1].is_some() {
+    if params.requires_grad[i] {
+        sink.accumulate::<T>(&params.names[i], &[dout, din], |buf, overwrite| {
+            gemm_into(buf, !overwrite, (dout, din, n), dy, (1, dout), x, (din, 1), true)
+        })?;
+    }
+    if params.requires_grad[i + 1] {
         sink.accumulate::<T>(&params.names[i + 1], &[dout], |buf, overwrite| colsum_into(buf, overwrite, dy, dout))?;
+    }
+    if let (Some(lora), Some(adapter)) = (&s.lora[i], &params.adapters[i]) {
+        lora.accumulate_grads(sink, (&adapter.a_name, &adapter.b_name), dy, x, n, din, dout)?;
     }
     Ok(())
 }
 
-/// `dx[N, din] (+)= dy[N, dout] · w[dout, din]`.
-fn input_grad<T: Real>(dx: &mut [T], accumulate: bool, dy: &[T], w: &[T], n: usize, din: usize, dout: usize) {
-    gemm_into(dx, accumulate, (n, din, dout), dy, (dout, 1), w, (din, 1), true);
+/// `dx[N, din] (+)= dy[N, dout] · w[dout, din]` (plus the LoRA term) for linear layer `i`.
+#[allow(clippy::too_many_arguments)]
+fn input_grad<T: Real>(
+    dx: &mut [T],
+    accumulate: bool,
+    dy: &[T],
+    s: &Slices<T>,
+    i: usize,
+    n: usize,
+    din: usize,
+    dout: usize,
+) {
+    gemm_into(dx, accumulate, (n, din, dout), dy, (dout, 1), s.w(i), (din, 1), true);
+    if let Some(lora) = &s.lora[i] {
+        lora.add_input_grad(dx, dy, n, din, dout);
+    }
 }
 
-fn norm_weight_grad<T: GradElem>(sink: &GradSink, name: &str, dw: &[T]) -> Result<()> {
-    sink.accumulate::<T>(name, &[dw.len()], |buf, overwrite| {
+fn norm_weight_grad<T: GradElem>(sink: &GradSink, params: &LayerParams, i: usize, dw: &[T]) -> Result<()> {
+    if !params.requires_grad[i] {
+        return Ok(());
+    }
+    sink.accumulate::<T>(&params.names[i], &[dw.len()], |buf, overwrite| {
         if overwrite {
             buf.copy_from_slice(dw);
         } else {
@@ -254,23 +291,23 @@ fn layer_bwd<T: GradElem>(
 
     // MLP: y = x_mid + down(swiglu(gate(hn2), up(hn2)))
     let mut d_act = vec![T::zero(); n * f];
-    input_grad(&mut d_act, false, gy, s.w(DOWN), n, f, d);
-    weight_grad(sink, params, DOWN, gy, &sv.act, n, f, d)?;
+    input_grad(&mut d_act, false, gy, s, DOWN, n, f, d);
+    weight_grad(sink, params, s, DOWN, gy, &sv.act, n, f, d)?;
     let (d_gate, d_up) = swiglu_bwd(&sv.gate, &sv.up, &d_act);
     drop(d_act);
     let mut d_hn2 = vec![T::zero(); n * d];
-    input_grad(&mut d_hn2, false, &d_gate, s.w(GATE), n, d, f);
-    input_grad(&mut d_hn2, true, &d_up, s.w(UP), n, d, f);
-    weight_grad(sink, params, GATE, &d_gate, &sv.hn2, n, d, f)?;
-    weight_grad(sink, params, UP, &d_up, &sv.hn2, n, d, f)?;
+    input_grad(&mut d_hn2, false, &d_gate, s, GATE, n, d, f);
+    input_grad(&mut d_hn2, true, &d_up, s, UP, n, d, f);
+    weight_grad(sink, params, s, GATE, &d_gate, &sv.hn2, n, d, f)?;
+    weight_grad(sink, params, s, UP, &d_up, &sv.hn2, n, d, f)?;
     let (mut d_xmid, dw_post, _) = norm_bwd(&sv.x_mid, s.w(POST_NORM), &d_hn2, dm.rms());
-    norm_weight_grad(sink, &params.names[POST_NORM], &dw_post)?;
+    norm_weight_grad(sink, params, POST_NORM, &dw_post)?;
     d_xmid.par_iter_mut().zip(gy.par_iter()).for_each(|(a, b)| *a += *b);
 
     // Attention output projection: x_mid = x + o_proj(attn)
     let mut d_attn = vec![T::zero(); n * qd];
-    input_grad(&mut d_attn, false, &d_xmid, s.w(O), n, qd, d);
-    weight_grad(sink, params, O, &d_xmid, &sv.attn, n, qd, d)?;
+    input_grad(&mut d_attn, false, &d_xmid, s, O, n, qd, d);
+    weight_grad(sink, params, s, O, &d_xmid, &sv.attn, n, qd, d)?;
     let d_o = swap_th(&d_attn, dm.t, dm.h, hd); // [B,H,T,D] = [B,G,R·T,D]
     drop(d_attn);
     // o = p·v → dp = d_o·vᵀ, dv = pᵀ·d_o
@@ -287,14 +324,14 @@ fn layer_bwd<T: GradElem>(
     let dk = rope_bwd(&dk, s.cos, s.sin, Dims { b: dm.b, t: dm.t, h: dm.g, d: hd }); // [N, G·D]
     let dv = swap_th(&dv, dm.g, dm.t, hd); // [N, G·D]
     let mut d_hn1 = vec![T::zero(); n * d];
-    input_grad(&mut d_hn1, false, &dq, s.w(Q), n, d, qd);
-    input_grad(&mut d_hn1, true, &dk, s.w(K), n, d, kvd);
-    input_grad(&mut d_hn1, true, &dv, s.w(V), n, d, kvd);
-    weight_grad(sink, params, Q, &dq, &sv.hn1, n, d, qd)?;
-    weight_grad(sink, params, K, &dk, &sv.hn1, n, d, kvd)?;
-    weight_grad(sink, params, V, &dv, &sv.hn1, n, d, kvd)?;
+    input_grad(&mut d_hn1, false, &dq, s, Q, n, d, qd);
+    input_grad(&mut d_hn1, true, &dk, s, K, n, d, kvd);
+    input_grad(&mut d_hn1, true, &dv, s, V, n, d, kvd);
+    weight_grad(sink, params, s, Q, &dq, &sv.hn1, n, d, qd)?;
+    weight_grad(sink, params, s, K, &dk, &sv.hn1, n, d, kvd)?;
+    weight_grad(sink, params, s, V, &dv, &sv.hn1, n, d, kvd)?;
     let (mut dx, dw_in, _) = norm_bwd(x, s.w(IN_NORM), &d_hn1, dm.rms());
-    norm_weight_grad(sink, &params.names[IN_NORM], &dw_in)?;
+    norm_weight_grad(sink, params, IN_NORM, &dw_in)?;
     dx.par_iter_mut().zip(d_xmid.par_iter()).for_each(|(a, b)| *a += *b);
     Ok(dx)
 }
@@ -306,17 +343,31 @@ fn cpu<'a, T: Real>(g: &'a (candle_core::StorageRef<'_>, &Layout)) -> Result<&'a
     }
 }
 
+type Guard<'a> = (candle_core::StorageRef<'a>, &'a Layout);
+
+fn adapter_guards(a: &Adapter) -> (Guard<'_>, Guard<'_>) {
+    (a.a.storage_and_layout(), a.b.storage_and_layout())
+}
+
 /// Read guards on the layer's tensors, turned into slices for the duration of `f`.
 fn with_slices<T: Real, R>(op: &FusedLayer, f: impl FnOnce(&Slices<T>) -> Result<R>) -> Result<R> {
     let ws: Vec<Option<_>> = op.params.tensors.iter().map(|t| t.as_ref().map(Tensor::storage_and_layout)).collect();
     let (cg, sg, mg) = (op.cos.storage_and_layout(), op.sin.storage_and_layout(), op.mask.storage_and_layout());
+    let ads: Vec<Option<_>> = op.params.adapters.iter().map(|a| a.as_ref().map(adapter_guards)).collect();
     let mut w: [Option<&[T]>; NUM] = [None; NUM];
     for (i, g) in ws.iter().enumerate() {
         if let Some(g) = g {
             w[i] = Some(cpu(g)?);
         }
     }
-    let slices = Slices { w, cos: cpu(&cg)?, sin: cpu(&sg)?, mask: cpu(&mg)? };
+    let mut lora: [Option<LowRank<T>>; NUM] = Default::default();
+    for (i, (g, adapter)) in ads.iter().zip(&op.params.adapters).enumerate() {
+        if let (Some((ga, gb)), Some(adapter)) = (g, adapter) {
+            let scale = T::from(adapter.scale).expect("finite LoRA scale");
+            lora[i] = Some(LowRank { a: cpu(ga)?, b: cpu(gb)?, r: adapter.rank(), scale });
+        }
+    }
+    let slices = Slices { w, lora, cos: cpu(&cg)?, sin: cpu(&sg)?, mask: cpu(&mg)? };
     f(&slices)
 }
 

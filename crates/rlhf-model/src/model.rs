@@ -8,6 +8,7 @@ use crate::gpt2::Gpt2;
 use crate::grads::{GradSink, Grads};
 use crate::kv_cache::KvCache;
 use crate::llama::Llama;
+use crate::lora::Lora;
 use crate::ops::Kernels;
 use crate::weights::{self, Weights};
 use candle_core::backprop::GradStore;
@@ -27,16 +28,39 @@ pub struct CausalLm {
     kernels: Kernels,
     /// Weight gradients written by fused layers (see `grads.rs`).
     sink: Arc<GradSink>,
+    /// LoRA adapters on top of (detached) `weights`, see `lora/`.
+    lora: Option<Lora>,
 }
 
 impl CausalLm {
     pub fn new(config: ModelConfig, weights: Weights) -> Result<Self> {
+        Self::from_parts(config, weights, Kernels::default(), None)
+    }
+
+    /// A model with optional LoRA adapters (built by `lora/`).
+    pub(crate) fn from_parts(
+        config: ModelConfig,
+        weights: Weights,
+        kernels: Kernels,
+        lora: Option<Lora>,
+    ) -> Result<Self> {
         let sink = Arc::new(GradSink::default());
         let arch = match config.family {
-            Family::Llama => Arch::Llama(Llama::new(&config, &weights, sink.clone())?),
+            Family::Llama => {
+                let mut llama = Llama::new(&config, &weights, sink.clone())?;
+                if let Some(lora) = &lora {
+                    llama.attach_lora(lora);
+                }
+                Arch::Llama(llama)
+            }
+            Family::Gpt2 if lora.is_some() => candle_core::bail!("LoRA is implemented for the Llama family"),
             Family::Gpt2 => Arch::Gpt2(Gpt2::new(&config, &weights)?),
         };
-        Ok(Self { config, weights, arch, kernels: Kernels::default(), sink })
+        Ok(Self { config, weights, arch, kernels, sink, lora })
+    }
+
+    pub(crate) fn lora(&self) -> Option<&Lora> {
+        self.lora.as_ref()
     }
 
     /// Loads an HF folder or GGUF file (see [`weights::load`]).
@@ -71,18 +95,23 @@ impl CausalLm {
     }
 
     /// A model over the same storage with no autograd tracking (for sampling and references).
+    /// LoRA adapters stay on (detached too), with a copy of this model's adapter switches.
     pub fn detached(&self) -> Result<Self> {
-        Ok(Self::new(self.config.clone(), self.weights.detached())?.with_kernels(self.kernels))
+        let lora = self.lora.as_ref().map(Lora::detached);
+        Self::from_parts(self.config.clone(), self.weights.detached(), self.kernels, lora)
     }
 
     /// A trainable copy: the returned vars are the parameters, in name order.
     pub fn trainable(&self) -> Result<(Self, Vec<(String, Var)>)> {
+        if self.lora.is_some() {
+            candle_core::bail!("trainable() on a LoRA model: train the adapters from with_lora, or merge_lora() first");
+        }
         let (w, vars) = self.weights.to_vars()?;
         Ok((Self::new(self.config.clone(), w)?.with_kernels(self.kernels), vars))
     }
 
     /// All parameter gradients of the last backward pass(es): `store` from `loss.backward()`
-    /// plus what fused layers accumulated. Gradients accumulate until [`Self::zero_grad`].
+    /// plus what fused layers accumulated (LoRA adapters: under their PEFT names). Gradients accumulate until [`Self::zero_grad`].
     pub fn grads<'a>(&'a self, store: &'a GradStore) -> Grads<'a> {
         Grads { store, sink: Some(&self.sink) }
     }

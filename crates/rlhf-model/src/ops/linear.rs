@@ -132,10 +132,19 @@ fn fwd_small_n<T: Real>(x: &[T], w: &[T], n: usize, din: usize, dout: usize) -> 
     y
 }
 
-/// (dx[N, in] = g[N, out]·w[out, in], dw[out, in] = g[N, out]ᵀ·x[N, in])
-fn bwd<T: Real>(x: &[T], w: &[T], g: &[T], n: usize, din: usize, dout: usize) -> (Vec<T>, Vec<T>) {
+/// (dx[N, in] = g[N, out]·w[out, in], dw[out, in] = g[N, out]ᵀ·x[N, in]); `dw` only when
+/// `want_dw` (a frozen weight, e.g. the LM head under LoRA, needs no `[out, in]` gradient).
+fn bwd<T: Real>(
+    x: &[T],
+    w: &[T],
+    g: &[T],
+    n: usize,
+    din: usize,
+    dout: usize,
+    want_dw: bool,
+) -> (Vec<T>, Option<Vec<T>>) {
     let dx = product((n, din, dout), g, (dout, 1), w, (din, 1));
-    let dw = product((dout, din, n), g, (1, dout), x, (din, 1));
+    let dw = want_dw.then(|| product((dout, din, n), g, (1, dout), x, (din, 1)));
     (dx, dw)
 }
 
@@ -166,14 +175,16 @@ impl CustomOp2 for Linear {
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (n, din) = x.dims2()?;
         let dout = w.dim(0)?;
+        let want_dw = w.track_op();
         macro_rules! run {
             ($t:ty) => {{
                 let (dx, dw) = with_slice::<$t, _>(x, "linear_bwd", |xs| {
                     with_slice::<$t, _>(w, "linear_bwd", |ws| {
-                        with_slice::<$t, _>(g, "linear_bwd", |gs| bwd(xs, ws, gs, n, din, dout))
+                        with_slice::<$t, _>(g, "linear_bwd", |gs| bwd(xs, ws, gs, n, din, dout, want_dw))
                     })
                 })???;
-                (Tensor::from_vec(dx, (n, din), x.device())?, Tensor::from_vec(dw, (dout, din), w.device())?)
+                let dw = dw.map(|dw| Tensor::from_vec(dw, (dout, din), w.device())).transpose()?;
+                (Tensor::from_vec(dx, (n, din), x.device())?, dw)
             }};
         }
         let (dx, dw) = match x.dtype() {
@@ -181,7 +192,7 @@ impl CustomOp2 for Linear {
             DType::F64 => run!(f64),
             dt => bail!("linear: unsupported dtype {dt:?}"),
         };
-        Ok((Some(dx), Some(dw)))
+        Ok((Some(dx), dw))
     }
 }
 

@@ -134,7 +134,8 @@ impl CustomOp2 for RmsNormOp {
     }
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, _) = backward(self.0, x, w, grad)?;
-        Ok((Some(dx), Some(dw)))
+        // A frozen weight (LoRA) gets no gradient buffer.
+        Ok((Some(dx), w.track_op().then_some(dw)))
     }
 }
 
