@@ -2,7 +2,12 @@
 //! checkpoints and metrics follow with the trainers).
 
 pub mod dpo;
+pub mod metrics;
 pub mod optim;
 pub mod reward;
+pub mod schedule;
+pub mod tensorboard;
 
+pub use metrics::{MetricsError, MetricsLogger};
 pub use optim::{AdamW, AdamWConfig};
+pub use schedule::{LrSchedule, ScheduleKind};
