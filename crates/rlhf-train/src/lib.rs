@@ -15,5 +15,7 @@ pub mod tensorboard;
 pub mod trainer;
 
 pub use error::{Result, TrainError};
+pub use metrics::{MetricsError, MetricsLogger};
+pub use schedule::{LrSchedule, ScheduleKind};
 pub use optim::{AdamW, AdamWConfig};
 pub use trainer::{train, Objective, RunOptions, StepReport, TrainConfig};

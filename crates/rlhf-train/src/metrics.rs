@@ -1,0 +1,199 @@
+//! Per-step training metrics, written twice: `metrics.jsonl` (one JSON object per line, for scripts and
+//! the run report) and a TensorBoard event file under `tb/` (for live curves).
+//!
+//! A resumed run appends to the same `metrics.jsonl`, so the history before the resume is kept, and
+//! starts a new event file; TensorBoard shows the files of one folder as one run.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::tensorboard::EventWriter;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("metrics file {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("metric name `{0}` is reserved for the step and time columns")]
+    ReservedName(String),
+}
+
+/// Names every line already has.
+const RESERVED: [&str; 2] = ["step", "time"];
+
+pub struct MetricsLogger {
+    jsonl: BufWriter<File>,
+    jsonl_path: PathBuf,
+    events: EventWriter,
+}
+
+impl MetricsLogger {
+    /// Opens (appending) `run_dir/metrics.jsonl` and creates a new event file in `run_dir/tb/`.
+    pub fn create(run_dir: impl AsRef<Path>) -> Result<Self, MetricsError> {
+        let run_dir = run_dir.as_ref();
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| MetricsError::Io { path, source }
+        };
+        fs::create_dir_all(run_dir).map_err(io_err(run_dir))?;
+        let jsonl_path = run_dir.join("metrics.jsonl");
+        let jsonl = open_for_append(&jsonl_path).map_err(io_err(&jsonl_path))?;
+        let tb_dir = run_dir.join("tb");
+        let events = EventWriter::create(&tb_dir, unix_time()).map_err(io_err(&tb_dir))?;
+        Ok(Self { jsonl: BufWriter::new(jsonl), jsonl_path, events })
+    }
+
+    pub fn jsonl_path(&self) -> &Path {
+        &self.jsonl_path
+    }
+
+    pub fn event_file_path(&self) -> &Path {
+        self.events.path()
+    }
+
+    /// Writes `{"step": .., "time": .., name: value, ..}` (names in the given order; NaN and ±inf become
+    /// `null`, JSON having no such numbers) and one TensorBoard scalar per name, then flushes both, so
+    /// the curves are live and a crash loses nothing already logged.
+    pub fn log(&mut self, step: u64, metrics: &[(&str, f64)]) -> Result<(), MetricsError> {
+        if let Some((name, _)) = metrics.iter().find(|(name, _)| RESERVED.contains(name)) {
+            return Err(MetricsError::ReservedName(name.to_string()));
+        }
+        let time = unix_time();
+        let mut line = format!("{{\"step\": {step}, \"time\": {}", json_number(time));
+        for &(name, value) in metrics {
+            // A string always serialises.
+            let name = serde_json::to_string(name).unwrap_or_default();
+            line.push_str(&format!(", {name}: {}", json_number(value)));
+        }
+        line.push_str("}\n");
+        self.jsonl.write_all(line.as_bytes()).map_err(self.jsonl_error())?;
+        self.events.add_scalars(step, time, metrics).map_err(self.events_error())?;
+        self.flush()
+    }
+
+    pub fn flush(&mut self) -> Result<(), MetricsError> {
+        self.jsonl.flush().map_err(self.jsonl_error())?;
+        self.events.flush().map_err(self.events_error())
+    }
+
+    fn jsonl_error(&self) -> impl FnOnce(io::Error) -> MetricsError {
+        let path = self.jsonl_path.clone();
+        move |source| MetricsError::Io { path, source }
+    }
+
+    fn events_error(&self) -> impl FnOnce(io::Error) -> MetricsError {
+        let path = self.events.path().to_path_buf();
+        move |source| MetricsError::Io { path, source }
+    }
+}
+
+/// Opens for appending; a last line cut short by a crash is ended first so the next line stays valid JSON.
+fn open_for_append(path: &Path) -> io::Result<File> {
+    let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
+    if file.metadata()?.len() > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::End(-1))?;
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+        }
+    }
+    Ok(file)
+}
+
+fn json_number(v: f64) -> String {
+    if v.is_finite() {
+        // `{:?}` is Rust's shortest round-trip form (`1e-5`, `0.1`, `3.0`), all valid JSON numbers.
+        format!("{v:?}")
+    } else {
+        "null".to_string()
+    }
+}
+
+fn unix_time() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensorboard::read::read_events;
+    use serde_json::Value;
+
+    fn temp_run_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rlhf-metrics-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn read_lines(path: &Path) -> Vec<Value> {
+        fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn logs_json_lines_and_tensorboard_scalars() {
+        let dir = temp_run_dir("log");
+        let mut logger = MetricsLogger::create(&dir).unwrap();
+        logger.log(1, &[("loss", 2.5), ("lr", 1e-5)]).unwrap();
+        logger.log(2, &[("loss", f64::NAN), ("grad_norm", f64::INFINITY)]).unwrap();
+
+        let lines = read_lines(&dir.join("metrics.jsonl"));
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["step"], 1);
+        assert_eq!(lines[0]["loss"], 2.5);
+        assert_eq!(lines[0]["lr"], 1e-5);
+        assert!(lines[0]["time"].as_f64().unwrap() > 1.6e9);
+        assert!(lines[1]["loss"].is_null() && lines[1]["grad_norm"].is_null());
+        // Keys keep the order they were logged in.
+        let raw = fs::read_to_string(logger.jsonl_path()).unwrap();
+        assert!(raw.starts_with("{\"step\": 1, \"time\": "), "{raw}");
+        assert!(raw.lines().next().unwrap().ends_with(", \"loss\": 2.5, \"lr\": 1e-5}"), "{raw}");
+
+        let events = read_events(logger.event_file_path());
+        assert_eq!(events.len(), 3, "version record + one per log call");
+        assert_eq!(events[1].step, 1);
+        assert_eq!(events[1].scalars, vec![("loss".to_string(), 2.5), ("lr".to_string(), 1e-5)]);
+        assert_eq!(events[2].step, 2);
+        assert!(events[2].scalars[0].1.is_nan(), "non-finite values still reach TensorBoard");
+        assert_eq!(events[2].scalars[1].1, f32::INFINITY);
+        // serde_json parses floats to within an ulp (no `float_roundtrip`); the line has the shortest exact form.
+        assert!((events[1].wall_time - lines[0]["time"].as_f64().unwrap()).abs() < 1e-6);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn resume_appends_lines_and_starts_a_new_event_file() {
+        let dir = temp_run_dir("resume");
+        let first_events = {
+            let mut logger = MetricsLogger::create(&dir).unwrap();
+            logger.log(1, &[("loss", 3.0)]).unwrap();
+            logger.event_file_path().to_path_buf()
+        };
+        // A crash mid-line must not glue the resumed run's first line onto it.
+        let jsonl = dir.join("metrics.jsonl");
+        OpenOptions::new().append(true).open(&jsonl).unwrap().write_all(b"{\"step\": 2, \"lo").unwrap();
+
+        let mut logger = MetricsLogger::create(&dir).unwrap();
+        logger.log(2, &[("loss", 2.0)]).unwrap();
+        assert_ne!(logger.event_file_path(), first_events);
+        assert_eq!(fs::read_dir(dir.join("tb")).unwrap().count(), 2);
+
+        let text = fs::read_to_string(&jsonl).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(serde_json::from_str::<Value>(lines[0]).unwrap()["loss"], 3.0);
+        assert!(serde_json::from_str::<Value>(lines[1]).is_err(), "the torn line stays torn");
+        assert_eq!(serde_json::from_str::<Value>(lines[2]).unwrap()["loss"], 2.0);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reserved_names_are_rejected() {
+        let dir = temp_run_dir("reserved");
+        let mut logger = MetricsLogger::create(&dir).unwrap();
+        let err = logger.log(1, &[("step", 1.0)]).unwrap_err();
+        assert!(matches!(err, MetricsError::ReservedName(ref n) if n == "step"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
