@@ -85,12 +85,7 @@ impl Batch {
     /// `log p(ids[row, t] | ids[row, <t])` a loss needs (see `rlhf_model::token_logprobs_at`).
     pub fn loss_positions(&self) -> Vec<(usize, usize)> {
         let t = self.seq_len.max(1);
-        self.loss_mask
-            .iter()
-            .enumerate()
-            .filter(|&(i, &m)| m != 0 && i % t != 0)
-            .map(|(i, _)| (i / t, i % t))
-            .collect()
+        self.loss_mask.iter().enumerate().filter(|&(i, &m)| m != 0 && i % t != 0).map(|(i, _)| (i / t, i % t)).collect()
     }
 
     pub fn num_real_tokens(&self) -> usize {

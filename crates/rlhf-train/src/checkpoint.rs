@@ -45,9 +45,8 @@ impl Fingerprint {
                 Some(_) => {}
             }
         }
-        (self.params.len() != current.params.len()).then(|| {
-            format!("it trains {} parameters, this run trains {}", self.params.len(), current.params.len())
-        })
+        (self.params.len() != current.params.len())
+            .then(|| format!("it trains {} parameters, this run trains {}", self.params.len(), current.params.len()))
     }
 }
 

@@ -182,7 +182,8 @@ pub fn response_logps(model: &CausalLm, pad_id: u32, rows: &[(&[u32], &[u32])]) 
     let owner: Vec<u32> = flat.iter().map(|&(r, _)| r as u32).collect();
     let lp = token_logprobs_at(model, &ids, &mask, 1.0, &flat)?; // [N]
     let owner = Tensor::from_vec(owner, flat.len(), model.device())?;
-    Tensor::zeros(rows.len(), lp.dtype(), model.device())?.index_add(&owner, &lp, 0) // [R]
+    Tensor::zeros(rows.len(), lp.dtype(), model.device())?.index_add(&owner, &lp, 0)
+    // [R]
 }
 
 /// Reference logprobs of every pair, `batch_size` pairs per forward.
@@ -236,7 +237,8 @@ impl DpoObjective<'_> {
         let (chosen, rejected) = pair_logps(model, self.pad_id, &pairs)?;
         let dev = model.device();
         let refs = |f: fn(&DpoExample) -> f64| -> Result<Tensor> {
-            Tensor::from_vec(micro.iter().map(|e| f(e)).collect::<Vec<f64>>(), micro.len(), dev)?.to_dtype(chosen.dtype())
+            Tensor::from_vec(micro.iter().map(|e| f(e)).collect::<Vec<f64>>(), micro.len(), dev)?
+                .to_dtype(chosen.dtype())
         };
         let (ref_chosen, ref_rejected) = (refs(|e| e.ref_chosen)?, refs(|e| e.ref_rejected)?);
         let chosen_tokens: Vec<usize> = pairs.iter().map(|p| p.chosen.len()).collect();
@@ -311,4 +313,3 @@ impl Objective for DpoObjective<'_> {
         Ok(out)
     }
 }
-

@@ -16,6 +16,6 @@ pub mod trainer;
 
 pub use error::{Result, TrainError};
 pub use metrics::{MetricsError, MetricsLogger};
-pub use schedule::{LrSchedule, ScheduleKind};
 pub use optim::{AdamW, AdamWConfig};
+pub use schedule::{LrSchedule, ScheduleKind};
 pub use trainer::{train, Objective, RunOptions, StepReport, TrainConfig};

@@ -74,18 +74,17 @@ fn score_groups(model: &CausalLm, head: &Tensor, pad_id: u32, groups: &[&Prefere
     let (mut chosen, mut rejected) = (Vec::new(), Vec::new());
     for g in groups {
         let first = rows.len();
-        let mut index_of = |resp: &[u32], rows: &mut Vec<(&[u32], &[u32])>| -> u32 {
-            match rows[first..].iter().position(|(_, r)| *r == resp) {
-                Some(i) => (first + i) as u32,
-                None => {
-                    rows.push((g.prompt.as_slice(), resp));
-                    (rows.len() - 1) as u32
-                }
-            }
-        };
         for (c, r) in &g.pairs {
-            chosen.push(index_of(c.as_slice(), &mut rows));
-            rejected.push(index_of(r.as_slice(), &mut rows));
+            for (resp, out) in [(c, &mut chosen), (r, &mut rejected)] {
+                let idx = match rows[first..].iter().position(|(_, x)| *x == resp.as_slice()) {
+                    Some(i) => first + i,
+                    None => {
+                        rows.push((g.prompt.as_slice(), resp.as_slice()));
+                        rows.len() - 1
+                    }
+                };
+                out.push(idx as u32);
+            }
         }
     }
     let batch = Batch::from_prompt_responses(rows.iter().copied(), pad_id, 1);
@@ -195,7 +194,13 @@ pub fn expected_calibration_error(gaps: &[f64], bins: usize) -> f64 {
         let conf = p.max(1.0 - p); // in [0.5, 1]
         let bin = (((conf - 0.5) * 2.0 * bins as f64) as usize).min(bins - 1);
         conf_sum[bin] += conf;
-        right[bin] += if g > 0.0 { 1.0 } else if g == 0.0 { 0.5 } else { 0.0 };
+        right[bin] += if g > 0.0 {
+            1.0
+        } else if g == 0.0 {
+            0.5
+        } else {
+            0.0
+        };
         count[bin] += 1;
     }
     let n = gaps.len().max(1) as f64;

@@ -86,11 +86,8 @@ impl TrainConfig {
     }
 
     fn schedule(&self, total: usize) -> LrSchedule {
-        let warmup = if self.warmup_steps > 0 {
-            self.warmup_steps
-        } else {
-            (self.warmup_ratio * total as f64).ceil() as usize
-        };
+        let warmup =
+            if self.warmup_steps > 0 { self.warmup_steps } else { (self.warmup_ratio * total as f64).ceil() as usize };
         LrSchedule { kind: self.lr_scheduler, base_lr: self.learning_rate, warmup_steps: warmup, total_steps: total }
     }
 

@@ -57,7 +57,9 @@ fn grads_of(model: &CausalLm, params: &[(String, Var)]) -> Vec<Vec<f32>> {
     let g: Grads = model.grads(&store);
     params
         .iter()
-        .map(|(n, v)| g.get(n, v).unwrap().map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).unwrap_or_default())
+        .map(|(n, v)| {
+            g.get(n, v).unwrap().map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).unwrap_or_default()
+        })
         .collect()
 }
 
@@ -129,7 +131,11 @@ fn resume_continues_bit_identically() {
     assert_ne!(straight, init, "training changed the weights");
     assert!(straight == resumed, "resumed weights differ from the uninterrupted run");
     let lines = std::fs::read_to_string(tmp.join("b/metrics.jsonl")).unwrap();
-    assert!(lines.lines().any(|l| l.contains("\"step\":4")), "resumed run logs from step 4: {lines}");
+    let steps: Vec<u64> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps[0], 4, "the resumed run continues at step 4: {lines}");
 }
 
 #[test]
@@ -138,7 +144,8 @@ fn checkpoint_from_a_different_model_is_refused() {
     let cfg = TrainConfig { batch_size: 2, max_steps: 1, ..Default::default() };
     sft_run(&tmp.join("a"), &cfg, None);
     let other_cfg = tiny::qwen2_config(VOCAB);
-    let other = CausalLm::new(other_cfg.clone(), tiny::random_weights(&other_cfg, 1, 0.05, DType::F32).unwrap()).unwrap();
+    let other =
+        CausalLm::new(other_cfg.clone(), tiny::random_weights(&other_cfg, 1, 0.05, DType::F32).unwrap()).unwrap();
     let (model, params) = other.trainable().unwrap();
     let mut obj = SftObjective { model: &model, pad_id: PAD, eval_batch_size: 4 };
     let run = RunOptions {

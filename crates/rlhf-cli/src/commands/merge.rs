@@ -20,7 +20,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let loaded = loading::load(&args.model, &Device::Cpu)?;
-    let adapted = loaded
+    let (adapted, _) = loaded
         .model
         .load_lora(&args.adapter)
         .with_context(|| format!("loading adapters from {}", args.adapter.display()))?;

@@ -107,7 +107,8 @@ pub struct LoraSection {
 impl Default for LoraSection {
     fn default() -> Self {
         let base = LoraConfig::default();
-        Self { enabled: false, r: base.r, alpha: base.alpha, dropout: base.dropout, target_modules: base.target_modules }
+        // PEFT's default dropout (0) keeps LoRA on the fused CPU layers; dropout > 0 runs composed ops.
+        Self { enabled: false, r: base.r, alpha: base.alpha, dropout: 0.0, target_modules: base.target_modules }
     }
 }
 
@@ -118,6 +119,7 @@ impl LoraSection {
             alpha: self.alpha,
             dropout: self.dropout,
             target_modules: self.target_modules.clone(),
+            ..LoraConfig::default()
         }
     }
 }
