@@ -35,6 +35,8 @@ enum Command {
     Reward(commands::train_common::TrainArgs),
     /// Direct Preference Optimization (sigmoid / cDPO / IPO) on preference pairs.
     Dpo(commands::train_common::TrainArgs),
+    /// Greedy answers to prompts with reference answers: verifier accuracy and format rate.
+    Verify(commands::verify::Args),
     /// Fold LoRA adapters into their base model.
     Merge(commands::merge::Args),
     /// Dataset utilities (`rlhf data make arithmetic`).
@@ -53,6 +55,7 @@ fn main() {
         Command::Reward(a) => commands::reward::run(a),
         Command::Dpo(a) => commands::dpo::run(a),
         Command::Merge(a) => commands::merge::run(a),
+        Command::Verify(a) => commands::verify::run(a),
         Command::Data(c) => commands::data::run(c),
     };
     if let Err(e) = result {

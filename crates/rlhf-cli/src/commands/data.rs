@@ -28,8 +28,9 @@ pub enum Make {
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Make(Make::Arithmetic { n, seed, out }) => {
-            let files = rlhf_data::arithmetic::write_arithmetic(&out, n, seed)
-                .with_context(|| format!("writing arithmetic tasks to {}", out.display()))?;
+            let set = rlhf_data::generate_arithmetic(n, seed)?;
+            let files = set.write(&out).with_context(|| format!("writing arithmetic tasks to {}", out.display()))?;
+            eprintln!("{} problems: {} train, {} held out", n, set.train().len(), set.eval().len());
             for f in files {
                 println!("{}", f.display());
             }

@@ -9,3 +9,4 @@ pub mod merge;
 pub mod reward;
 pub mod sft;
 pub mod train_common;
+pub mod verify;

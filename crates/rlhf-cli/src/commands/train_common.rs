@@ -124,8 +124,9 @@ impl LoraSection {
     }
 }
 
-/// Creates the run folder and writes the effective config there. A folder that already holds
-/// checkpoints is only reused with `--resume`.
+/// Creates the run folder and writes the effective config there (kept as it is on a resume,
+/// which must use the same settings). A folder that already holds checkpoints is only reused
+/// with `--resume`.
 pub fn prepare_run_dir<T: Serialize>(out: &str, config: &T, resume: bool) -> Result<PathBuf> {
     if out.is_empty() {
         bail!("no run folder: give --out DIR (or `out = \"…\"` in the config)");
@@ -139,8 +140,10 @@ pub fn prepare_run_dir<T: Serialize>(out: &str, config: &T, resume: bool) -> Res
         );
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating run folder {}", dir.display()))?;
-    let text = to_toml_string(config)?;
-    std::fs::write(dir.join("config.toml"), text).with_context(|| format!("writing {}/config.toml", dir.display()))?;
+    let path = dir.join("config.toml");
+    if !(resume && path.exists()) {
+        std::fs::write(&path, to_toml_string(config)?).with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(dir)
 }
 
