@@ -2,6 +2,8 @@
 //! chain of causes; nothing below this crate knows about the CLI.
 
 mod commands;
+#[allow(dead_code)] // Used by the trainer commands (sft, dpo, ...), which land after this module.
+mod config;
 mod loading;
 mod progress;
 
