@@ -2,7 +2,7 @@
 //! against a frozen reference whose logprobs are computed once before training.
 
 use super::train_common::{self as common, DataConfig, LoraSection, TrainArgs};
-use crate::progress::{self, TrainProgress};
+use crate::progress;
 use anyhow::Result;
 use rlhf_data::{PairExample, PreferenceGroup};
 use rlhf_train::dpo::{precompute_reference, DpoLossConfig, DpoObjective};
@@ -81,9 +81,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         common::print_metrics("eval before training", &objective.evaluate(&eval_set)?);
     }
     let run = RunOptions { dir: &dir, trainer: "dpo", config: serde_json::to_value(&cfg)?, resume: args.resume.clone() };
-    let progress = TrainProgress::new();
-    let outcome = train(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run, &mut common::progress_callback(&progress))?;
-    progress.finish();
+    let mut bar = common::TrainBar::default();
+    let outcome = train(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run, &mut |r| bar.report(r))?;
     common::print_metrics("eval after training", &outcome.eval);
     let out = common::save_final(&t, &tok, &dir)?;
     println!("dpo: {} steps, final training loss {:.4}; model in {}", outcome.steps, outcome.last_loss, out.display());

@@ -2,7 +2,6 @@
 //! and K-wise rankings; saved as an HF sequence-classification folder with reward statistics.
 
 use super::train_common::{self as common, DataConfig, LoraSection, TrainArgs};
-use crate::progress::TrainProgress;
 use anyhow::{Context, Result};
 use candle_core::Var;
 use rlhf_model::heads::{init_scalar_head, save_sequence_classifier, SCORE_WEIGHT};
@@ -73,9 +72,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         common::print_metrics("eval before training", &objective.evaluate(&eval_set)?);
     }
     let run = RunOptions { dir: &dir, trainer: "reward", config: serde_json::to_value(&cfg)?, resume: args.resume.clone() };
-    let progress = TrainProgress::new();
-    let outcome = train(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run, &mut common::progress_callback(&progress))?;
-    progress.finish();
+    let mut bar = common::TrainBar::default();
+    let outcome = train(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run, &mut |r| bar.report(r))?;
     common::print_metrics("eval after training", &outcome.eval);
     let reference = &train_set[..train_set.len().min(cfg.stats_examples)];
     let stats = reward_stats(&t.model, head.as_tensor(), tok.pad_id(), reference, cfg.eval_batch_size)?;

@@ -1,7 +1,6 @@
 //! `rlhf sft`: supervised fine-tuning on demonstrations (loss on completion tokens only).
 
 use super::train_common::{self as common, DataConfig, LoraSection, TrainArgs};
-use crate::progress::TrainProgress;
 use anyhow::Result;
 use rlhf_train::sft::SftObjective;
 use rlhf_train::{train, RunOptions, TrainConfig};
@@ -50,9 +49,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         common::print_metrics("eval before training", &objective.evaluate(&eval_set)?);
     }
     let run = RunOptions { dir: &dir, trainer: "sft", config: serde_json::to_value(&cfg)?, resume: args.resume.clone() };
-    let progress = TrainProgress::new();
-    let outcome = train(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run, &mut common::progress_callback(&progress))?;
-    progress.finish();
+    let mut bar = common::TrainBar::default();
+    let outcome = train(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run, &mut |r| bar.report(r))?;
     common::print_metrics("eval after training", &outcome.eval);
     let out = common::save_final(&t, &tok, &dir)?;
     println!("sft: {} steps, final training loss {:.4}; model in {}", outcome.steps, outcome.last_loss, out.display());

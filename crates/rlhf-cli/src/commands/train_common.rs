@@ -202,9 +202,19 @@ pub fn load_model(model: &str) -> Result<loading::Loaded> {
     loading::load(model, &Device::Cpu)
 }
 
-/// A progress-bar callback for [`rlhf_train::train`].
-pub fn progress_callback(progress: &TrainProgress) -> impl FnMut(&StepReport) + '_ {
-    move |r: &StepReport| progress.update(r.step, r.total_steps, r.loss, r.lr, r.tokens_per_sec)
+/// The training progress bar, created at the first step report (when the total and the
+/// resumed-from step are known).
+#[derive(Default)]
+pub struct TrainBar(Option<TrainProgress>);
+
+impl TrainBar {
+    pub fn report(&mut self, r: &StepReport) {
+        let bar = self.0.get_or_insert_with(|| TrainProgress::new(r.total_steps, r.step.saturating_sub(1)));
+        bar.update(r.step, r.loss, r.lr, r.tokens_per_sec);
+        if r.step == r.total_steps {
+            bar.finish();
+        }
+    }
 }
 
 /// Prints evaluation metrics as `name value` lines.
