@@ -50,31 +50,27 @@ fn p(path: &Path) -> &str {
 }
 
 fn metric_lines(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
 fn sft_runs_resumes_and_explains_bad_input() {
     let (dir, model, data) = setup("sft");
     let run = dir.join("run");
-    let base = [
-        "sft",
-        "--model",
-        p(&model),
-        "--data",
-        p(&data.join("sft.jsonl")),
-        "--eval-data",
-        p(&data.join("sft_eval.jsonl")),
-        "--out",
-        p(&run),
-    ];
+    let (train_file, eval_file) = (data.join("sft.jsonl"), data.join("sft_eval.jsonl"));
+    let base = ["sft", "--model", p(&model), "--data", p(&train_file), "--eval-data", p(&eval_file), "--out", p(&run)];
     let mut args = base.to_vec();
     args.extend(["--set", "train.max_steps=4", "--set", "train.batch_size=4", "--set", "train.save_steps=2"]);
     ok(&args);
     assert!(run.join("final/model.safetensors").exists() && run.join("final/tokenizer.json").exists());
     assert!(run.join("config.toml").exists() && run.join("tb").is_dir());
     assert!(run.join("checkpoints/step-000004/state.json").exists());
-    let steps: Vec<u64> = metric_lines(&run).iter().filter_map(|m| m["loss"].as_f64().map(|_| m["step"].as_u64().unwrap())).collect();
+    let steps: Vec<u64> =
+        metric_lines(&run).iter().filter_map(|m| m["loss"].as_f64().map(|_| m["step"].as_u64().unwrap())).collect();
     assert_eq!(steps, vec![1, 2, 3, 4]);
     let evals: Vec<f64> = metric_lines(&run).iter().filter_map(|m| m["eval/perplexity"].as_f64()).collect();
     assert_eq!(evals.len(), 1);
@@ -89,7 +85,8 @@ fn sft_runs_resumes_and_explains_bad_input() {
     changed.extend(["--set", "train.max_steps=6"]);
     assert!(fails(&changed).contains("different configuration"));
     ok(&["sft", "--config", p(&cfg), "--resume", p(&run.join("checkpoints/step-000002"))]);
-    let steps: Vec<u64> = metric_lines(&run).iter().filter_map(|m| m["loss"].as_f64().map(|_| m["step"].as_u64().unwrap())).collect();
+    let steps: Vec<u64> =
+        metric_lines(&run).iter().filter_map(|m| m["loss"].as_f64().map(|_| m["step"].as_u64().unwrap())).collect();
     assert_eq!(steps, vec![1, 2, 3, 4, 3, 4], "resumed from step 2, appended");
 
     // Unknown key: named, with the nearest suggestion.
@@ -176,8 +173,16 @@ fn reward_model_folder_and_lora_dpo_with_merge() {
     ok(&["merge", "--model", p(&model), "--adapter", p(&dpo.join("final")), "--out", p(&merged)]);
     assert!(merged.join("model.safetensors").exists());
     let v: Value = serde_json::from_str(
-        ok(&["verify", "--model", p(&merged), "--prompts", p(&data.join("prompts_eval.jsonl")), "--max-new-tokens", "4"])
-            .trim(),
+        ok(&[
+            "verify",
+            "--model",
+            p(&merged),
+            "--prompts",
+            p(&data.join("prompts_eval.jsonl")),
+            "--max-new-tokens",
+            "4",
+        ])
+        .trim(),
     )
     .unwrap();
     assert_eq!(v["prompts"], 4);

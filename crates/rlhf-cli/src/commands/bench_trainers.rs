@@ -104,7 +104,8 @@ pub fn trainer_step(model_arg: &str, which: &str, steps: usize) -> Result<Value>
             let data = precompute_reference(&loaded.model, pad, pairs, BATCH, |_| {})?;
             let (model, params) = loaded.model.trainable()?;
             drop(loaded.model);
-            let mut obj = DpoObjective { policy: &model, pad_id: pad, loss: DpoLossConfig::default(), eval_batch_size: BATCH };
+            let mut obj =
+                DpoObjective { policy: &model, pad_id: pad, loss: DpoLossConfig::default(), eval_batch_size: BATCH };
             time_steps(&mut obj, &data.iter().collect::<Vec<_>>(), &params, steps)?
         }
         other => anyhow::bail!("unknown trainer section {other}"),

@@ -49,8 +49,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let dir = common::prepare_run_dir(&cfg.out, &cfg, args.resume.is_some())?;
     let loaded = common::load_model(&cfg.model)?;
     let tok = loaded.tokenizer;
-    let (train_groups, eval_groups) =
-        common::load_split(&cfg.data, cfg.train.seed, &tok, rlhf_data::load_preferences)?;
+    let (train_groups, eval_groups) = common::load_split(&cfg.data, cfg.train.seed, &tok, rlhf_data::load_preferences)?;
     let (train_pairs, eval_pairs) = (flatten(train_groups), flatten(eval_groups));
     eprintln!("dpo: {} training / {} held-out pairs", train_pairs.len(), eval_pairs.len());
     let t = common::trainable(&loaded.model, &cfg.lora, cfg.train.seed)?;
@@ -68,7 +67,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let pad = tok.pad_id();
     let total = train_pairs.len() + eval_pairs.len();
     let bar = progress::bar(total as u64, "reference");
-    let train_set = precompute_reference(reference, pad, train_pairs, cfg.eval_batch_size, |n| bar.set_position(n as u64))?;
+    let train_set =
+        precompute_reference(reference, pad, train_pairs, cfg.eval_batch_size, |n| bar.set_position(n as u64))?;
     let done = train_set.len();
     let eval_set =
         precompute_reference(reference, pad, eval_pairs, cfg.eval_batch_size, |n| bar.set_position((done + n) as u64))?;
@@ -80,7 +80,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if !eval_set.is_empty() && args.resume.is_none() {
         common::print_metrics("eval before training", &objective.evaluate(&eval_set)?);
     }
-    let run = RunOptions { dir: &dir, trainer: "dpo", config: serde_json::to_value(&cfg)?, resume: args.resume.clone() };
+    let run =
+        RunOptions { dir: &dir, trainer: "dpo", config: serde_json::to_value(&cfg)?, resume: args.resume.clone() };
     let mut bar = common::TrainBar::default();
     let outcome = train(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run, &mut |r| bar.report(r))?;
     common::print_metrics("eval after training", &outcome.eval);

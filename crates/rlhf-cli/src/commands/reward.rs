@@ -71,7 +71,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if !eval_set.is_empty() && args.resume.is_none() {
         common::print_metrics("eval before training", &objective.evaluate(&eval_set)?);
     }
-    let run = RunOptions { dir: &dir, trainer: "reward", config: serde_json::to_value(&cfg)?, resume: args.resume.clone() };
+    let run =
+        RunOptions { dir: &dir, trainer: "reward", config: serde_json::to_value(&cfg)?, resume: args.resume.clone() };
     let mut bar = common::TrainBar::default();
     let outcome = train(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run, &mut |r| bar.report(r))?;
     common::print_metrics("eval after training", &outcome.eval);

@@ -37,9 +37,12 @@ pub fn run(a: Args) -> Result<()> {
     let loaded = loading::load(&a.model, &Device::Cpu)?;
     let tok = &loaded.tokenizer;
     let model = match &a.adapter {
-        Some(dir) => {
-            loaded.model.load_lora(dir).with_context(|| format!("loading adapters from {}", dir.display()))?.0.detached()?
-        }
+        Some(dir) => loaded
+            .model
+            .load_lora(dir)
+            .with_context(|| format!("loading adapters from {}", dir.display()))?
+            .0
+            .detached()?,
         None => loaded.model.detached()?,
     };
     let mut prompts = load_prompts(&a.prompts, tok, &LoadOptions { max_length: 0, ..Default::default() })?.examples;
