@@ -33,6 +33,8 @@ enum Command {
     Sft(commands::train_common::TrainArgs),
     /// Train a reward model (Bradley–Terry) on preference pairs or K-wise rankings.
     Reward(commands::train_common::TrainArgs),
+    /// Held-out accuracy, margin and calibration of a saved reward model on a preference file.
+    RewardEval(commands::reward_eval::Args),
     /// Direct Preference Optimization (sigmoid / cDPO / IPO) on preference pairs.
     Dpo(commands::train_common::TrainArgs),
     /// Greedy answers to prompts with reference answers: verifier accuracy and format rate.
@@ -54,6 +56,7 @@ fn main() {
         Command::Sft(a) => commands::sft::run(a),
         Command::Reward(a) => commands::reward::run(a),
         Command::Dpo(a) => commands::dpo::run(a),
+        Command::RewardEval(a) => commands::reward_eval::run(a),
         Command::Merge(a) => commands::merge::run(a),
         Command::Verify(a) => commands::verify::run(a),
         Command::Data(c) => commands::data::run(c),

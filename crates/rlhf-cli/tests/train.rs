@@ -147,6 +147,13 @@ fn reward_model_folder_and_lora_dpo_with_merge() {
         rlhf_model::heads::load_sequence_classifier(&rm.join("final"), DType::F32, &candle_core::Device::Cpu).unwrap();
     assert_eq!(head.dims(), &[1, 16]);
     assert!(stats.unwrap().std > 0.0);
+    let metrics: Value = serde_json::from_str(
+        ok(&["reward-eval", "--model", p(&rm.join("final")), "--data", p(&data.join("prefs_correctness_eval.jsonl"))])
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(metrics["pairs"], 4.0);
+    assert!((0.0..=1.0).contains(&metrics["accuracy"].as_f64().unwrap()));
 
     let dpo = dir.join("dpo");
     ok(&[

@@ -85,8 +85,7 @@ pub fn save(
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     let tensors: HashMap<String, Tensor> = params.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
     save_tensors(&tmp.join(PARAMS_FILE), &tensors)?;
-    let opt: HashMap<String, Tensor> = optimizer.state_tensors()?.into_iter().collect();
-    save_tensors(&tmp.join(OPTIMIZER_FILE), &opt)?;
+    save_moments(&tmp.join(OPTIMIZER_FILE), optimizer)?;
     let text = serde_json::to_string_pretty(state).expect("state serialises");
     std::fs::write(tmp.join(STATE_FILE), text).map_err(|e| io(&tmp, e))?;
     sync_dir(&tmp);
@@ -107,6 +106,41 @@ pub fn save(
 
 fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
     candle_core::safetensors::save(tensors, path).map_err(|e| TrainError::file(path, format!("cannot write: {e}")))?;
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.sync_all();
+    }
+    Ok(())
+}
+
+/// A borrowed f32 buffer as a safetensors view: serialised one tensor at a time, so saving the
+/// AdamW moments never holds a second copy of them (1 GB on the default model).
+struct F32View<'a> {
+    shape: &'a [usize],
+    data: &'a [f32],
+}
+
+impl safetensors::View for F32View<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Owned(self.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+/// Writes the moments under PyTorch's names (`exp_avg.<param>`, `exp_avg_sq.<param>`).
+fn save_moments(path: &Path, optimizer: &AdamW) -> Result<()> {
+    let views = optimizer.moments().flat_map(|(name, shape, m, v)| {
+        [(format!("exp_avg.{name}"), F32View { shape, data: m }), (format!("exp_avg_sq.{name}"), F32View { shape, data: v })]
+    });
+    safetensors::serialize_to_file(views, None, path)
+        .map_err(|e| TrainError::file(path, format!("cannot write: {e}")))?;
     if let Ok(f) = std::fs::File::open(path) {
         let _ = f.sync_all();
     }

@@ -111,6 +111,12 @@ impl AdamW {
         self.params.iter().map(|p| p.name.as_str())
     }
 
+    /// `(name, shape, first moment, second moment)` of every parameter, borrowed (checkpoints
+    /// write them without a second copy of the optimiser state).
+    pub fn moments(&self) -> impl Iterator<Item = (&str, &[usize], &[f32], &[f32])> {
+        self.params.iter().map(|p| (p.name.as_str(), p.var.dims(), p.m.as_slice(), p.v.as_slice()))
+    }
+
     /// The moments as tensors named `exp_avg.<param>` / `exp_avg_sq.<param>` (PyTorch's names),
     /// for checkpoints.
     pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {

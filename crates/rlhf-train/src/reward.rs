@@ -228,3 +228,30 @@ pub fn reward_stats(
     let var = all.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
     Ok(RewardStats { mean, std: var.sqrt(), count: all.len() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibration_error_by_hand() {
+        // σ(2) = 0.880797 (right, bin 7); σ(−1) = 0.268941 → confidence 0.731059 (wrong, bin 4).
+        let ece = expected_calibration_error(&[2.0, -1.0], 10);
+        let expected = ((1.0 - 0.880797077977882) + 0.7310585786300049) / 2.0;
+        assert!((ece - expected).abs() < 1e-12, "{ece}");
+        // Two pairs in one bin: |mean correctness − mean confidence| weighted by the bin share.
+        let ece = expected_calibration_error(&[0.1, -0.1], 10);
+        let conf = 1.0 / (1.0 + (-0.1f64).exp());
+        assert!((ece - (conf - 0.5)).abs() < 1e-12, "{ece}");
+    }
+
+    #[test]
+    fn pair_metrics_by_hand() {
+        let m = pair_metrics(&[1.0, 0.0, 2.0], &[0.0, 1.0, 2.0]);
+        let get = |k: &str| m.iter().find(|(n, _)| n == k).unwrap().1;
+        assert!((get("accuracy") - 1.0 / 3.0).abs() < 1e-12, "ties count as wrong");
+        assert!((get("margin") - 0.0).abs() < 1e-12);
+        let loss = ((1.0 + (-1f64).exp()).ln() + (1.0 + 1f64.exp()).ln() + 2f64.ln()) / 3.0;
+        assert!((get("loss") - loss).abs() < 1e-12);
+    }
+}

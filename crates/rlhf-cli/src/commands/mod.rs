@@ -7,6 +7,7 @@ pub mod generate;
 pub mod logprobs;
 pub mod merge;
 pub mod reward;
+pub mod reward_eval;
 pub mod sft;
 pub mod train_common;
 pub mod verify;
