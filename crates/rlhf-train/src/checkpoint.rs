@@ -137,7 +137,10 @@ impl safetensors::View for F32View<'_> {
 /// Writes the moments under PyTorch's names (`exp_avg.<param>`, `exp_avg_sq.<param>`).
 fn save_moments(path: &Path, optimizer: &AdamW) -> Result<()> {
     let views = optimizer.moments().flat_map(|(name, shape, m, v)| {
-        [(format!("exp_avg.{name}"), F32View { shape, data: m }), (format!("exp_avg_sq.{name}"), F32View { shape, data: v })]
+        [
+            (format!("exp_avg.{name}"), F32View { shape, data: m }),
+            (format!("exp_avg_sq.{name}"), F32View { shape, data: v }),
+        ]
     });
     safetensors::serialize_to_file(views, None, path)
         .map_err(|e| TrainError::file(path, format!("cannot write: {e}")))?;
