@@ -228,7 +228,9 @@ fn dpo_starts_at_ln2_and_learns_the_preference() {
     let tmp = tempdir("dpo");
     let base = base_model(5);
     let (model, params) = base.trainable().unwrap();
-    let data = precompute_reference(&base, PAD, pair_set(8), 3, |_| {}).unwrap();
+    // Same batches for the reference pass and the evaluation: identical padding, so the policy's
+    // logprobs equal the cached ones bit for bit and every pair is an exact tie.
+    let data = precompute_reference(&base, PAD, pair_set(8), 8, |_| {}).unwrap();
     let mut obj = DpoObjective { policy: &model, pad_id: PAD, loss: DpoLossConfig::default(), eval_batch_size: 8 };
     let init = obj.evaluate(&data).unwrap();
     let get = |m: &[(String, f64)], k: &str| m.iter().find(|(n, _)| n == k).unwrap().1;
