@@ -117,19 +117,8 @@ impl AdamW {
         self.params.iter().map(|p| (p.name.as_str(), p.var.dims(), p.m.as_slice(), p.v.as_slice()))
     }
 
-    /// The moments as tensors named `exp_avg.<param>` / `exp_avg_sq.<param>` (PyTorch's names),
-    /// for checkpoints.
-    pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut out = Vec::with_capacity(2 * self.params.len());
-        for p in &self.params {
-            let dev = p.var.device();
-            out.push((format!("exp_avg.{}", p.name), Tensor::from_slice(&p.m, p.var.dims(), dev)?));
-            out.push((format!("exp_avg_sq.{}", p.name), Tensor::from_slice(&p.v, p.var.dims(), dev)?));
-        }
-        Ok(out)
-    }
-
-    /// Restores the state written by [`Self::state_tensors`] at optimiser step `step`.
+    /// Restores the moments checkpoints write (`exp_avg.<param>`, `exp_avg_sq.<param>`; see
+    /// [`Self::moments`]) at optimiser step `step`.
     pub fn load_state(&mut self, step: u64, tensors: &std::collections::HashMap<String, Tensor>) -> Result<()> {
         for p in &mut self.params {
             for (prefix, buf) in [("exp_avg", &mut p.m), ("exp_avg_sq", &mut p.v)] {
