@@ -6,7 +6,7 @@ use crate::progress;
 use anyhow::Result;
 use rlhf_data::{PairExample, PreferenceGroup};
 use rlhf_train::dpo::{precompute_reference, DpoLossConfig, DpoObjective};
-use rlhf_train::{train, Objective, RunOptions, TrainConfig};
+use rlhf_train::{RunOptions, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,14 +77,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     drop(loaded.model); // the reference is cached: its weights are no longer needed
     let mut objective =
         DpoObjective { policy: &t.model, pad_id: pad, loss: cfg.loss.clone(), eval_batch_size: cfg.eval_batch_size };
-    if !eval_set.is_empty() && args.resume.is_none() {
-        common::print_metrics("eval before training", &objective.evaluate(&eval_set)?);
-    }
     let run =
         RunOptions { dir: &dir, trainer: "dpo", config: serde_json::to_value(&cfg)?, resume: args.resume.clone() };
-    let mut bar = common::TrainBar::default();
-    let outcome = train(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run, &mut |r| bar.report(r))?;
-    common::print_metrics("eval after training", &outcome.eval);
+    let outcome = common::fit(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run)?;
     let out = common::save_final(&t, &tok, &dir)?;
     println!("dpo: {} steps, final training loss {:.4}; model in {}", outcome.steps, outcome.last_loss, out.display());
     Ok(())

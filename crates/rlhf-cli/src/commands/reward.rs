@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use candle_core::Var;
 use rlhf_model::heads::{init_scalar_head, save_sequence_classifier, SCORE_WEIGHT};
 use rlhf_train::reward::{reward_stats, RewardObjective};
-use rlhf_train::{train, Objective, RunOptions, TrainConfig};
+use rlhf_train::{RunOptions, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,14 +68,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         center_rewards_coefficient: center,
         eval_batch_size: cfg.eval_batch_size,
     };
-    if !eval_set.is_empty() && args.resume.is_none() {
-        common::print_metrics("eval before training", &objective.evaluate(&eval_set)?);
-    }
     let run =
         RunOptions { dir: &dir, trainer: "reward", config: serde_json::to_value(&cfg)?, resume: args.resume.clone() };
-    let mut bar = common::TrainBar::default();
-    let outcome = train(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run, &mut |r| bar.report(r))?;
-    common::print_metrics("eval after training", &outcome.eval);
+    let outcome = common::fit(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run)?;
     let reference = &train_set[..train_set.len().min(cfg.stats_examples)];
     let stats = reward_stats(&t.model, head.as_tensor(), tok.pad_id(), reference, cfg.eval_batch_size)?;
     let trunk = if t.lora { t.model.merge_lora().context("merging LoRA adapters")? } else { t.model.detached()? };

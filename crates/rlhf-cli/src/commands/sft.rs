@@ -3,7 +3,7 @@
 use super::train_common::{self as common, DataConfig, LoraSection, TrainArgs};
 use anyhow::Result;
 use rlhf_train::sft::SftObjective;
-use rlhf_train::{train, RunOptions, TrainConfig};
+use rlhf_train::{RunOptions, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,15 +44,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let t = common::trainable(&loaded.model, &cfg.lora, cfg.train.seed)?;
     drop(loaded.model); // full fine-tuning trains a copy; LoRA shares the base's storage
     let mut objective = SftObjective { model: &t.model, pad_id: tok.pad_id(), eval_batch_size: cfg.eval_batch_size };
-    if !eval_set.is_empty() && args.resume.is_none() {
-        use rlhf_train::Objective;
-        common::print_metrics("eval before training", &objective.evaluate(&eval_set)?);
-    }
     let run =
         RunOptions { dir: &dir, trainer: "sft", config: serde_json::to_value(&cfg)?, resume: args.resume.clone() };
-    let mut bar = common::TrainBar::default();
-    let outcome = train(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run, &mut |r| bar.report(r))?;
-    common::print_metrics("eval after training", &outcome.eval);
+    let outcome = common::fit(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run)?;
     let out = common::save_final(&t, &tok, &dir)?;
     println!("sft: {} steps, final training loss {:.4}; model in {}", outcome.steps, outcome.last_loss, out.display());
     Ok(())

@@ -10,7 +10,8 @@ use candle_core::{Device, Var};
 use rlhf_data::{split_train_eval, EvalSplit, LoadOptions, Loaded, OnBadRecord, Tokenizer};
 use rlhf_model::lora::LoraConfig;
 use rlhf_model::CausalLm;
-use rlhf_train::StepReport;
+use rlhf_train::trainer::RunOutcome;
+use rlhf_train::{train, Objective, RunOptions, StepReport, TrainConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -215,6 +216,25 @@ impl TrainBar {
             bar.finish();
         }
     }
+}
+
+/// What every trainer command does around the loop: held-out metrics before a fresh run, the
+/// training loop with its progress bar, held-out metrics after.
+pub fn fit<O: Objective>(
+    objective: &mut O,
+    train_set: &[O::Example],
+    eval_set: &[O::Example],
+    params: &[(String, Var)],
+    cfg: &TrainConfig,
+    run: &RunOptions,
+) -> Result<RunOutcome> {
+    if !eval_set.is_empty() && run.resume.is_none() {
+        print_metrics("eval before training", &objective.evaluate(eval_set)?);
+    }
+    let mut bar = TrainBar::default();
+    let outcome = train(objective, train_set, eval_set, params, cfg, run, &mut |r| bar.report(r))?;
+    print_metrics("eval after training", &outcome.eval);
+    Ok(outcome)
 }
 
 /// Prints evaluation metrics as `name value` lines.
