@@ -37,6 +37,10 @@ enum Command {
     RewardEval(commands::reward_eval::Args),
     /// Direct Preference Optimization (sigmoid / cDPO / IPO) on preference pairs.
     Dpo(commands::train_common::TrainArgs),
+    /// GRPO: G samples per prompt, group-normalised advantages, verifiers and/or reward models.
+    Grpo(commands::train_common::TrainArgs),
+    /// PPO with a critic and a per-token KL penalty to a frozen reference.
+    Ppo(commands::train_common::TrainArgs),
     /// Greedy answers to prompts with reference answers: verifier accuracy and format rate.
     Verify(commands::verify::Args),
     /// Fold LoRA adapters into their base model.
@@ -58,6 +62,8 @@ fn main() {
         Command::Dpo(a) => commands::dpo::run(a),
         Command::RewardEval(a) => commands::reward_eval::run(a),
         Command::Merge(a) => commands::merge::run(a),
+        Command::Grpo(a) => commands::grpo::run(a),
+        Command::Ppo(a) => commands::ppo::run(a),
         Command::Verify(a) => commands::verify::run(a),
         Command::Data(c) => commands::data::run(c),
     };

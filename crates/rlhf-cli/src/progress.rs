@@ -34,12 +34,13 @@ impl TrainProgress {
     }
 
     /// `step` is the number of optimiser steps completed.
-    pub fn update(&self, step: u64, loss: f64, lr: f64, tokens_per_sec: f64) {
+    /// `label value` is the headline number: the loss, or the mean reward in RL.
+    pub fn update_labelled(&self, step: u64, label: &str, value: f64, lr: f64, tokens_per_sec: f64) {
         let done = step.saturating_sub(self.start_step);
         let remaining = self.total_steps.saturating_sub(step);
         let eta = (done > 0).then(|| self.started.elapsed().as_secs_f64() / done as f64 * remaining as f64);
         self.bar.set_position(step);
-        self.bar.set_message(train_message(loss, lr, tokens_per_sec, eta));
+        self.bar.set_message(train_message(label, value, lr, tokens_per_sec, eta));
     }
 
     pub fn finish(&self) {
@@ -47,10 +48,10 @@ impl TrainProgress {
     }
 }
 
-fn train_message(loss: f64, lr: f64, tokens_per_sec: f64, eta_secs: Option<f64>) -> String {
+fn train_message(label: &str, value: f64, lr: f64, tokens_per_sec: f64, eta_secs: Option<f64>) -> String {
     let eta = eta_secs.map_or_else(|| "?".to_string(), short_duration);
     format!(
-        "loss {loss:.3} · lr {} · {} tok/s · ETA {eta}",
+        "{label} {value:.3} · lr {} · {} tok/s · ETA {eta}",
         scientific(lr),
         thousands(tokens_per_sec.round().max(0.0) as u64)
     )
@@ -91,10 +92,10 @@ mod tests {
     #[test]
     fn message_matches_the_documented_layout() {
         assert_eq!(
-            train_message(1.23449, 2e-5, 1234.4, Some(192.0)),
+            train_message("loss", 1.23449, 2e-5, 1234.4, Some(192.0)),
             "loss 1.234 · lr 2.0e-05 · 1,234 tok/s · ETA 3m12s"
         );
-        assert_eq!(train_message(0.5, 0.0, 0.0, None), "loss 0.500 · lr 0.0e+00 · 0 tok/s · ETA ?");
+        assert_eq!(train_message("loss", 0.5, 0.0, 0.0, None), "loss 0.500 · lr 0.0e+00 · 0 tok/s · ETA ?");
     }
 
     #[test]
@@ -111,7 +112,7 @@ mod tests {
     fn hidden_bar_accepts_updates() {
         // Under `cargo test` stderr is not a terminal, so the bar draws nothing; the calls still work.
         let progress = TrainProgress::new(10, 4);
-        progress.update(5, 1.0, 1e-5, 100.0);
+        progress.update_labelled(5, "loss", 1.0, 1e-5, 100.0);
         assert_eq!(progress.bar.position(), 5);
         progress.finish();
     }

@@ -49,10 +49,52 @@ pub fn token_logprobs_at(
     temperature: f64,
     targets: &[(usize, usize)],
 ) -> Result<Tensor> {
+    Ok(token_logprobs_and_states_at(model, ids, attention_mask, temperature, targets)?.0)
+}
+
+/// [`token_logprobs_at`] that also returns the hidden states `[N, d]` the logprobs were
+/// computed from: the state *before* each target token, which is what a value head reads
+/// (PPO's V_t estimates the return from the state that samples token t).
+pub fn token_logprobs_and_states_at(
+    model: &CausalLm,
+    ids: &Tensor,
+    attention_mask: &Tensor,
+    temperature: f64,
+    targets: &[(usize, usize)],
+) -> Result<(Tensor, Tensor)> {
     let (b, t) = ids.dims2()?;
     if temperature <= 0.0 {
         candle_core::bail!("token_logprobs_at: temperature must be > 0, got {temperature}");
     }
+    let (rows, flat) = target_rows(targets, b, t)?;
+    let device = ids.device();
+    let hidden = model.hidden(ids, attention_mask, None)?; // [B, T, d]
+    let d = hidden.dim(D::Minus1)?;
+    let n = rows.len();
+    let rows = Tensor::from_vec(rows, n, device)?;
+    let h = hidden.reshape((b * t, d))?.index_select(&rows, 0)?; // [N, d]
+    let logits = model.logits_2d(&h)?; // [N, V]
+    let target_ids = ids.flatten_all()?.index_select(&Tensor::from_vec(flat, n, device)?, 0)?;
+    Ok((model.kernels().gather_log_softmax(&logits, &target_ids, temperature)?, h))
+}
+
+/// Hidden states `[N, d]` before each target token, without the LM head (critics).
+pub fn states_at(
+    model: &CausalLm,
+    ids: &Tensor,
+    attention_mask: &Tensor,
+    targets: &[(usize, usize)],
+) -> Result<Tensor> {
+    let (b, t) = ids.dims2()?;
+    let (rows, _) = target_rows(targets, b, t)?;
+    let hidden = model.hidden(ids, attention_mask, None)?; // [B, T, d]
+    let d = hidden.dim(D::Minus1)?;
+    let n = rows.len();
+    hidden.reshape((b * t, d))?.index_select(&Tensor::from_vec(rows, n, ids.device())?, 0)
+}
+
+/// Flat indices of the positions that predict each target, and of the targets themselves.
+fn target_rows(targets: &[(usize, usize)], b: usize, t: usize) -> Result<(Vec<u32>, Vec<u32>)> {
     if targets.is_empty() {
         candle_core::bail!("token_logprobs_at: no target positions");
     }
@@ -65,13 +107,5 @@ pub fn token_logprobs_at(
         rows.push((r * t + p - 1) as u32); // the position that predicts token p
         flat.push((r * t + p) as u32);
     }
-    let device = ids.device();
-    let hidden = model.hidden(ids, attention_mask, None)?; // [B, T, d]
-    let d = hidden.dim(D::Minus1)?;
-    let n = rows.len();
-    let rows = Tensor::from_vec(rows, n, device)?;
-    let h = hidden.reshape((b * t, d))?.index_select(&rows, 0)?; // [N, d]
-    let logits = model.logits_2d(&h)?; // [N, V]
-    let target_ids = ids.flatten_all()?.index_select(&Tensor::from_vec(flat, n, device)?, 0)?;
-    model.kernels().gather_log_softmax(&logits, &target_ids, temperature)
+    Ok((rows, flat))
 }

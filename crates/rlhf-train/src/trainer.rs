@@ -85,7 +85,7 @@ impl TrainConfig {
         ((self.epochs * num_examples as f64) / self.batch_size.max(1) as f64).ceil().max(1.0) as usize
     }
 
-    fn schedule(&self, total: usize) -> LrSchedule {
+    pub fn schedule(&self, total: usize) -> LrSchedule {
         let warmup =
             if self.warmup_steps > 0 { self.warmup_steps } else { (self.warmup_ratio * total as f64).ceil() as usize };
         LrSchedule { kind: self.lr_scheduler, base_lr: self.learning_rate, warmup_steps: warmup, total_steps: total }
@@ -101,7 +101,7 @@ impl TrainConfig {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
             return Err(TrainError::Config("train.batch_size must be ≥ 1".into()));
         }

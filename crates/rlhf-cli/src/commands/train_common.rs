@@ -205,13 +205,23 @@ pub fn load_model(model: &str) -> Result<loading::Loaded> {
 
 /// The training progress bar, created at the first step report (when the total and the
 /// resumed-from step are known).
-#[derive(Default)]
-pub struct TrainBar(Option<TrainProgress>);
+pub struct TrainBar(Option<TrainProgress>, &'static str);
+
+impl Default for TrainBar {
+    fn default() -> Self {
+        Self(None, "loss")
+    }
+}
 
 impl TrainBar {
+    /// A bar whose headline number (`StepReport::loss`) is called `label` (RL: "reward").
+    pub fn labelled(label: &'static str) -> Self {
+        Self(None, label)
+    }
+
     pub fn report(&mut self, r: &StepReport) {
         let bar = self.0.get_or_insert_with(|| TrainProgress::new(r.total_steps, r.step.saturating_sub(1)));
-        bar.update(r.step, r.loss, r.lr, r.tokens_per_sec);
+        bar.update_labelled(r.step, self.1, r.loss, r.lr, r.tokens_per_sec);
         if r.step == r.total_steps {
             bar.finish();
         }

@@ -4,10 +4,12 @@
 
 mod files;
 mod responses;
+mod sums;
 mod verify;
 
 pub use files::{write_arithmetic, ARITHMETIC_FILES};
 pub use responses::{badly_formatted, number_words, well_formatted, wrong_answer};
+pub use sums::{sum_problems, write_sum_prompts};
 pub use verify::{extract_final_answer, is_correct, is_well_formatted};
 
 use crate::error::{DataError, Result};

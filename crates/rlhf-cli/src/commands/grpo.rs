@@ -1,0 +1,95 @@
+//! `rlhf grpo`: Group Relative Policy Optimization against verifiers and/or reward models.
+
+use super::rewards::{build_all, RewardKind, RewardSpec};
+use super::rl_common::{self as rl, EvalSection, PromptData};
+use super::train_common::{self as common, LoraSection, TrainArgs, TrainBar};
+use anyhow::{bail, Result};
+use rlhf_reward::RewardSource;
+use rlhf_train::grpo::{train_grpo, GrpoConfig, GrpoSetup, RunInfo};
+use rlhf_train::rollout::RolloutConfig;
+use rlhf_train::{ScheduleKind, TrainConfig};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpoCommandConfig {
+    pub model: String,
+    /// Reference model for the KL term; empty = the starting model (LoRA: the base).
+    pub reference: String,
+    pub out: String,
+    /// Held-out evaluation every this many steps (0 = before and after only).
+    pub eval_steps: usize,
+    pub data: PromptData,
+    pub rollout: RolloutConfig,
+    pub grpo: GrpoConfig,
+    pub train: TrainConfig,
+    pub lora: LoraSection,
+    pub rewards: Vec<RewardSpec>,
+    pub eval: EvalSection,
+}
+
+impl Default for GrpoCommandConfig {
+    /// TRL 1.16's `GRPOConfig` defaults where they apply (lr 1e-6, linear decay, G = 8, β = 0).
+    fn default() -> Self {
+        Self {
+            model: "default".into(),
+            reference: String::new(),
+            out: String::new(),
+            eval_steps: 0,
+            data: PromptData::default(),
+            rollout: RolloutConfig::default(),
+            grpo: GrpoConfig::default(),
+            train: TrainConfig {
+                learning_rate: 1e-6,
+                lr_scheduler: ScheduleKind::Linear,
+                max_steps: 100,
+                save_steps: 50,
+                ..TrainConfig::default()
+            },
+            lora: LoraSection::default(),
+            rewards: vec![RewardSpec::of(RewardKind::Math)],
+            eval: EvalSection::default(),
+        }
+    }
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    if args.resume.is_some() {
+        bail!("--resume is not supported by `rlhf grpo` yet: start a new run (checkpoints hold the policy and AdamW state)");
+    }
+    let cfg: GrpoCommandConfig = args.load()?;
+    rl::check_no_dropout(&cfg.lora)?;
+    let dir = common::prepare_run_dir(&cfg.out, &cfg, false)?;
+    let loaded = common::load_model(&cfg.model)?;
+    let tok = loaded.tokenizer;
+    let train_prompts = rl::training_prompts(&cfg.data, &tok)?;
+    let eval_prompts = if cfg.data.eval_path.is_empty() {
+        Vec::new()
+    } else {
+        rl::load_prompt_file(&cfg.data.eval_path, &cfg.data, &tok)?
+    };
+    eprintln!("grpo: {} training / {} held-out prompts", train_prompts.len(), eval_prompts.len());
+    let t = common::trainable(&loaded.model, &cfg.lora, cfg.train.seed)?;
+    let needs_reference = cfg.grpo.beta != 0.0 || cfg.grpo.max_kl > 0.0;
+    let reference = rl::reference_model(needs_reference, &cfg.reference, &t, loaded.model)?;
+    let prompts = rl::rl_prompts(&train_prompts);
+    let sources: Vec<(Box<dyn RewardSource>, f64)> = build_all(&cfg.rewards, tok.pad_id())?;
+    let mut setup = GrpoSetup {
+        policy: &t.model,
+        params: &t.params,
+        reference: reference.as_ref(),
+        tokenizer: &tok,
+        prompts: &prompts,
+        sources,
+        eval: rl::held_out(&eval_prompts, &cfg.eval, tok.pad_id())?,
+    };
+    let run = RunInfo { dir: &dir, config: serde_json::to_value(&cfg)?, eval_steps: cfg.eval_steps };
+    let mut bar = TrainBar::labelled("reward");
+    let eval = train_grpo(&mut setup, &cfg.grpo, &cfg.rollout, &cfg.train, &run, &mut |r| bar.report(r))?;
+    drop(setup);
+    rl::print_eval("held-out evaluation after training", &eval);
+    rl::print_curve(&dir)?;
+    let out = common::save_final(&t, &tok, &dir)?;
+    println!("grpo: model in {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! `rlhf ppo`: PPO with a critic against reward models and/or verifiers, KL-penalised per token
+//! towards a frozen reference.
+
+use super::rewards::{build_all, RewardKind, RewardSpec};
+use super::rl_common::{self as rl, EvalSection, PromptData};
+use super::train_common::{self as common, LoraSection, TrainArgs, TrainBar};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use rlhf_model::heads::{load_sequence_classifier, SCORE_WEIGHT};
+use rlhf_reward::RewardSource;
+use rlhf_train::grpo::RunInfo;
+use rlhf_train::ppo::{train_ppo, Critic, PpoConfig, PpoSetup};
+use rlhf_train::rollout::RolloutConfig;
+use rlhf_train::{ScheduleKind, TrainConfig};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CriticSection {
+    /// Reward-model folder to start the critic from (trunk and head, as InstructGPT does);
+    /// empty = the policy's starting weights with a zero value head.
+    pub model: String,
+    /// The critic's learning rate (0 = the policy's).
+    pub learning_rate: f64,
+}
+
+impl Default for CriticSection {
+    fn default() -> Self {
+        Self { model: String::new(), learning_rate: 0.0 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PpoCommandConfig {
+    pub model: String,
+    /// Reference for the KL penalty; empty = the starting model (LoRA: the base).
+    pub reference: String,
+    pub out: String,
+    pub eval_steps: usize,
+    pub critic: CriticSection,
+    pub data: PromptData,
+    pub rollout: RolloutConfig,
+    pub ppo: PpoConfig,
+    pub train: TrainConfig,
+    pub lora: LoraSection,
+    pub rewards: Vec<RewardSpec>,
+    pub eval: EvalSection,
+}
+
+impl Default for PpoCommandConfig {
+    fn default() -> Self {
+        Self {
+            model: "default".into(),
+            reference: String::new(),
+            out: String::new(),
+            eval_steps: 0,
+            critic: CriticSection::default(),
+            data: PromptData::default(),
+            rollout: RolloutConfig::default(),
+            ppo: PpoConfig::default(),
+            train: TrainConfig {
+                learning_rate: 3e-6,
+                lr_scheduler: ScheduleKind::Linear,
+                max_steps: 100,
+                save_steps: 50,
+                ..TrainConfig::default()
+            },
+            lora: LoraSection::default(),
+            rewards: vec![RewardSpec::of(RewardKind::RewardModel)],
+            eval: EvalSection::default(),
+        }
+    }
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    if args.resume.is_some() {
+        bail!("--resume is not supported by `rlhf ppo` yet: start a new run");
+    }
+    let cfg: PpoCommandConfig = args.load()?;
+    rl::check_no_dropout(&cfg.lora)?;
+    let dir = common::prepare_run_dir(&cfg.out, &cfg, false)?;
+    let loaded = common::load_model(&cfg.model)?;
+    let tok = loaded.tokenizer;
+    let train_prompts = rl::training_prompts(&cfg.data, &tok)?;
+    let eval_prompts = if cfg.data.eval_path.is_empty() {
+        Vec::new()
+    } else {
+        rl::load_prompt_file(&cfg.data.eval_path, &cfg.data, &tok)?
+    };
+    eprintln!("ppo: {} training / {} held-out prompts", train_prompts.len(), eval_prompts.len());
+    let t = common::trainable(&loaded.model, &cfg.lora, cfg.train.seed)?;
+    let (trunk, head) = if cfg.critic.model.is_empty() {
+        let d = loaded.model.config().hidden_size;
+        (loaded.model.detached()?, Tensor::zeros((1, d), DType::F32, &Device::Cpu)?)
+    } else {
+        let (m, h, _) = load_sequence_classifier(Path::new(&cfg.critic.model), DType::F32, &Device::Cpu)
+            .with_context(|| format!("loading the critic from {}", cfg.critic.model))?;
+        (m, h)
+    };
+    let (critic_trunk, mut critic_params) = trunk.trainable()?;
+    drop(trunk);
+    let head = Var::from_tensor(&head)?;
+    critic_params.push((SCORE_WEIGHT.to_string(), head.clone()));
+    let reference =
+        rl::reference_model(true, &cfg.reference, &t, loaded.model)?.context("PPO always has a reference model")?;
+    let prompts = rl::rl_prompts(&train_prompts);
+    let sources: Vec<(Box<dyn RewardSource>, f64)> = build_all(&cfg.rewards, tok.pad_id())?;
+    let mut setup = PpoSetup {
+        policy: &t.model,
+        params: &t.params,
+        reference: &reference,
+        critic: Critic { trunk: &critic_trunk, head: head.as_tensor() },
+        critic_params: &critic_params,
+        tokenizer: &tok,
+        prompts: &prompts,
+        sources,
+        eval: rl::held_out(&eval_prompts, &cfg.eval, tok.pad_id())?,
+    };
+    let critic_lr = if cfg.critic.learning_rate > 0.0 { cfg.critic.learning_rate } else { cfg.train.learning_rate };
+    let critic_train = TrainConfig { learning_rate: critic_lr, ..cfg.train.clone() };
+    let run = RunInfo { dir: &dir, config: serde_json::to_value(&cfg)?, eval_steps: cfg.eval_steps };
+    let mut bar = TrainBar::labelled("score");
+    let eval = train_ppo(&mut setup, &cfg.ppo, &cfg.rollout, &cfg.train, &critic_train, &run, &mut |r| bar.report(r))?;
+    drop(setup);
+    rl::print_eval("held-out evaluation after training", &eval);
+    rl::print_curve(&dir)?;
+    let out = common::save_final(&t, &tok, &dir)?;
+    println!("ppo: model in {}", out.display());
+    Ok(())
+}

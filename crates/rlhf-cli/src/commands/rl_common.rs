@@ -1,0 +1,153 @@
+//! What `rlhf grpo` and `rlhf ppo` share: prompt files, the held-out evaluation, the reference
+//! model, and the progress bar / summary around the run.
+
+use super::rewards::RewardSpec;
+use super::train_common::{LoraSection, Trainable};
+use anyhow::{bail, Context, Result};
+use rlhf_data::{load_prompts, LoadOptions, OnBadRecord, PromptExample, Tokenizer};
+use rlhf_model::CausalLm;
+use rlhf_train::grpo::RlPrompt;
+use rlhf_train::online::HeldOutEval;
+use rlhf_train::rollout::{PromptRef, RolloutConfig};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PromptData {
+    /// Prompts (`prompt`, optional `answer` / `tests`), .jsonl or .parquet.
+    pub path: String,
+    /// Held-out prompts scored during training by `[eval]` (empty: no evaluation).
+    pub eval_path: String,
+    /// Longest prompt in tokens; longer records are bad records.
+    pub max_prompt_length: usize,
+    pub on_bad_record: OnBadRecord,
+}
+
+impl Default for PromptData {
+    fn default() -> Self {
+        Self { path: String::new(), eval_path: String::new(), max_prompt_length: 512, on_bad_record: OnBadRecord::Fail }
+    }
+}
+
+/// Held-out evaluation: greedy answers to `data.eval_path` scored by `reward`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalSection {
+    pub reward: RewardSpec,
+    /// Score only the first N held-out prompts (0 = all).
+    pub limit: usize,
+    pub max_new_tokens: usize,
+    /// Prompts per generation batch.
+    pub batch_size: usize,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        Self { reward: RewardSpec::default(), limit: 200, max_new_tokens: 32, batch_size: 64 }
+    }
+}
+
+/// Loads a prompt file; a missing path is an error naming the key.
+pub fn load_prompt_file(path: &str, data: &PromptData, tok: &Tokenizer) -> Result<Vec<PromptExample>> {
+    let opts = LoadOptions { max_length: data.max_prompt_length, on_bad_record: data.on_bad_record };
+    let loaded = load_prompts(Path::new(path), tok, &opts)?;
+    if !loaded.skipped.is_empty() {
+        eprintln!("skipped {} bad record(s) in {path}:", loaded.skipped.len());
+        for bad in loaded.skipped.iter().take(5) {
+            eprintln!("  {bad}");
+        }
+    }
+    if loaded.examples.is_empty() {
+        bail!("{path}: no prompts");
+    }
+    Ok(loaded.examples)
+}
+
+pub fn training_prompts(data: &PromptData, tok: &Tokenizer) -> Result<Vec<PromptExample>> {
+    if data.path.is_empty() {
+        bail!("no prompts: give --data FILE (or `data.path` in the config)");
+    }
+    load_prompt_file(&data.path, data, tok)
+}
+
+pub fn rl_prompts(examples: &[PromptExample]) -> Vec<RlPrompt<'_>> {
+    examples.iter().map(|e| RlPrompt { ids: &e.prompt_ids, refs: prompt_ref(e) }).collect()
+}
+
+fn prompt_ref(e: &PromptExample) -> PromptRef<'_> {
+    PromptRef { answer: e.answer.as_deref(), tests: e.tests.as_deref() }
+}
+
+/// The held-out evaluation, when `data.eval_path` is set.
+pub fn held_out<'a>(examples: &'a [PromptExample], eval: &EvalSection, pad_id: u32) -> Result<Option<HeldOutEval<'a>>> {
+    if examples.is_empty() {
+        return Ok(None);
+    }
+    let n = if eval.limit == 0 { examples.len() } else { eval.limit.min(examples.len()) };
+    let rollout = RolloutConfig {
+        max_new_tokens: eval.max_new_tokens,
+        temperature: 0.0,
+        generation_batch_size: eval.batch_size,
+        ..RolloutConfig::default()
+    };
+    Ok(Some(HeldOutEval {
+        prompts: examples[..n].iter().map(|e| e.prompt_ids.clone()).collect(),
+        refs: examples[..n].iter().map(prompt_ref).collect(),
+        source: eval.reward.build(pad_id)?,
+        rollout,
+    }))
+}
+
+/// RL phases run without dropout (ARCHITECTURE.md): a LoRA dropout setting is refused.
+pub fn check_no_dropout(lora: &LoraSection) -> Result<()> {
+    if lora.enabled && lora.dropout != 0.0 {
+        bail!("lora.dropout = {}: RL phases run without dropout (set it to 0)", lora.dropout);
+    }
+    Ok(())
+}
+
+/// The frozen reference when `needed`: the model at `path`, else the LoRA base with adapters
+/// off (a view, no copy), else `base` — the starting weights, which full fine-tuning has copied
+/// into trainable variables. `base` is dropped when no reference is needed.
+pub fn reference_model(needed: bool, path: &str, t: &Trainable, base: CausalLm) -> Result<Option<CausalLm>> {
+    Ok(match (needed, path.is_empty(), t.lora) {
+        (false, _, _) => None,
+        (true, false, _) => Some(super::train_common::load_model(path)?.model),
+        (true, true, true) => Some(t.model.without_adapters()?),
+        (true, true, false) => Some(base),
+    })
+}
+
+/// Prints the evaluation as `name value` lines.
+pub fn print_eval(title: &str, rows: &[(String, f64)]) {
+    super::train_common::print_metrics(title, rows);
+}
+
+/// Prints the held-out curve of a run from its `metrics.jsonl`: step, minutes of training
+/// (without evaluation time), wall minutes, and every `eval/reward/…` value.
+pub fn print_curve(dir: &Path) -> Result<()> {
+    let path = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut printed_header = false;
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Some(obj) = v.as_object() else { continue };
+        let Some(train) = obj.get("eval/train_seconds").and_then(|x| x.as_f64()) else { continue };
+        let rewards: Vec<(String, f64)> = obj
+            .iter()
+            .filter(|(k, _)| k.starts_with("eval/reward/"))
+            .filter_map(|(k, x)| Some((k.trim_start_matches("eval/").to_string(), x.as_f64()?)))
+            .collect();
+        if !printed_header {
+            let names: Vec<&str> = rewards.iter().map(|(k, _)| k.as_str()).collect();
+            println!("held-out curve:\n  {:>6} {:>10} {:>10}  {}", "step", "train min", "wall min", names.join("  "));
+            printed_header = true;
+        }
+        let wall = obj.get("eval/elapsed_seconds").and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
+        let step = obj.get("step").and_then(|x| x.as_u64()).unwrap_or(0);
+        let values: Vec<String> = rewards.iter().map(|(_, x)| format!("{x:.4}")).collect();
+        println!("  {step:>6} {:>10.2} {:>10.2}  {}", train / 60.0, wall / 60.0, values.join("  "));
+    }
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! What PPO and GRPO share around the rollout: the clipped policy-gradient objective over
+//! rollout rows, the optimiser session (schedule, AdamW, clipping, metrics, checkpoints), and
+//! held-out evaluation with greedy decoding scored by a reward source.
+
+use crate::checkpoint::{self, CheckpointState, Fingerprint};
+use crate::error::{Result, TrainError};
+use crate::kl::KlEstimator;
+use crate::metrics::MetricsLogger;
+use crate::optim::AdamW;
+use crate::policy_loss::{clipped_policy_loss, ClipConfig, PolicyLossInputs, PolicyStats};
+use crate::rollout::{decode_rows, response_logprobs, score_rows, PromptRef, RolloutConfig, RolloutRow};
+use crate::schedule::LrSchedule;
+use crate::trainer::{accumulate_batch, apply_gradients, MicroOutput, Objective, TrainConfig};
+use candle_core::{DType, Tensor, Var};
+use rlhf_data::Tokenizer;
+use rlhf_model::{CausalLm, FinishReason};
+use rlhf_reward::RewardSource;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One response as the policy update sees it: tokens, per-token advantages and aggregation
+/// weights (computed over the whole minibatch, so micro-batching is exact), and the logprobs
+/// the ratio and the KL term are taken against.
+#[derive(Clone, Debug)]
+pub struct PolicyRow {
+    pub prompt: Vec<u32>,
+    pub response: Vec<u32>,
+    /// π_old per token; `None` = the update is on-policy (first pass over fresh samples), so
+    /// π_old is the current policy itself, detached, and the ratio is exactly 1.
+    pub old_logp: Option<Vec<f64>>,
+    pub ref_logp: Option<Vec<f64>>,
+    /// The sampler's logprobs, to report the sampler/trainer mismatch.
+    pub sampler_logp: Vec<f32>,
+    pub advantages: Vec<f64>,
+    pub weights: Vec<f64>,
+}
+
+/// The clipped surrogate (+ optional per-token KL to the reference) over [`PolicyRow`]s.
+pub struct PolicyObjective<'m> {
+    pub policy: &'m CausalLm,
+    pub pad_id: u32,
+    pub temperature: f64,
+    pub clip: ClipConfig,
+    pub kl_coef: f64,
+    pub kl_estimator: KlEstimator,
+    /// Merged over every micro-batch since the last [`Self::take_stats`].
+    pub stats: PolicyStats,
+    /// Σ|sampler − trainer| logprob, Σ tokens, max, over on-policy passes.
+    pub mismatch: (f64, usize, f64),
+}
+
+impl<'m> PolicyObjective<'m> {
+    pub fn new(policy: &'m CausalLm, pad_id: u32, temperature: f64, clip: ClipConfig) -> Self {
+        Self {
+            policy,
+            pad_id,
+            temperature,
+            clip,
+            kl_coef: 0.0,
+            kl_estimator: KlEstimator::K3,
+            stats: PolicyStats::default(),
+            mismatch: (0.0, 0, 0.0),
+        }
+    }
+
+    pub fn take_stats(&mut self) -> Vec<(String, f64)> {
+        let mut rows = std::mem::take(&mut self.stats).rows();
+        let (s, n, m) = std::mem::replace(&mut self.mismatch, (0.0, 0, 0.0));
+        if n > 0 {
+            rows.push(("logprob_mismatch/mean_abs".into(), s / n as f64));
+            rows.push(("logprob_mismatch/max_abs".into(), m));
+        }
+        rows
+    }
+}
+
+fn flat(
+    rows: &[&PolicyRow],
+    f: impl Fn(&PolicyRow) -> &[f64],
+    dtype: DType,
+    dev: &candle_core::Device,
+) -> Result<Tensor> {
+    let v: Vec<f64> = rows.iter().flat_map(|r| f(r).iter().copied()).collect();
+    let n = v.len();
+    Ok(Tensor::from_vec(v, n, dev)?.to_dtype(dtype)?)
+}
+
+impl Objective for PolicyObjective<'_> {
+    type Example = PolicyRow;
+
+    fn model(&self) -> &CausalLm {
+        self.policy
+    }
+
+    /// Weights are already normalised over the minibatch.
+    fn normaliser(&self, _batch: &[&PolicyRow]) -> f64 {
+        1.0
+    }
+
+    fn micro_loss(&mut self, micro: &[&PolicyRow], _normaliser: f64) -> Result<MicroOutput> {
+        let pairs: Vec<(&[u32], &[u32])> = micro.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
+        let (logp, _) = response_logprobs(self.policy, &pairs, self.pad_id, self.temperature)?; // [N]
+        let (dtype, dev) = (logp.dtype(), logp.device().clone());
+        let on_policy = micro.iter().all(|r| r.old_logp.is_none());
+        let old = if on_policy {
+            let current = crate::rollout::to_f64(&logp)?;
+            let sampler = micro.iter().flat_map(|r| r.sampler_logp.iter().map(|&x| x as f64));
+            for (c, s) in current.iter().zip(sampler) {
+                let d = (c - s).abs();
+                self.mismatch.0 += d;
+                self.mismatch.1 += 1;
+                self.mismatch.2 = self.mismatch.2.max(d);
+            }
+            logp.detach()
+        } else {
+            if micro.iter().any(|r| r.old_logp.is_none()) {
+                return Err(TrainError::Config("a minibatch mixes on- and off-policy rows".into()));
+            }
+            flat(micro, |r| r.old_logp.as_deref().unwrap_or(&[]), dtype, &dev)?
+        };
+        let reference = if micro.iter().all(|r| r.ref_logp.is_some()) {
+            Some(flat(micro, |r| r.ref_logp.as_deref().unwrap_or(&[]), dtype, &dev)?)
+        } else {
+            None
+        };
+        let advantages = flat(micro, |r| &r.advantages, dtype, &dev)?;
+        let weights = flat(micro, |r| &r.weights, dtype, &dev)?;
+        let (loss, stats) = clipped_policy_loss(
+            &self.clip,
+            &PolicyLossInputs {
+                logp: &logp,
+                old_logp: &old,
+                advantages: &advantages,
+                weights: &weights,
+                ref_logp: reference.as_ref(),
+                kl_coef: self.kl_coef,
+                kl_estimator: self.kl_estimator,
+            },
+        )?;
+        self.stats.merge(&stats);
+        let tokens = micro.iter().map(|r| r.prompt.len() + r.response.len()).sum();
+        Ok(MicroOutput { loss, stats: Vec::new(), tokens })
+    }
+
+    fn evaluate(&mut self, _eval: &[PolicyRow]) -> Result<Vec<(String, f64)>> {
+        Ok(Vec::new())
+    }
+}
+
+/// The optimiser side of an online run for one trainable model: schedule, AdamW, clipping,
+/// metrics file, checkpoints.
+pub struct Session<'a> {
+    pub params: &'a [(String, Var)],
+    pub opt: AdamW,
+    pub schedule: LrSchedule,
+    pub max_grad_norm: f64,
+    pub micro_batch_size: usize,
+    fingerprint: Fingerprint,
+    ckpt_root: PathBuf,
+    save_total_limit: usize,
+}
+
+impl<'a> Session<'a> {
+    /// `lr_scale` lets a second model (PPO's critic) share the run's schedule shape.
+    pub fn new(
+        model: &CausalLm,
+        params: &'a [(String, Var)],
+        cfg: &TrainConfig,
+        total_steps: usize,
+        ckpt_root: &Path,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self {
+            params,
+            opt: AdamW::new(params.to_vec(), cfg.adamw())?,
+            schedule: cfg.schedule(total_steps),
+            max_grad_norm: cfg.max_grad_norm,
+            micro_batch_size: cfg.micro_batch_size,
+            fingerprint: Fingerprint::new(model.config().to_hf_json(), params),
+            ckpt_root: ckpt_root.to_path_buf(),
+            save_total_limit: cfg.save_total_limit,
+        })
+    }
+
+    /// Forward/backward over `rows` (in micro-batches) and one AdamW step; the gradient norm.
+    pub fn update<O: Objective>(&mut self, obj: &mut O, rows: &[&O::Example], step: u64) -> Result<f64> {
+        let micro = if self.micro_batch_size == 0 { rows.len() } else { self.micro_batch_size };
+        accumulate_batch(obj, rows, micro, self.params).map_err(|e| match e {
+            TrainError::NonFinite { what, value, .. } => TrainError::NonFinite { step, what, value },
+            other => other,
+        })?;
+        let lr = self.schedule.lr_at(step.saturating_sub(1) as usize);
+        apply_gradients(obj.model(), self.params, &mut self.opt, lr, self.max_grad_norm, step)
+    }
+
+    pub fn save(&self, step: u64, total: u64, seed: u64, trainer: &str, config: &serde_json::Value) -> Result<PathBuf> {
+        let state = CheckpointState::new(step, total, seed, trainer, config.clone(), self.fingerprint.clone());
+        checkpoint::save(&self.ckpt_root, self.params, &self.opt, &state, self.save_total_limit)
+    }
+}
+
+/// Writes one metrics row.
+pub fn log_metrics(logger: &mut MetricsLogger, step: u64, rows: &[(String, f64)]) -> Result<()> {
+    let refs: Vec<(&str, f64)> = rows.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    logger.log(step, &refs).map_err(|e| TrainError::Config(format!("cannot write metrics: {e}")))
+}
+
+/// Held-out prompts scored by a reward source on the policy's greedy (or sampled) answers:
+/// with a 0/1 verifier the mean reward is the accuracy.
+pub struct HeldOutEval<'a> {
+    pub prompts: Vec<Vec<u32>>,
+    pub refs: Vec<PromptRef<'a>>,
+    pub source: Box<dyn RewardSource + 'a>,
+    pub rollout: RolloutConfig,
+}
+
+impl HeldOutEval<'_> {
+    /// `(mean reward, mean response length, truncation rate)` of `policy` on the prompts.
+    pub fn run(&mut self, policy: &CausalLm, tok: &Tokenizer) -> Result<Vec<(String, f64)>> {
+        let prompts: Vec<&[u32]> = self.prompts.iter().map(Vec::as_slice).collect();
+        let rows = crate::rollout::rollout(policy, &prompts, 1, &self.rollout, tok, 0, &mut |_| {})?;
+        let texts = decode_rows(tok, &rows)?;
+        let scores = score_rows(self.source.as_mut(), &rows, &texts, &self.refs)?;
+        let values: Vec<f64> = scores.iter().filter_map(|s| s.value).collect();
+        Ok(vec![
+            (format!("reward/{}", self.source.name()), mean(&values)),
+            ("response_length".into(), mean_len(&rows)),
+            ("truncation_rate".into(), truncation_rate(&rows)),
+        ])
+    }
+}
+
+/// Wall time of a run, and the part of it spent on held-out evaluation (so curves can be read
+/// against training time alone).
+pub struct Clock {
+    started: Instant,
+    eval_secs: f64,
+}
+
+impl Clock {
+    pub fn start() -> Self {
+        Self { started: Instant::now(), eval_secs: 0.0 }
+    }
+
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    pub fn train_seconds(&self) -> f64 {
+        self.elapsed() - self.eval_secs
+    }
+
+    /// Runs `eval` (if any) on `policy` and logs it as `eval/…` at `step`, with the clock.
+    pub fn evaluate(
+        &mut self,
+        eval: Option<&mut HeldOutEval>,
+        policy: &CausalLm,
+        tok: &Tokenizer,
+        logger: &mut MetricsLogger,
+        step: u64,
+    ) -> Result<Vec<(String, f64)>> {
+        let Some(eval) = eval else { return Ok(Vec::new()) };
+        let t0 = Instant::now();
+        let mut rows: Vec<(String, f64)> =
+            eval.run(policy, tok)?.into_iter().map(|(k, v)| (format!("eval/{k}"), v)).collect();
+        self.eval_secs += t0.elapsed().as_secs_f64();
+        rows.push(("eval/elapsed_seconds".into(), self.elapsed()));
+        rows.push(("eval/train_seconds".into(), self.train_seconds()));
+        log_metrics(logger, step, &rows)?;
+        Ok(rows)
+    }
+}
+
+pub fn mean(x: &[f64]) -> f64 {
+    if x.is_empty() {
+        return f64::NAN;
+    }
+    x.iter().sum::<f64>() / x.len() as f64
+}
+
+/// Population standard deviation.
+pub fn std(x: &[f64]) -> f64 {
+    let m = mean(x);
+    (x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / x.len().max(1) as f64).sqrt()
+}
+
+pub fn mean_len(rows: &[RolloutRow]) -> f64 {
+    rows.iter().map(|r| r.response_ids.len()).sum::<usize>() as f64 / rows.len().max(1) as f64
+}
+
+pub fn truncation_rate(rows: &[RolloutRow]) -> f64 {
+    rows.iter().filter(|r| r.finish == FinishReason::Length).count() as f64 / rows.len().max(1) as f64
+}
+
+/// Monte-Carlo entropy of the sampling distribution: −mean log p of sampled tokens (unbiased
+/// for untruncated sampling; a cheap collapse signal with no extra pass over the vocabulary).
+pub fn sampled_entropy(rows: &[RolloutRow]) -> f64 {
+    let (s, n) = rows.iter().flat_map(|r| &r.sampler_logprobs).fold((0f64, 0usize), |(s, n), &x| (s - x as f64, n + 1));
+    s / n.max(1) as f64
+}

@@ -1,0 +1,374 @@
+//! PPO for RLHF (Ziegler et al.; Ouyang et al.; "The N implementation details of RLHF with
+//! PPO"): a critic, per-token reward −β·KL_t with the sequence score on the last token, GAE,
+//! whitened advantages, the clipped surrogate and clipped value loss over several epochs of
+//! shuffled minibatches, and a fixed or adaptive KL coefficient.
+
+use crate::advantage::{gae, kl_penalised_rewards, masked_whiten};
+use crate::aggregate::{token_weights, LossAggregation};
+use crate::error::{Result, TrainError};
+use crate::grpo::{RlPrompt, RunInfo};
+use crate::kl::{kl_value, KlController, KlControllerConfig, KlEstimator};
+use crate::metrics::MetricsLogger;
+use crate::online::{self, log_metrics, Clock, HeldOutEval, PolicyObjective, PolicyRow, Session};
+use crate::policy_loss::{clipped_value_loss, explained_variance, ClipConfig};
+use crate::rollout::{self, decode_rows, response_batch, response_logprobs_rows, score_rows, split_rows, to_f64};
+use crate::rollout::{PromptRef, RolloutConfig, RolloutRow};
+use crate::trainer::{batch_indices, MicroOutput, Objective, StepReport, TrainConfig};
+use candle_core::{DType, Tensor, Var};
+use rlhf_data::Tokenizer;
+use rlhf_model::{states_at, CausalLm};
+use rlhf_reward::RewardSource;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PpoConfig {
+    /// Prompts (= responses) per rollout.
+    pub prompts_per_step: usize,
+    pub ppo_epochs: usize,
+    pub num_minibatches: usize,
+    pub cliprange: f64,
+    pub cliprange_value: f64,
+    /// Dual clip c > 1 for negative advantages (None: off).
+    pub dual_clip: Option<f64>,
+    pub vf_coef: f64,
+    pub gamma: f64,
+    pub lam: f64,
+    pub kl: KlControllerConfig,
+    pub kl_estimator: KlEstimator,
+    /// Clamp of each per-token KL estimate (OpenRLHF/verl use 10; 0 = none).
+    pub kl_clamp: f64,
+    pub whiten_rewards: bool,
+    pub whiten_advantages: bool,
+    /// Score given to a response that hit `max_new_tokens` without EOS (None: keep its score).
+    pub missing_eos_penalty: Option<f64>,
+    /// Stop when the mean sequence KL exceeds this (nats; 0 = never).
+    pub max_kl: f64,
+}
+
+impl Default for PpoConfig {
+    /// The N-implementation-details defaults: 4 epochs, ε 0.2, value clip 0.2, γ 1, λ 0.95.
+    fn default() -> Self {
+        Self {
+            prompts_per_step: 8,
+            ppo_epochs: 4,
+            num_minibatches: 1,
+            cliprange: 0.2,
+            cliprange_value: 0.2,
+            dual_clip: None,
+            vf_coef: 0.1,
+            gamma: 1.0,
+            lam: 0.95,
+            kl: KlControllerConfig::default(),
+            kl_estimator: KlEstimator::K1,
+            kl_clamp: 10.0,
+            whiten_rewards: false,
+            whiten_advantages: true,
+            missing_eos_penalty: None,
+            max_kl: 0.0,
+        }
+    }
+}
+
+/// A value model: a trunk and a `[1, d]` head; V_t reads the state that samples token t.
+pub struct Critic<'a> {
+    pub trunk: &'a CausalLm,
+    pub head: &'a Tensor,
+}
+
+impl Critic<'_> {
+    /// Values `[N]` of every response token of `rows`, row after row.
+    pub fn values(&self, rows: &[(&[u32], &[u32])], pad_id: u32) -> Result<Tensor> {
+        let (batch, positions) = response_batch(rows, pad_id);
+        let (ids, mask, _) = batch.to_tensors(self.trunk.device())?;
+        let h = states_at(self.trunk, &ids, &mask, &positions)?; // [N, d]
+        Ok(h.matmul(&self.head.t()?)?.squeeze(1)?)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ValueRow {
+    pub prompt: Vec<u32>,
+    pub response: Vec<u32>,
+    pub old_values: Vec<f64>,
+    pub returns: Vec<f64>,
+    pub weights: Vec<f64>,
+}
+
+/// The clipped value loss (× vf_coef) over [`ValueRow`]s.
+pub struct ValueObjective<'a> {
+    pub critic: Critic<'a>,
+    pub pad_id: u32,
+    pub clip: Option<f64>,
+    pub vf_coef: f64,
+    /// Σ loss, Σ clipped tokens, Σ tokens since the last take.
+    pub sums: (f64, f64, usize),
+}
+
+impl Objective for ValueObjective<'_> {
+    type Example = ValueRow;
+
+    fn model(&self) -> &CausalLm {
+        self.critic.trunk
+    }
+
+    fn normaliser(&self, _batch: &[&ValueRow]) -> f64 {
+        1.0
+    }
+
+    fn micro_loss(&mut self, micro: &[&ValueRow], _n: f64) -> Result<MicroOutput> {
+        let pairs: Vec<(&[u32], &[u32])> = micro.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
+        let v = self.critic.values(&pairs, self.pad_id)?;
+        let (dtype, dev) = (v.dtype(), v.device().clone());
+        let flat = |f: fn(&ValueRow) -> &[f64]| -> Result<Tensor> {
+            let x: Vec<f64> = micro.iter().flat_map(|r| f(r).iter().copied()).collect();
+            let n = x.len();
+            Ok(Tensor::from_vec(x, n, &dev)?.to_dtype(dtype)?)
+        };
+        let (old, ret, w) = (flat(|r| &r.old_values)?, flat(|r| &r.returns)?, flat(|r| &r.weights)?);
+        let (loss, clipped) = clipped_value_loss(&v, &old, &ret, &w, self.clip)?;
+        self.sums.0 += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        self.sums.1 += clipped;
+        self.sums.2 += v.dim(0)?;
+        let tokens = micro.iter().map(|r| r.prompt.len() + r.response.len()).sum();
+        Ok(MicroOutput { loss: (loss * self.vf_coef)?, stats: Vec::new(), tokens })
+    }
+
+    fn evaluate(&mut self, _eval: &[ValueRow]) -> Result<Vec<(String, f64)>> {
+        Ok(Vec::new())
+    }
+}
+
+pub struct PpoSetup<'a> {
+    pub policy: &'a CausalLm,
+    pub params: &'a [(String, Var)],
+    pub reference: &'a CausalLm,
+    pub critic: Critic<'a>,
+    /// The critic's trainable parameters (trunk and head).
+    pub critic_params: &'a [(String, Var)],
+    pub tokenizer: &'a Tokenizer,
+    pub prompts: &'a [RlPrompt<'a>],
+    pub sources: Vec<(Box<dyn RewardSource + 'a>, f64)>,
+    pub eval: Option<HeldOutEval<'a>>,
+}
+
+/// Runs PPO for `train.max_steps` rollouts; the critic trains with `critic_train` (its
+/// learning rate and schedule). Returns the last evaluation.
+pub fn train_ppo(
+    s: &mut PpoSetup,
+    cfg: &PpoConfig,
+    roll: &RolloutConfig,
+    train: &TrainConfig,
+    critic_train: &TrainConfig,
+    run: &RunInfo,
+    on_step: &mut dyn FnMut(&StepReport),
+) -> Result<Vec<(String, f64)>> {
+    if cfg.prompts_per_step == 0 || cfg.ppo_epochs == 0 || cfg.num_minibatches == 0 || s.sources.is_empty() {
+        return Err(TrainError::Config(
+            "ppo needs prompts_per_step, ppo_epochs, num_minibatches ≥ 1 and a reward source".into(),
+        ));
+    }
+    let total = train.max_steps.max(1) as u64;
+    let mut policy_session = Session::new(s.policy, s.params, train, total as usize, &run.dir.join("checkpoints"))?;
+    let mut critic_session = Session::new(
+        s.critic.trunk,
+        s.critic_params,
+        critic_train,
+        total as usize,
+        &run.dir.join("critic_checkpoints"),
+    )?;
+    let mut kl_ctl = KlController::new(&cfg.kl);
+    let mut logger = MetricsLogger::create(run.dir).map_err(|e| TrainError::file(run.dir, e.to_string()))?;
+    let mut clock = Clock::start();
+    let mut last_eval = clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut logger, 0)?;
+    for step in 1..=total {
+        let t0 = Instant::now();
+        let idx = batch_indices(s.prompts.len(), cfg.prompts_per_step, train.seed, step - 1);
+        let prompts: Vec<&[u32]> = idx.iter().map(|&i| s.prompts[i].ids).collect();
+        let refs: Vec<PromptRef> = idx.iter().map(|&i| s.prompts[i].refs).collect();
+        let seed = rollout::step_seed(train.seed, step);
+        let rows = rollout::rollout(s.policy, &prompts, 1, roll, s.tokenizer, seed, &mut |_| {})?;
+        let rollout_secs = t0.elapsed().as_secs_f64();
+        let mut m = ppo_step(s, cfg, roll, &mut policy_session, &mut critic_session, &mut kl_ctl, &rows, &refs, step)?;
+        let secs = t0.elapsed().as_secs_f64();
+        let tokens: usize = rows.iter().map(|r| r.response_ids.len()).sum();
+        m.extend([
+            ("lr".to_string(), policy_session.schedule.lr_at(step as usize - 1)),
+            ("rollout/tokens_per_sec".into(), tokens as f64 / rollout_secs.max(1e-9)),
+            ("update/seconds".into(), secs - rollout_secs),
+            ("step_time".into(), secs),
+            ("elapsed_seconds".into(), clock.elapsed()),
+            ("train_seconds".into(), clock.train_seconds()),
+        ]);
+        log_metrics(&mut logger, step, &m)?;
+        let get = |k: &str| m.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, v)| *v);
+        on_step(&StepReport {
+            step,
+            total_steps: total,
+            loss: get("reward/score"),
+            lr: get("lr"),
+            grad_norm: get("grad_norm"),
+            tokens_per_sec: tokens as f64 / secs.max(1e-9),
+            stats: m.clone(),
+        });
+        let stop = cfg.max_kl > 0.0 && get("kl/sequence") > cfg.max_kl;
+        if step == total || stop || (run.eval_steps > 0 && step % run.eval_steps as u64 == 0) {
+            last_eval = clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut logger, step)?;
+        }
+        if step == total || stop || (train.save_steps > 0 && step % train.save_steps as u64 == 0) {
+            policy_session.save(step, total, train.seed, "ppo", &run.config)?;
+            critic_session.save(step, total, train.seed, "ppo-critic", &run.config)?;
+        }
+        if stop {
+            eprintln!("ppo: stopping at step {step}: KL {:.3} > max_kl {}", get("kl/sequence"), cfg.max_kl);
+            break;
+        }
+    }
+    Ok(last_eval)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ppo_step(
+    s: &mut PpoSetup,
+    cfg: &PpoConfig,
+    roll: &RolloutConfig,
+    policy_session: &mut Session,
+    critic_session: &mut Session,
+    kl_ctl: &mut KlController,
+    rows: &[RolloutRow],
+    refs: &[PromptRef],
+    step: u64,
+) -> Result<Vec<(String, f64)>> {
+    let pad = s.tokenizer.pad_id();
+    let texts = decode_rows(s.tokenizer, rows)?;
+    let mut m = Vec::new();
+    let mut scores = vec![0.0; rows.len()];
+    for (src, w) in s.sources.iter_mut() {
+        let sc = score_rows(src.as_mut(), rows, &texts, refs)?;
+        let vals: Vec<f64> = sc.iter().filter_map(|x| x.value).collect();
+        m.push((format!("reward/{}", src.name()), online::mean(&vals)));
+        for (total, x) in scores.iter_mut().zip(&sc) {
+            *total += *w * x.value.unwrap_or(0.0);
+        }
+    }
+    if let Some(p) = cfg.missing_eos_penalty {
+        for (sc, r) in scores.iter_mut().zip(rows) {
+            if r.truncated() {
+                *sc = p;
+            }
+        }
+    }
+    let pairs: Vec<(&[u32], &[u32])> =
+        rows.iter().map(|r| (r.prompt_ids.as_slice(), r.response_ids.as_slice())).collect();
+    let fb = roll.forward_batch_size;
+    let old = response_logprobs_rows(s.policy, &pairs, pad, roll.temperature, fb)?;
+    let reference = response_logprobs_rows(s.reference, &pairs, pad, roll.temperature, fb)?;
+    let values = critic_values(&s.critic, &pairs, pad, fb)?;
+    let clamp = (cfg.kl_clamp > 0.0).then_some(cfg.kl_clamp);
+    let kl: Vec<Vec<f64>> = old
+        .iter()
+        .zip(&reference)
+        .map(|(o, r)| o.iter().zip(r).map(|(&a, &b)| kl_value(cfg.kl_estimator, a, b, clamp)).collect())
+        .collect();
+    let seq_kl: Vec<f64> = old.iter().zip(&reference).map(|(o, r)| o.iter().zip(r).map(|(a, b)| a - b).sum()).collect();
+    let mut rewards = kl_penalised_rewards(&kl, &scores, kl_ctl.coef);
+    if cfg.whiten_rewards {
+        rewards = masked_whiten(&rewards, false, true);
+    }
+    let (adv_raw, returns) = gae(&rewards, &values, cfg.gamma, cfg.lam);
+    let adv = if cfg.whiten_advantages { masked_whiten(&adv_raw, true, true) } else { adv_raw };
+    let (mismatch_mean, mismatch_max) = rollout::logprob_mismatch(rows, &old);
+    let flat_v: Vec<f64> = values.concat();
+    let flat_r: Vec<f64> = returns.concat();
+    let non_score: f64 = kl.iter().map(|k| -kl_ctl.coef * k.iter().sum::<f64>()).sum::<f64>() / rows.len() as f64;
+    m.extend([
+        ("reward/score".to_string(), online::mean(&scores)),
+        ("reward/non_score".into(), non_score),
+        ("reward/rlhf".into(), online::mean(&scores) + non_score),
+        ("kl/sequence".into(), online::mean(&seq_kl)),
+        ("kl/coef".into(), kl_ctl.coef),
+        ("response_length".into(), online::mean_len(rows)),
+        ("truncation_rate".into(), online::truncation_rate(rows)),
+        ("entropy".into(), online::sampled_entropy(rows)),
+        ("value/explained_variance".into(), explained_variance(&flat_v, &flat_r)),
+        ("value/mean".into(), online::mean(&flat_v)),
+        ("logprob_mismatch/mean_abs".into(), mismatch_mean),
+        ("logprob_mismatch/max_abs".into(), mismatch_max),
+    ]);
+    let mut policy_rows: Vec<PolicyRow> = (0..rows.len())
+        .map(|i| PolicyRow {
+            prompt: rows[i].prompt_ids.clone(),
+            response: rows[i].response_ids.clone(),
+            old_logp: Some(old[i].clone()),
+            ref_logp: None,
+            sampler_logp: rows[i].sampler_logprobs.clone(),
+            advantages: adv[i].clone(),
+            weights: Vec::new(),
+        })
+        .collect();
+    let mut value_rows: Vec<ValueRow> = (0..rows.len())
+        .map(|i| ValueRow {
+            prompt: rows[i].prompt_ids.clone(),
+            response: rows[i].response_ids.clone(),
+            old_values: values[i].clone(),
+            returns: returns[i].clone(),
+            weights: Vec::new(),
+        })
+        .collect();
+    let clip = ClipConfig { epsilon_low: cfg.cliprange, epsilon_high: cfg.cliprange, dual_clip: cfg.dual_clip };
+    let mut pobj = PolicyObjective::new(s.policy, pad, roll.temperature, clip);
+    let mut vobj = ValueObjective {
+        critic: Critic { trunk: s.critic.trunk, head: s.critic.head },
+        pad_id: pad,
+        clip: (cfg.cliprange_value > 0.0).then_some(cfg.cliprange_value),
+        vf_coef: cfg.vf_coef,
+        sums: (0.0, 0.0, 0),
+    };
+    let mb_size = rows.len().div_ceil(cfg.num_minibatches);
+    let (mut gn, mut vgn) = (Vec::new(), Vec::new());
+    let mut first_ratio = f64::NAN;
+    for epoch in 0..cfg.ppo_epochs {
+        for mb in rollout::minibatches(rows.len(), mb_size, rollout::step_seed(step, epoch as u64)) {
+            let lengths: Vec<usize> = mb.iter().map(|&i| rows[i].response_ids.len()).collect();
+            // Token mean over the minibatch (the masked means of the N-details formulas).
+            let w = token_weights(LossAggregation::Bnpo, &lengths, roll.max_new_tokens, None);
+            for (&i, w) in mb.iter().zip(w) {
+                policy_rows[i].weights = w.clone();
+                value_rows[i].weights = w;
+            }
+            let prow: Vec<&PolicyRow> = mb.iter().map(|&i| &policy_rows[i]).collect();
+            gn.push(policy_session.update(&mut pobj, &prow, step)?);
+            if first_ratio.is_nan() {
+                first_ratio = pobj.stats.rows().iter().find(|(k, _)| k == "ratio/mean").map_or(f64::NAN, |(_, v)| *v);
+            }
+            let vrow: Vec<&ValueRow> = mb.iter().map(|&i| &value_rows[i]).collect();
+            vgn.push(critic_session.update(&mut vobj, &vrow, step)?);
+        }
+    }
+    kl_ctl.update(online::mean(&seq_kl), rows.len());
+    let (vl, vc, vn) = vobj.sums;
+    let updates = (cfg.ppo_epochs * rows.len().div_ceil(mb_size)) as f64;
+    m.extend([
+        ("grad_norm".to_string(), online::mean(&gn)),
+        ("value/grad_norm".into(), online::mean(&vgn)),
+        ("value/loss".into(), vl / updates),
+        ("value/clipfrac".into(), vc / vn.max(1) as f64),
+        ("ratio/first_minibatch".into(), first_ratio),
+    ]);
+    m.extend(pobj.take_stats().into_iter().filter(|(k, _)| !k.starts_with("logprob_mismatch")));
+    Ok(m)
+}
+
+/// Values of every response token, as host rows, without gradients.
+fn critic_values(critic: &Critic, pairs: &[(&[u32], &[u32])], pad: u32, fb: usize) -> Result<Vec<Vec<f64>>> {
+    let trunk = critic.trunk.detached()?;
+    let head = critic.head.detach();
+    let detached = Critic { trunk: &trunk, head: &head };
+    let mut out = Vec::with_capacity(pairs.len());
+    for part in pairs.chunks(fb.max(1)) {
+        let v = detached.values(part, pad)?;
+        out.extend(split_rows(&to_f64(&v)?, part.iter().map(|(_, r)| r.len())));
+    }
+    Ok(out)
+}

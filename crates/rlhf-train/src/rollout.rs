@@ -1,0 +1,252 @@
+//! Rollout, shared by every online trainer: prompts → batched sampling on detached weights →
+//! rows of (prompt, response, sampler logprobs, finish reason), then the per-token logprobs and
+//! values of those rows under any model, and their scores under any [`RewardSource`].
+//!
+//! Rows are kept unpadded on the host; each forward pads them right (prompt then response as
+//! token ids, never re-tokenised text — RLHF_DETAILS 4) and reads only response positions.
+
+use crate::error::Result;
+use candle_core::{DType, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rlhf_data::{Batch, Tokenizer};
+use rlhf_model::{generate, token_logprobs_and_states_at, CausalLm, FinishReason, GenerationConfig, SamplingParams};
+use rlhf_reward::{RewardSource, Sample, Score};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutConfig {
+    /// Longest response; a response that reaches it is truncated (see `truncation`).
+    pub max_new_tokens: usize,
+    /// Sampling temperature; logprobs everywhere are computed at it (RLHF_DETAILS 1).
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    /// Rows per `generate` call (0 = all rows of a step at once).
+    pub generation_batch_size: usize,
+    /// Rows per forward pass when scoring logprobs/values without gradients (0 = all).
+    pub forward_batch_size: usize,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 64,
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            generation_batch_size: 0,
+            forward_batch_size: 16,
+        }
+    }
+}
+
+/// One sampled response.
+#[derive(Clone, Debug)]
+pub struct RolloutRow {
+    /// Index of the prompt in the step's prompt list (rows of one prompt are contiguous).
+    pub prompt_index: usize,
+    pub prompt_ids: Vec<u32>,
+    /// Generated tokens, including the final EOS when the row stopped on one.
+    pub response_ids: Vec<u32>,
+    /// The sampler's logprobs of `response_ids` (full tempered distribution).
+    pub sampler_logprobs: Vec<f32>,
+    pub finish: FinishReason,
+}
+
+impl RolloutRow {
+    pub fn truncated(&self) -> bool {
+        self.finish == FinishReason::Length
+    }
+}
+
+/// The seed of step `step`'s sampling: different every step, a function of `(seed, step)`
+/// alone so a resumed run samples what the uninterrupted one would have.
+pub fn step_seed(seed: u64, step: u64) -> u64 {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F5A_3B1E);
+    rng.set_stream(step);
+    rand::Rng::random(&mut rng)
+}
+
+/// Samples `repeats` responses to each prompt (GRPO's G; 1 for PPO). Rows come out grouped by
+/// prompt. `on_tokens` receives the number of response tokens generated so far.
+pub fn rollout(
+    policy: &CausalLm,
+    prompts: &[&[u32]],
+    repeats: usize,
+    cfg: &RolloutConfig,
+    tok: &Tokenizer,
+    seed: u64,
+    on_tokens: &mut dyn FnMut(usize),
+) -> Result<Vec<RolloutRow>> {
+    let rows: Vec<(usize, Vec<u32>)> =
+        prompts.iter().enumerate().flat_map(|(i, p)| std::iter::repeat_n((i, p.to_vec()), repeats.max(1))).collect();
+    let chunk = if cfg.generation_batch_size == 0 { rows.len().max(1) } else { cfg.generation_batch_size };
+    let mut out = Vec::with_capacity(rows.len());
+    let mut done_tokens = 0usize;
+    for (c, part) in rows.chunks(chunk).enumerate() {
+        let gen_cfg = GenerationConfig {
+            max_new_tokens: cfg.max_new_tokens,
+            sampling: SamplingParams {
+                temperature: cfg.temperature,
+                top_k: cfg.top_k,
+                top_p: cfg.top_p,
+                seed: seed.wrapping_add(c as u64),
+            },
+            eos_token_ids: tok.eos_ids(),
+            pad_token_id: tok.pad_id(),
+        };
+        let ids: Vec<Vec<u32>> = part.iter().map(|(_, p)| p.clone()).collect();
+        let live = part.len();
+        let g = generate(policy, &ids, &gen_cfg, None, &mut |steps| on_tokens(done_tokens + steps * live))?;
+        done_tokens += g.response_ids.iter().map(Vec::len).sum::<usize>();
+        for (((i, p), (resp, lps)), finish) in
+            part.iter().zip(g.response_ids.into_iter().zip(g.response_logprobs)).zip(g.finish)
+        {
+            out.push(RolloutRow {
+                prompt_index: *i,
+                prompt_ids: p.clone(),
+                response_ids: resp,
+                sampler_logprobs: lps,
+                finish,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Response positions of a right-padded prompt+response batch: `(row, t)` of every response
+/// token, row after row — the order of every flat `[N]` tensor the trainers use.
+pub fn response_batch(rows: &[(&[u32], &[u32])], pad_id: u32) -> (Batch, Vec<(usize, usize)>) {
+    let batch = Batch::from_prompt_responses(rows.iter().copied(), pad_id, 1);
+    let positions = batch.loss_positions();
+    (batch, positions)
+}
+
+/// Per-token logprobs `[N]` of every response token of `rows` under `model` at `temperature`,
+/// flattened row after row, with the hidden states `[N, d]` that predicted them. A graph node
+/// when `model` is trainable.
+pub fn response_logprobs(
+    model: &CausalLm,
+    rows: &[(&[u32], &[u32])],
+    pad_id: u32,
+    temperature: f64,
+) -> Result<(Tensor, Tensor)> {
+    let (batch, positions) = response_batch(rows, pad_id);
+    let (ids, mask, _) = batch.to_tensors(model.device())?;
+    Ok(token_logprobs_and_states_at(model, &ids, &mask, temperature, &positions)?)
+}
+
+/// [`response_logprobs`] without gradients, `forward_batch` rows per pass, as host rows.
+pub fn response_logprobs_rows(
+    model: &CausalLm,
+    rows: &[(&[u32], &[u32])],
+    pad_id: u32,
+    temperature: f64,
+    forward_batch: usize,
+) -> Result<Vec<Vec<f64>>> {
+    let model = model.detached()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for part in rows.chunks(forward_batch.max(1)) {
+        let (lp, _) = response_logprobs(&model, part, pad_id, temperature)?;
+        out.extend(split_rows(&to_f64(&lp)?, part.iter().map(|(_, r)| r.len())));
+    }
+    Ok(out)
+}
+
+/// Splits a flat vector into rows of the given lengths.
+pub fn split_rows(flat: &[f64], lengths: impl IntoIterator<Item = usize>) -> Vec<Vec<f64>> {
+    let mut at = 0;
+    lengths
+        .into_iter()
+        .map(|n| {
+            let row = flat[at..at + n].to_vec();
+            at += n;
+            row
+        })
+        .collect()
+}
+
+pub fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.detach().to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+}
+
+/// Decoded text of a rollout: the prompt (special tokens kept, as the model saw it) and the
+/// response (special tokens removed).
+pub struct RowText {
+    pub prompt: String,
+    pub response: String,
+}
+
+pub fn decode_rows(tok: &Tokenizer, rows: &[RolloutRow]) -> Result<Vec<RowText>> {
+    rows.iter()
+        .map(|r| {
+            Ok(RowText { prompt: tok.decode(&r.prompt_ids, false)?, response: tok.decode(&r.response_ids, true)? })
+        })
+        .collect()
+}
+
+/// Reference data of a prompt for verifiers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PromptRef<'a> {
+    pub answer: Option<&'a str>,
+    pub tests: Option<&'a str>,
+}
+
+/// Scores every row with `source`; `refs[row.prompt_index]` supplies answers and tests.
+pub fn score_rows(
+    source: &mut dyn RewardSource,
+    rows: &[RolloutRow],
+    texts: &[RowText],
+    refs: &[PromptRef<'_>],
+) -> Result<Vec<Score>> {
+    let samples: Vec<Sample> = rows
+        .iter()
+        .zip(texts)
+        .map(|(r, t)| {
+            let pr = refs.get(r.prompt_index).copied().unwrap_or_default();
+            Sample {
+                prompt: &t.prompt,
+                response: &t.response,
+                prompt_ids: &r.prompt_ids,
+                response_ids: &r.response_ids,
+                answer: pr.answer,
+                tests: pr.tests,
+                finished: !r.truncated(),
+            }
+        })
+        .collect();
+    let scores = source.score(&samples).map_err(|e| crate::TrainError::Config(format!("reward source: {e}")))?;
+    if scores.len() != rows.len() {
+        return Err(crate::TrainError::Config(format!(
+            "reward source `{}` returned {} scores for {} responses",
+            source.name(),
+            scores.len(),
+            rows.len()
+        )));
+    }
+    Ok(scores)
+}
+
+/// Splits `n` items into minibatches of `size` in a seeded order (PPO's shuffled minibatches).
+pub fn minibatches(n: usize, size: usize, seed: u64) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    order.chunks(size.max(1)).map(<[usize]>::to_vec).collect()
+}
+
+/// Sampler-vs-trainer logprob mismatch over all tokens: (mean |Δ|, max |Δ|). Nonzero only
+/// through top-k/top-p truncation or numerical drift (RLHF_DETAILS 30).
+pub fn logprob_mismatch(rows: &[RolloutRow], trainer: &[Vec<f64>]) -> (f64, f64) {
+    let (mut sum, mut max, mut n) = (0f64, 0f64, 0usize);
+    for (r, t) in rows.iter().zip(trainer) {
+        for (&s, &x) in r.sampler_logprobs.iter().zip(t) {
+            let d = (s as f64 - x).abs();
+            sum += d;
+            max = max.max(d);
+            n += 1;
+        }
+    }
+    (sum / n.max(1) as f64, max)
+}
