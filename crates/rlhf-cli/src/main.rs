@@ -41,6 +41,8 @@ enum Command {
     Grpo(commands::train_common::TrainArgs),
     /// PPO with a critic and a per-token KL penalty to a frozen reference.
     Ppo(commands::train_common::TrainArgs),
+    /// Compare checkpoints on held-out prompts: verifier accuracy, format, RM reward, KL, length.
+    Eval(commands::eval::Args),
     /// Greedy answers to prompts with reference answers: verifier accuracy and format rate.
     Verify(commands::verify::Args),
     /// Fold LoRA adapters into their base model.
@@ -63,6 +65,7 @@ fn main() {
         Command::RewardEval(a) => commands::reward_eval::run(a),
         Command::Merge(a) => commands::merge::run(a),
         Command::Grpo(a) => commands::grpo::run(a),
+        Command::Eval(a) => commands::eval::run(a),
         Command::Ppo(a) => commands::ppo::run(a),
         Command::Verify(a) => commands::verify::run(a),
         Command::Data(c) => commands::data::run(c),

@@ -6,8 +6,8 @@ use crate::source::{RewardSource, Sample, Score};
 use serde::{Deserialize, Serialize};
 
 /// Scores of every member, checked to be one per sample.
-fn score_all<'a>(
-    members: impl Iterator<Item = &'a mut Box<dyn RewardSource>>,
+fn score_all<'a, 's: 'a>(
+    members: impl Iterator<Item = &'a mut Box<dyn RewardSource + 's>>,
     samples: &[Sample<'_>],
 ) -> Result<Vec<Vec<Score>>> {
     members
@@ -34,13 +34,13 @@ fn join_notes<'a>(notes: impl Iterator<Item = (&'a str, &'a Option<String>)>) ->
 /// `Σ wᵢ·rᵢ`. A part that cannot score a sample (`None`) counts 0 there, unless no part can:
 /// then the sum is `None` too. Process rewards (`steps`) pass through scaled by their part's
 /// weight; steps at the same token are added.
-pub struct Weighted {
+pub struct Weighted<'s> {
     name: String,
-    parts: Vec<(f64, Box<dyn RewardSource>)>,
+    parts: Vec<(f64, Box<dyn RewardSource + 's>)>,
 }
 
-impl Weighted {
-    pub fn new(parts: Vec<(f64, Box<dyn RewardSource>)>) -> Result<Self> {
+impl<'s> Weighted<'s> {
+    pub fn new(parts: Vec<(f64, Box<dyn RewardSource + 's>)>) -> Result<Self> {
         if parts.is_empty() {
             return Err(RewardError::Config("weighted reward: no reward sources given".into()));
         }
@@ -61,7 +61,7 @@ impl Weighted {
     }
 }
 
-impl RewardSource for Weighted {
+impl RewardSource for Weighted<'_> {
     fn name(&self) -> &str {
         &self.name
     }
@@ -110,14 +110,14 @@ pub enum EnsembleMode {
 /// Several sources scoring the same thing (usually reward models trained with different seeds).
 /// Members returning `None` are left out of a sample's reduction; `None` if all do. Steps are
 /// dropped (members' steps need not line up).
-pub struct Ensemble {
+pub struct Ensemble<'s> {
     name: String,
     mode: EnsembleMode,
-    members: Vec<Box<dyn RewardSource>>,
+    members: Vec<Box<dyn RewardSource + 's>>,
 }
 
-impl Ensemble {
-    pub fn new(members: Vec<Box<dyn RewardSource>>, mode: EnsembleMode) -> Result<Self> {
+impl<'s> Ensemble<'s> {
+    pub fn new(members: Vec<Box<dyn RewardSource + 's>>, mode: EnsembleMode) -> Result<Self> {
         if members.is_empty() {
             return Err(RewardError::Config("reward ensemble: no members given".into()));
         }
@@ -152,7 +152,7 @@ impl Ensemble {
     }
 }
 
-impl RewardSource for Ensemble {
+impl RewardSource for Ensemble<'_> {
     fn name(&self) -> &str {
         &self.name
     }

@@ -38,6 +38,9 @@ fn correct_and_wrong_solutions() {
     let wrong = check("def add(a, b):\n    return a - b\n");
     assert!(matches!(&wrong, Outcome::Failed { stderr_tail } if stderr_tail.contains("AssertionError")), "{wrong:?}");
     assert!(matches!(check("def add(a, b) return"), Outcome::Failed { .. }));
+    let report = sandbox().run(&[("a.py", "print('hi')\n"), ("b.py", "import sys\nprint('err', file=sys.stderr)\n")]);
+    let report = report.unwrap();
+    assert_eq!((report.outcome, report.stdout.as_str(), report.stderr.as_str()), (Outcome::Passed, "hi\n", "err\n"));
 }
 
 #[test]

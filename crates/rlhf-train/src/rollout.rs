@@ -27,6 +27,8 @@ pub struct RolloutConfig {
     pub generation_batch_size: usize,
     /// Rows per forward pass when scoring logprobs/values without gradients (0 = all).
     pub forward_batch_size: usize,
+    /// Never stop at EOS: every response has `max_new_tokens` tokens (fixed-shape benchmarks).
+    pub ignore_eos: bool,
 }
 
 impl Default for RolloutConfig {
@@ -38,6 +40,7 @@ impl Default for RolloutConfig {
             top_p: None,
             generation_batch_size: 0,
             forward_batch_size: 16,
+            ignore_eos: false,
         }
     }
 }
@@ -94,7 +97,7 @@ pub fn rollout(
                 top_p: cfg.top_p,
                 seed: seed.wrapping_add(c as u64),
             },
-            eos_token_ids: tok.eos_ids(),
+            eos_token_ids: if cfg.ignore_eos { Vec::new() } else { tok.eos_ids() },
             pad_token_id: tok.pad_id(),
         };
         let ids: Vec<Vec<u32>> = part.iter().map(|(_, p)| p.clone()).collect();

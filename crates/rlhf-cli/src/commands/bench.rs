@@ -17,7 +17,7 @@ use std::time::Instant;
 pub struct Args {
     #[arg(long, default_value = "default")]
     model: String,
-    /// Run one section in this process: matmul, decode, train, sft, reward or dpo.
+    /// Run one section in this process: matmul, decode, train, sft, reward, dpo, grpo or ppo.
     #[arg(long)]
     only: Option<String>,
     /// Timed training steps (after one warm-up step).
@@ -28,7 +28,10 @@ pub struct Args {
     decode_runs: usize,
     #[arg(long, default_value_t = 128)]
     new_tokens: usize,
-    /// Comma-separated sections to run, each in its own process (default: all).
+    /// Responses per GRPO/PPO step (32 tokens each).
+    #[arg(long, default_value_t = 4)]
+    completions: usize,
+    /// Comma-separated sections to run, each in its own process (default: all but grpo and ppo).
     #[arg(long)]
     sections: Option<String>,
     /// Print one JSON object instead of a table.
@@ -150,7 +153,8 @@ fn section(a: &Args, name: &str) -> Result<Value> {
         "decode" => decode(a),
         "train" => train(a),
         "sft" | "reward" | "dpo" => super::bench_trainers::trainer_step(&a.model, name, a.train_steps),
-        other => bail!("--only {other}: expected matmul, decode, train, sft, reward or dpo"),
+        "grpo" | "ppo" => super::bench_rl::rl_step(&a.model, name, a.train_steps, a.completions),
+        other => bail!("--only {other}: expected matmul, decode, train, sft, reward, dpo, grpo or ppo"),
     }
 }
 
@@ -173,7 +177,7 @@ pub fn run(a: Args) -> Result<()> {
         let out = std::process::Command::new(&exe)
             .args(["bench", "--model", &a.model, "--only", name])
             .args(["--train-steps", &a.train_steps.to_string(), "--decode-runs", &a.decode_runs.to_string()])
-            .args(["--new-tokens", &a.new_tokens.to_string()])
+            .args(["--new-tokens", &a.new_tokens.to_string(), "--completions", &a.completions.to_string()])
             .stderr(std::process::Stdio::inherit())
             .output()
             .with_context(|| format!("running bench section {name}"))?;
@@ -205,6 +209,18 @@ pub fn run(a: Args) -> Result<()> {
     for name in ["sft", "reward", "dpo"] {
         let s = &all[name];
         println!("  {name:<6} step 4×128          {:>10} s  (peak RSS {} MB)", f(&s["step_s"]), f(&s["peak_rss_mb"]));
+    }
+    for name in ["grpo", "ppo"] {
+        let s = &all[name];
+        if s.is_object() {
+            println!(
+                "  {name:<6} step {}×32           {:>10} s  (rollout {} s, peak RSS {} MB)",
+                a.completions,
+                f(&s["step_s"]),
+                f(&s["rollout_s"]),
+                f(&s["peak_rss_mb"])
+            );
+        }
     }
     println!("  decode peak RSS           {:>10} MB", f(&all["decode"]["peak_rss_mb"]));
     Ok(())

@@ -1,8 +1,10 @@
 pub mod bench;
+pub mod bench_rl;
 pub mod bench_trainers;
 pub mod convert;
 pub mod data;
 pub mod dpo;
+pub mod eval;
 pub mod generate;
 pub mod grpo;
 pub mod logprobs;

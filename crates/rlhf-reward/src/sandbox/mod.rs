@@ -176,13 +176,13 @@ impl Sandbox {
     }
 
     fn run_in(&self, dir: &Path, files: &[(&str, &str)]) -> Result<RunReport> {
-        let sandbox_err =
+        let file_err =
             |e: std::io::Error| RewardError::File { path: dir.display().to_string(), message: e.to_string() };
         for (name, text) in files {
             if name.contains('/') || name.starts_with('.') || name.is_empty() {
                 return Err(RewardError::Config(format!("sandbox: file name `{name}` must be a plain name")));
             }
-            std::fs::write(dir.join(name), text).map_err(sandbox_err)?;
+            std::fs::write(dir.join(name), text).map_err(file_err)?;
         }
         let nonce = format!("rlhf-ok-{:016x}{:016x}", random_u64(), random_u64());
         let mut cmd = Command::new(&self.python);
@@ -206,15 +206,13 @@ impl Sandbox {
             let _ = stdin.write_all(format!("{nonce}\n").as_bytes());
         }
         let wall = Duration::from_secs_f64(self.cfg.wall_seconds);
-        let run = monitor::supervise(&mut child, wall, self.cfg.output_bytes).map_err(sandbox_err)?;
+        let run = monitor::supervise(&mut child, wall, self.cfg.output_bytes).map_err(file_err)?;
         let outcome = outcome::classify(&run, &nonce);
-        let mut stdout = String::from_utf8_lossy(&run.stdout).into_owned();
-        if outcome.passed() {
-            stdout.truncate(stdout.len().saturating_sub(nonce.len() + 2));
-        }
+        // The success marker is `\n<nonce>\n` at the very end.
+        let keep = if outcome.passed() { run.stdout.len() - (nonce.len() + 2) } else { run.stdout.len() };
         Ok(RunReport {
             outcome,
-            stdout,
+            stdout: String::from_utf8_lossy(&run.stdout[..keep]).into_owned(),
             stderr: String::from_utf8_lossy(&run.stderr).into_owned(),
             elapsed: run.elapsed,
         })
