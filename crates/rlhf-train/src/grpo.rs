@@ -10,14 +10,14 @@ use crate::aggregate::{token_weights, LossAggregation};
 use crate::error::{Result, TrainError};
 use crate::kl::KlEstimator;
 use crate::metrics::MetricsLogger;
-use crate::online::{self, log_metrics, Clock, HeldOutEval, PolicyObjective, PolicyRow, Session};
+use crate::online::{self, log_metrics, Clock, HeldOutEval, PolicyObjective, PolicyRow, SampleLog, Session};
 use crate::policy_loss::ClipConfig;
-use crate::rollout::{self, decode_rows, response_logprobs_rows, score_rows, PromptRef, RolloutConfig, RolloutRow};
+use crate::rollout::{self, decode_rows, response_logprobs_rows, PromptRef, RolloutConfig, RolloutRow};
 use crate::trainer::{batch_indices, StepReport, TrainConfig};
 use candle_core::Var;
 use rlhf_data::Tokenizer;
 use rlhf_model::CausalLm;
-use rlhf_reward::{RewardSource, Score};
+use rlhf_reward::RewardSource;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
@@ -135,6 +135,7 @@ pub fn train_grpo(
     let total = train.max_steps.max(1) as u64;
     let mut session = Session::new(s.policy, s.params, train, total as usize, &run.dir.join("checkpoints"))?;
     let mut logger = MetricsLogger::create(run.dir).map_err(|e| TrainError::file(run.dir, e.to_string()))?;
+    let mut samples = SampleLog::create(run.dir)?;
     let mut clock = Clock::start();
     let mut last_eval = clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut logger, 0)?;
     for step in 1..=total {
@@ -152,7 +153,7 @@ pub fn train_grpo(
             &mut |_| {},
         )?;
         let rollout_secs = t0.elapsed().as_secs_f64();
-        let mut metrics = score_and_update(s, cfg, roll, &mut session, &rows, &refs, step)?;
+        let mut metrics = score_and_update(s, cfg, roll, &mut session, &rows, &refs, step, &mut samples)?;
         let secs = t0.elapsed().as_secs_f64();
         let tokens: usize = rows.iter().map(|r| r.response_ids.len()).sum();
         metrics.extend([
@@ -211,6 +212,7 @@ fn validate(cfg: &GrpoConfig, s: &GrpoSetup) -> Result<()> {
 }
 
 /// Scores the rollout, builds advantages and runs the updates; returns the step's metrics.
+#[allow(clippy::too_many_arguments)]
 fn score_and_update(
     s: &mut GrpoSetup,
     cfg: &GrpoConfig,
@@ -219,16 +221,12 @@ fn score_and_update(
     rows: &[RolloutRow],
     refs: &[PromptRef],
     step: u64,
+    samples: &mut SampleLog,
 ) -> Result<Vec<(String, f64)>> {
     let texts = decode_rows(s.tokenizer, rows)?;
-    let mut metrics = Vec::new();
-    let mut per_source: Vec<Vec<Score>> = Vec::new();
-    for (src, _) in s.sources.iter_mut() {
-        let scores = score_rows(src.as_mut(), rows, &texts, refs)?;
-        let vals: Vec<f64> = scores.iter().filter_map(|x| x.value).collect();
-        metrics.push((format!("reward/{}", src.name()), online::mean(&vals)));
-        per_source.push(scores);
-    }
+    let (per_source, mut metrics) = online::score_all(&mut s.sources, rows, &texts, refs)?;
+    let names: Vec<String> = s.sources.iter().map(|(src, _)| src.name().to_string()).collect();
+    samples.write(step, rows, &texts, &names, &per_source)?;
     let weights: Vec<f64> = s.sources.iter().map(|(_, w)| *w).collect();
     let mut per_func: Vec<Vec<f64>> =
         (0..rows.len()).map(|i| per_source.iter().map(|sc| sc[i].value.unwrap_or(f64::NAN)).collect()).collect();

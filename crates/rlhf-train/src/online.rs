@@ -8,13 +8,14 @@ use crate::kl::KlEstimator;
 use crate::metrics::MetricsLogger;
 use crate::optim::AdamW;
 use crate::policy_loss::{clipped_policy_loss, ClipConfig, PolicyLossInputs, PolicyStats};
-use crate::rollout::{decode_rows, response_logprobs, score_rows, PromptRef, RolloutConfig, RolloutRow};
+use crate::rollout::{decode_rows, response_logprobs, score_rows, PromptRef, RolloutConfig, RolloutRow, RowText};
 use crate::schedule::LrSchedule;
 use crate::trainer::{accumulate_batch, apply_gradients, MicroOutput, Objective, TrainConfig};
 use candle_core::{DType, Tensor, Var};
 use rlhf_data::Tokenizer;
 use rlhf_model::{CausalLm, FinishReason};
-use rlhf_reward::RewardSource;
+use rlhf_reward::{RewardSource, Score};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -268,6 +269,71 @@ impl Clock {
         rows.push(("eval/train_seconds".into(), self.train_seconds()));
         log_metrics(logger, step, &rows)?;
         Ok(rows)
+    }
+}
+
+/// Scores of every row by every source (`[source][row]`) and the step's `reward/<name>` means
+/// (over the rows the source could score).
+pub fn score_all(
+    sources: &mut [(Box<dyn RewardSource + '_>, f64)],
+    rows: &[RolloutRow],
+    texts: &[RowText],
+    refs: &[PromptRef],
+) -> Result<(Vec<Vec<Score>>, Vec<(String, f64)>)> {
+    let mut per_source = Vec::with_capacity(sources.len());
+    let mut metrics = Vec::new();
+    for (src, _) in sources.iter_mut() {
+        let scores = score_rows(src.as_mut(), rows, texts, refs)?;
+        let vals: Vec<f64> = scores.iter().filter_map(|x| x.value).collect();
+        metrics.push((format!("reward/{}", src.name()), mean(&vals)));
+        per_source.push(scores);
+    }
+    Ok((per_source, metrics))
+}
+
+/// `samples.jsonl` in the run folder: every sampled response of every step with its rewards
+/// and the sources' notes (why a program failed, what the verifier read), so what the policy
+/// does — and how it is being rewarded — can be read, not guessed from curves.
+pub struct SampleLog {
+    file: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+}
+
+impl SampleLog {
+    pub fn create(dir: &Path) -> Result<Self> {
+        let path = dir.join("samples.jsonl");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| TrainError::file(&path, format!("cannot open: {e}")))?;
+        Ok(Self { file: std::io::BufWriter::new(file), path })
+    }
+
+    pub fn write(
+        &mut self,
+        step: u64,
+        rows: &[RolloutRow],
+        texts: &[RowText],
+        names: &[String],
+        per_source: &[Vec<Score>],
+    ) -> Result<()> {
+        for (i, (row, text)) in rows.iter().zip(texts).enumerate() {
+            let rewards: serde_json::Map<String, serde_json::Value> =
+                names.iter().zip(per_source).map(|(n, sc)| (n.clone(), serde_json::json!(sc[i].value))).collect();
+            let notes: serde_json::Map<String, serde_json::Value> = names
+                .iter()
+                .zip(per_source)
+                .filter_map(|(n, sc)| sc[i].note.as_ref().map(|t| (n.clone(), serde_json::json!(t))))
+                .collect();
+            let line = serde_json::json!({
+                "step": step, "prompt_index": row.prompt_index, "response": text.response,
+                "tokens": row.response_ids.len(), "finish": format!("{:?}", row.finish).to_lowercase(),
+                "rewards": rewards, "notes": notes,
+            });
+            writeln!(self.file, "{line}").map_err(|e| TrainError::file(&self.path, format!("cannot write: {e}")))?;
+        }
+        self.file.flush().map_err(|e| TrainError::file(&self.path, format!("cannot write: {e}")))
     }
 }
 

@@ -9,9 +9,9 @@ use crate::error::{Result, TrainError};
 use crate::grpo::{RlPrompt, RunInfo};
 use crate::kl::{kl_value, KlController, KlControllerConfig, KlEstimator};
 use crate::metrics::MetricsLogger;
-use crate::online::{self, log_metrics, Clock, HeldOutEval, PolicyObjective, PolicyRow, Session};
+use crate::online::{self, log_metrics, Clock, HeldOutEval, PolicyObjective, PolicyRow, SampleLog, Session};
 use crate::policy_loss::{clipped_value_loss, explained_variance, ClipConfig};
-use crate::rollout::{self, decode_rows, response_batch, response_logprobs_rows, score_rows, split_rows, to_f64};
+use crate::rollout::{self, decode_rows, response_batch, response_logprobs_rows, split_rows, to_f64};
 use crate::rollout::{PromptRef, RolloutConfig, RolloutRow};
 use crate::trainer::{batch_indices, MicroOutput, Objective, StepReport, TrainConfig};
 use candle_core::{DType, Tensor, Var};
@@ -180,6 +180,7 @@ pub fn train_ppo(
     )?;
     let mut kl_ctl = KlController::new(&cfg.kl);
     let mut logger = MetricsLogger::create(run.dir).map_err(|e| TrainError::file(run.dir, e.to_string()))?;
+    let mut samples = SampleLog::create(run.dir)?;
     let mut clock = Clock::start();
     let mut last_eval = clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut logger, 0)?;
     for step in 1..=total {
@@ -190,7 +191,18 @@ pub fn train_ppo(
         let seed = rollout::step_seed(train.seed, step);
         let rows = rollout::rollout(s.policy, &prompts, 1, roll, s.tokenizer, seed, &mut |_| {})?;
         let rollout_secs = t0.elapsed().as_secs_f64();
-        let mut m = ppo_step(s, cfg, roll, &mut policy_session, &mut critic_session, &mut kl_ctl, &rows, &refs, step)?;
+        let mut m = ppo_step(
+            s,
+            cfg,
+            roll,
+            &mut policy_session,
+            &mut critic_session,
+            &mut kl_ctl,
+            &rows,
+            &refs,
+            step,
+            &mut samples,
+        )?;
         let secs = t0.elapsed().as_secs_f64();
         let tokens: usize = rows.iter().map(|r| r.response_ids.len()).sum();
         m.extend([
@@ -239,16 +251,16 @@ fn ppo_step(
     rows: &[RolloutRow],
     refs: &[PromptRef],
     step: u64,
+    samples: &mut SampleLog,
 ) -> Result<Vec<(String, f64)>> {
     let pad = s.tokenizer.pad_id();
     let texts = decode_rows(s.tokenizer, rows)?;
-    let mut m = Vec::new();
+    let (per_source, mut m) = online::score_all(&mut s.sources, rows, &texts, refs)?;
+    let names: Vec<String> = s.sources.iter().map(|(src, _)| src.name().to_string()).collect();
+    samples.write(step, rows, &texts, &names, &per_source)?;
     let mut scores = vec![0.0; rows.len()];
-    for (src, w) in s.sources.iter_mut() {
-        let sc = score_rows(src.as_mut(), rows, &texts, refs)?;
-        let vals: Vec<f64> = sc.iter().filter_map(|x| x.value).collect();
-        m.push((format!("reward/{}", src.name()), online::mean(&vals)));
-        for (total, x) in scores.iter_mut().zip(&sc) {
+    for ((_, w), sc) in s.sources.iter().zip(&per_source) {
+        for (total, x) in scores.iter_mut().zip(sc) {
             *total += *w * x.value.unwrap_or(0.0);
         }
     }

@@ -237,3 +237,77 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Runs every response as `solution` (so the prompt's hostile `tests` really execute) through
+/// the sandboxed code verifier.
+struct FixedSolution(rlhf_reward::CodeVerifier);
+
+impl RewardSource for FixedSolution {
+    fn name(&self) -> &str {
+        "code"
+    }
+    fn score(&mut self, samples: &[Sample<'_>]) -> rlhf_reward::Result<Vec<Score>> {
+        let fixed: Vec<Sample> =
+            samples.iter().map(|s| Sample { response: "def solution():\n    return 1\n", ..*s }).collect();
+        self.0.score(&fixed)
+    }
+}
+
+#[test]
+fn grpo_keeps_training_when_sandboxed_programs_misbehave() {
+    let outside = std::env::temp_dir().join(format!("rlhf_outside_{}", std::process::id()));
+    let hostile = [
+        "while True:\n    pass\n".to_string(),
+        "import os\nwhile True:\n    os.fork()\n".to_string(),
+        "import socket\nsocket.create_connection(('127.0.0.1', 9))\n".to_string(),
+        format!("open({:?}, 'w').write('escaped')\n", outside.display().to_string()),
+        "print('x' * 100_000_000)\n".to_string(),
+        "assert solution() == 1\n".to_string(),
+    ];
+    let tok = rlhf_data::tiny::tokenizer();
+    let base = tiny_model(11);
+    let (policy, params) = base.trainable().unwrap();
+    let ids = prompt_ids(&tok);
+    let prompts: Vec<RlPrompt> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, t)| RlPrompt { ids: &ids[i % ids.len()], refs: PromptRef { answer: None, tests: Some(t) } })
+        .collect();
+    let sandbox = rlhf_reward::SandboxConfig { wall_seconds: 2.0, cpu_seconds: 2, ..Default::default() };
+    let verifier = rlhf_reward::CodeVerifier::new(rlhf_reward::CodeConfig { sandbox, ..Default::default() }).unwrap();
+    let dir = tempdir("hostile");
+    let mut setup = GrpoSetup {
+        policy: &policy,
+        params: &params,
+        reference: None,
+        tokenizer: &tok,
+        prompts: &prompts,
+        sources: vec![(Box::new(FixedSolution(verifier)), 1.0)],
+        eval: None,
+    };
+    let cfg = GrpoConfig { num_generations: 2, prompts_per_step: 6, ..GrpoConfig::default() };
+    let train = TrainConfig { max_steps: 2, save_steps: 0, ..TrainConfig::default() };
+    let run = RunInfo { dir: &dir, config: serde_json::json!({}), eval_steps: 0 };
+    train_grpo(&mut setup, &cfg, &rollout_cfg(), &train, &run, &mut |_| {}).unwrap();
+    assert!(!outside.exists(), "a program wrote outside its sandbox directory");
+    let samples: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("samples.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(samples.len(), 2 * 12, "every response of both steps is logged");
+    for s in &samples {
+        let reward = s["rewards"]["code"].as_f64().unwrap();
+        assert!(reward == 0.0 || reward == 1.0, "{s}");
+        if reward == 0.0 {
+            assert!(s["notes"]["code"].as_str().is_some_and(|n| !n.is_empty()), "a failed program is reported: {s}");
+        }
+    }
+    let notes: Vec<&str> = samples.iter().filter_map(|s| s["notes"]["code"].as_str()).collect();
+    for kind in ["timeout", "blocked", "output"] {
+        assert!(notes.iter().any(|n| n.contains(kind)), "no `{kind}` outcome among {notes:?}");
+    }
+    let passed = samples.iter().filter(|s| s["rewards"]["code"].as_f64() == Some(1.0)).count();
+    assert_eq!(passed, 4, "the well-behaved program passes in both steps (2 samples each)");
+    assert!(dir.join("checkpoints").exists(), "training went on to the end");
+}
