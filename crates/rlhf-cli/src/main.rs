@@ -38,9 +38,9 @@ enum Command {
     /// Direct Preference Optimization (sigmoid / cDPO / IPO) on preference pairs.
     Dpo(commands::train_common::TrainArgs),
     /// GRPO: G samples per prompt, group-normalised advantages, verifiers and/or reward models.
-    Grpo(commands::train_common::TrainArgs),
+    Grpo(commands::rl_common::RlArgs),
     /// PPO with a critic and a per-token KL penalty to a frozen reference.
-    Ppo(commands::train_common::TrainArgs),
+    Ppo(commands::rl_common::RlArgs),
     /// Compare checkpoints on held-out prompts: verifier accuracy, format, RM reward, KL, length.
     Eval(commands::eval::Args),
     /// Greedy answers to prompts with reference answers: verifier accuracy and format rate.

@@ -30,7 +30,7 @@ pub use combine::{Ensemble, EnsembleMode, Weighted};
 pub use error::{Result, RewardError};
 pub use format::{overlong_penalty, LengthPenalty, MatchMode, RegexReward, Target};
 pub use humaneval::{load_human_eval, write_prompts_jsonl, HumanEvalTask};
-pub use math::{extract_final_answer, MathConfig, MathMode, MathVerifier, Verdict};
+pub use math::{extract_final_answer, EquationSteps, MathConfig, MathMode, MathVerifier, Verdict};
 pub use reward_model::RewardModel;
 pub use source::{RewardSource, Sample, Score};
 

@@ -27,8 +27,9 @@ pub struct Score {
     /// The sequence-level reward; `None` = this source cannot score the sample (it is left out
     /// of group statistics, as TRL does with a reward function that returns None).
     pub value: Option<f64>,
-    /// Process supervision: `(index of the response token that ends a step, reward of the step)`,
-    /// in increasing token order. Empty for outcome-only sources.
+    /// Process supervision: (byte offset in the response text just past the end of a step,
+    /// reward of the step), in increasing order; trainers map each offset to the response token
+    /// that ends there. Empty for outcome-only sources.
     pub steps: Vec<(usize, f64)>,
     /// Why the score is what it is, when that is worth reporting (e.g. "timeout after 5 s").
     pub note: Option<String>,

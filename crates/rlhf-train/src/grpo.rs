@@ -8,18 +8,17 @@
 use crate::advantage::{group_advantages, process_advantages, rloo_advantages, MultiRewardAggregation, StdScale};
 use crate::aggregate::{token_weights, LossAggregation};
 use crate::error::{Result, TrainError};
-use crate::kl::KlEstimator;
-use crate::metrics::MetricsLogger;
-use crate::online::{self, log_metrics, Clock, HeldOutEval, PolicyObjective, PolicyRow, SampleLog, Session};
+use crate::kl::{kl_value, KlEstimator, KlPlacement};
+use crate::online::{self, due, step_prompts, HeldOutEval, PolicyObjective, PolicyRow, RlPrompt, RunInfo};
+use crate::online::{SampleLog, Session, StepEnds, StepTiming};
 use crate::policy_loss::ClipConfig;
 use crate::rollout::{self, decode_rows, response_logprobs_rows, PromptRef, RolloutConfig, RolloutRow};
-use crate::trainer::{batch_indices, StepReport, TrainConfig};
+use crate::trainer::{StepReport, TrainConfig};
 use candle_core::Var;
 use rlhf_data::Tokenizer;
 use rlhf_model::CausalLm;
 use rlhf_reward::RewardSource;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +70,11 @@ pub struct GrpoConfig {
     pub process_supervision: bool,
     /// Stop the run when the mean sequence KL to the reference exceeds this (nats; 0 = never).
     pub max_kl: f64,
+    /// Where β·KL goes: a k-estimator term per token in the loss (GRPO), or −β·Σ_t KL_t added
+    /// to each response's reward before group normalisation.
+    pub kl_placement: KlPlacement,
+    /// Dual clip c > 1 for negative advantages (None: off).
+    pub dual_clip: Option<f64>,
 }
 
 impl Default for GrpoConfig {
@@ -92,14 +96,10 @@ impl Default for GrpoConfig {
             truncation: Truncation::Keep,
             process_supervision: false,
             max_kl: 0.0,
+            kl_placement: KlPlacement::Loss,
+            dual_clip: None,
         }
     }
-}
-
-/// A training prompt: its ids and what verifiers need.
-pub struct RlPrompt<'a> {
-    pub ids: &'a [u32],
-    pub refs: PromptRef<'a>,
 }
 
 /// The models and data of a GRPO run.
@@ -115,13 +115,6 @@ pub struct GrpoSetup<'a> {
     pub eval: Option<HeldOutEval<'a>>,
 }
 
-pub struct RunInfo<'a> {
-    pub dir: &'a Path,
-    pub config: serde_json::Value,
-    /// Evaluate every this many steps (0 = only before and after).
-    pub eval_steps: usize,
-}
-
 /// Runs GRPO for `train.max_steps` steps; returns the last evaluation.
 pub fn train_grpo(
     s: &mut GrpoSetup,
@@ -134,53 +127,24 @@ pub fn train_grpo(
     validate(cfg, s)?;
     let total = train.max_steps.max(1) as u64;
     let mut session = Session::new(s.policy, s.params, train, total as usize, &run.dir.join("checkpoints"))?;
-    let mut logger = MetricsLogger::create(run.dir).map_err(|e| TrainError::file(run.dir, e.to_string()))?;
     let mut samples = SampleLog::create(run.dir)?;
-    let mut clock = Clock::start();
-    let mut last_eval = clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut logger, 0)?;
+    let mut ends = StepEnds::new(run.dir, total)?;
+    let mut last_eval = ends.clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut ends.logger, 0)?;
     for step in 1..=total {
         let t0 = Instant::now();
-        let idx = batch_indices(s.prompts.len(), cfg.prompts_per_step, train.seed, step - 1);
-        let prompts: Vec<&[u32]> = idx.iter().map(|&i| s.prompts[i].ids).collect();
-        let refs: Vec<PromptRef> = idx.iter().map(|&i| s.prompts[i].refs).collect();
-        let rows = rollout::rollout(
-            s.policy,
-            &prompts,
-            cfg.num_generations,
-            roll,
-            s.tokenizer,
-            rollout::step_seed(train.seed, step),
-            &mut |_| {},
-        )?;
+        let (prompts, refs) = step_prompts(s.prompts, cfg.prompts_per_step, train.seed, step);
+        let seed = rollout::step_seed(train.seed, step);
+        let rows = rollout::rollout(s.policy, &prompts, cfg.num_generations, roll, s.tokenizer, seed, &mut |_| {})?;
         let rollout_secs = t0.elapsed().as_secs_f64();
-        let mut metrics = score_and_update(s, cfg, roll, &mut session, &rows, &refs, step, &mut samples)?;
-        let secs = t0.elapsed().as_secs_f64();
-        let tokens: usize = rows.iter().map(|r| r.response_ids.len()).sum();
-        metrics.extend([
-            ("lr".to_string(), session.schedule.lr_at(step as usize - 1)),
-            ("rollout/tokens_per_sec".into(), tokens as f64 / rollout_secs.max(1e-9)),
-            ("update/seconds".into(), secs - rollout_secs),
-            ("step_time".into(), secs),
-            ("elapsed_seconds".into(), clock.elapsed()),
-            ("train_seconds".into(), clock.train_seconds()),
-        ]);
-        log_metrics(&mut logger, step, &metrics)?;
-        let get = |k: &str| metrics.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, v)| *v);
-        on_step(&StepReport {
-            step,
-            total_steps: total,
-            loss: get("reward/mean"),
-            lr: get("lr"),
-            grad_norm: get("grad_norm"),
-            tokens_per_sec: tokens as f64 / secs.max(1e-9),
-            stats: metrics.clone(),
-        });
-        let kl = get("kl/sequence");
+        let metrics = score_and_update(s, cfg, roll, &mut session, &rows, &refs, step, &mut samples)?;
+        let lr = session.schedule.lr_at(step as usize - 1);
+        let timing = StepTiming { started: t0, rollout_secs, tokens: rows.iter().map(|r| r.response_ids.len()).sum() };
+        let kl = ends.finish(step, lr, &timing, "reward/mean", metrics, on_step)?;
         let stop = cfg.max_kl > 0.0 && kl > cfg.max_kl;
-        if step == total || stop || (run.eval_steps > 0 && step % run.eval_steps as u64 == 0) {
-            last_eval = clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut logger, step)?;
+        if due(step, run.eval_steps, total, stop) {
+            last_eval = ends.clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut ends.logger, step)?;
         }
-        if step == total || stop || (train.save_steps > 0 && step % train.save_steps as u64 == 0) {
+        if due(step, train.save_steps, total, stop) {
             session.save(step, total, train.seed, "grpo", &run.config)?;
         }
         if stop {
@@ -227,84 +191,23 @@ fn score_and_update(
     let (per_source, mut metrics) = online::score_all(&mut s.sources, rows, &texts, refs)?;
     let names: Vec<String> = s.sources.iter().map(|(src, _)| src.name().to_string()).collect();
     samples.write(step, rows, &texts, &names, &per_source)?;
-    let weights: Vec<f64> = s.sources.iter().map(|(_, w)| *w).collect();
-    let mut per_func: Vec<Vec<f64>> =
-        (0..rows.len()).map(|i| per_source.iter().map(|sc| sc[i].value.unwrap_or(f64::NAN)).collect()).collect();
-    if let Truncation::Penalty(p) = cfg.truncation {
-        for (r, row) in per_func.iter_mut().zip(rows) {
-            if row.truncated() {
-                // Only the penalty counts: the weighted sum of [p/w₀, NaN…] is p.
-                *r = std::iter::once(p / weights[0]).chain(std::iter::repeat_n(f64::NAN, weights.len() - 1)).collect();
-            }
-        }
-    }
-    let g = cfg.num_generations;
-    let groups = group_advantages(&per_func, &weights, g, cfg.scale_rewards, cfg.multi_reward)?;
-    let seq_adv = match cfg.advantage {
-        AdvantageEstimator::Group => groups.advantages.clone(),
-        AdvantageEstimator::Rloo => {
-            let finite: Vec<f64> = groups.rewards.iter().map(|&r| if r.is_finite() { r } else { 0.0 }).collect();
-            rloo_advantages(&finite, g)?
-        }
-    };
-    let token_adv: Vec<Vec<f64>> = if cfg.process_supervision {
-        let steps: Vec<Vec<(usize, f64)>> = (0..rows.len())
-            .map(|i| {
-                per_source
-                    .iter()
-                    .zip(&weights)
-                    .flat_map(|(sc, w)| sc[i].steps.iter().map(move |&(t, r)| (t, r * w)))
-                    .collect()
-            })
-            .collect();
-        let lengths: Vec<usize> = rows.iter().map(|r| r.response_ids.len()).collect();
-        process_advantages(&steps, &lengths, g)?
-    } else {
-        rows.iter().zip(&seq_adv).map(|(r, &a)| vec![a; r.response_ids.len()]).collect()
-    };
-    let n_groups = rows.len() / g;
-    let zero_var: Vec<bool> = (0..n_groups).map(|k| groups.is_std_zero[k * g]).collect();
-    let keep: Vec<usize> = (0..rows.len())
-        .filter(|&i| !(cfg.drop_zero_variance_groups && zero_var[i / g]))
-        .filter(|&i| !(cfg.truncation == Truncation::Mask && rows[i].truncated()))
-        .collect();
-    let rewards_ok: Vec<f64> = groups.rewards.iter().copied().filter(|r| r.is_finite()).collect();
-    metrics.extend([
-        ("reward/mean".to_string(), online::mean(&rewards_ok)),
-        ("reward/std".into(), online::std(&rewards_ok)),
-        (
-            "zero_variance_group_fraction".into(),
-            zero_var.iter().filter(|&&z| z).count() as f64 / n_groups.max(1) as f64,
-        ),
-        ("rows_trained".into(), keep.len() as f64),
-        ("response_length".into(), online::mean_len(rows)),
-        ("truncation_rate".into(), online::truncation_rate(rows)),
-        ("entropy".into(), online::sampled_entropy(rows)),
-    ]);
     let pairs: Vec<(&[u32], &[u32])> =
         rows.iter().map(|r| (r.prompt_ids.as_slice(), r.response_ids.as_slice())).collect();
     let ref_logp = match s.reference {
         Some(reference) if cfg.beta != 0.0 || cfg.max_kl > 0.0 => {
-            let lp = response_logprobs_rows(
-                reference,
-                &pairs,
-                s.tokenizer.pad_id(),
-                roll.temperature,
-                roll.forward_batch_size,
-            )?;
-            let seq_kl: Vec<f64> = rows
-                .iter()
-                .zip(&lp)
-                .map(|(r, l)| r.sampler_logprobs.iter().zip(l).map(|(&a, b)| a as f64 - b).sum())
-                .collect();
+            let (pad, fb) = (s.tokenizer.pad_id(), roll.forward_batch_size);
+            let lp = response_logprobs_rows(reference, &pairs, pad, roll.temperature, fb)?;
+            let seq_kl: Vec<f64> = rows.iter().zip(&lp).map(|(r, l)| sequence_kl(KlEstimator::K1, r, l)).collect();
             metrics.push(("kl/sequence".into(), online::mean(&seq_kl)));
             Some(lp)
         }
         _ => None,
     };
+    let (token_adv, keep) = advantages(s, cfg, rows, &per_source, ref_logp.as_deref(), &mut metrics)?;
     if keep.is_empty() {
         return Ok(metrics);
     }
+    let kl_in_loss = cfg.beta != 0.0 && cfg.kl_placement == KlPlacement::Loss;
     let multi_pass = cfg.num_iterations > 1 || cfg.num_minibatches > 1;
     let old: Option<Vec<Vec<f64>>> = if multi_pass {
         let kept: Vec<(&[u32], &[u32])> = keep.iter().map(|&i| pairs[i]).collect();
@@ -319,15 +222,15 @@ fn score_and_update(
             prompt: rows[i].prompt_ids.clone(),
             response: rows[i].response_ids.clone(),
             old_logp: old.as_ref().map(|o| o[k].clone()),
-            ref_logp: ref_logp.as_ref().filter(|_| cfg.beta != 0.0).map(|r| r[i].clone()),
+            ref_logp: ref_logp.as_ref().filter(|_| kl_in_loss).map(|r| r[i].clone()),
             sampler_logp: rows[i].sampler_logprobs.clone(),
             advantages: token_adv[i].clone(),
             weights: Vec::new(),
         })
         .collect();
-    let clip = ClipConfig { epsilon_low: cfg.epsilon, epsilon_high: cfg.epsilon_high, dual_clip: None };
+    let clip = ClipConfig { epsilon_low: cfg.epsilon, epsilon_high: cfg.epsilon_high, dual_clip: cfg.dual_clip };
     let mut obj = PolicyObjective::new(s.policy, s.tokenizer.pad_id(), roll.temperature, clip);
-    obj.kl_coef = cfg.beta;
+    obj.kl_coef = if kl_in_loss { cfg.beta } else { 0.0 };
     obj.kl_estimator = cfg.kl_estimator;
     let mb_size = policy_rows.len().div_ceil(cfg.num_minibatches);
     let mut grad_norms = Vec::new();
@@ -344,6 +247,85 @@ fn score_and_update(
         }
     }
     metrics.push(("grad_norm".into(), online::mean(&grad_norms)));
+    let trained: usize = policy_rows.iter().map(|r| r.prompt.len() + r.response.len()).sum();
+    metrics.push(("update/tokens".into(), (trained * cfg.num_iterations) as f64));
     metrics.extend(obj.take_stats());
     Ok(metrics)
+}
+
+/// Σ_t KL_t of one response between the sampler's logprobs and the reference's.
+fn sequence_kl(est: KlEstimator, row: &RolloutRow, reference: &[f64]) -> f64 {
+    row.sampler_logprobs.iter().zip(reference).map(|(&a, &b)| kl_value(est, a as f64, b, None)).sum()
+}
+
+/// Per-token advantages of every row and the rows that train: rewards per source (truncation
+/// penalty and, with `kl_placement = "reward"`, −β·KL as one more source), group statistics,
+/// outcome or process advantages, zero-variance groups and masked truncations left out.
+fn advantages(
+    s: &GrpoSetup,
+    cfg: &GrpoConfig,
+    rows: &[RolloutRow],
+    per_source: &[Vec<rlhf_reward::Score>],
+    ref_logp: Option<&[Vec<f64>]>,
+    metrics: &mut Vec<(String, f64)>,
+) -> Result<(Vec<Vec<f64>>, Vec<usize>)> {
+    let mut weights: Vec<f64> = s.sources.iter().map(|(_, w)| *w).collect();
+    let mut per_func: Vec<Vec<f64>> =
+        (0..rows.len()).map(|i| per_source.iter().map(|sc| sc[i].value.unwrap_or(f64::NAN)).collect()).collect();
+    if let Truncation::Penalty(p) = cfg.truncation {
+        for (r, row) in per_func.iter_mut().zip(rows) {
+            if row.truncated() {
+                // Only the penalty counts: the weighted sum of [p/w₀, NaN…] is p.
+                *r = std::iter::once(p / weights[0]).chain(std::iter::repeat_n(f64::NAN, weights.len() - 1)).collect();
+            }
+        }
+    }
+    if let (Some(lp), KlPlacement::Reward, true) = (ref_logp, cfg.kl_placement, cfg.beta != 0.0) {
+        for ((r, row), l) in per_func.iter_mut().zip(rows).zip(lp) {
+            r.push(-cfg.beta * sequence_kl(cfg.kl_estimator, row, l));
+        }
+        weights.push(1.0);
+    }
+    let g = cfg.num_generations;
+    let groups = group_advantages(&per_func, &weights, g, cfg.scale_rewards, cfg.multi_reward)?;
+    let seq_adv = match cfg.advantage {
+        AdvantageEstimator::Group => groups.advantages.clone(),
+        AdvantageEstimator::Rloo => {
+            let finite: Vec<f64> = groups.rewards.iter().map(|&r| if r.is_finite() { r } else { 0.0 }).collect();
+            rloo_advantages(&finite, g)?
+        }
+    };
+    let token_adv: Vec<Vec<f64>> = if cfg.process_supervision {
+        let mut steps = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let weighted: Vec<(usize, f64)> = per_source
+                .iter()
+                .zip(&weights)
+                .flat_map(|(sc, w)| sc[i].steps.iter().map(move |&(off, r)| (off, r * w)))
+                .collect();
+            steps.push(rollout::offsets_to_tokens(s.tokenizer, &row.response_ids, &weighted)?);
+        }
+        let lengths: Vec<usize> = rows.iter().map(|r| r.response_ids.len()).collect();
+        process_advantages(&steps, &lengths, g)?
+    } else {
+        rows.iter().zip(&seq_adv).map(|(r, &a)| vec![a; r.response_ids.len()]).collect()
+    };
+    let n_groups = rows.len() / g;
+    let zero_var: Vec<bool> = (0..n_groups).map(|k| groups.is_std_zero[k * g]).collect();
+    let keep: Vec<usize> = (0..rows.len())
+        .filter(|&i| !(cfg.drop_zero_variance_groups && zero_var[i / g]))
+        .filter(|&i| !(cfg.truncation == Truncation::Mask && rows[i].truncated()))
+        .collect();
+    let rewards_ok: Vec<f64> = groups.rewards.iter().copied().filter(|r| r.is_finite()).collect();
+    let zero_share = zero_var.iter().filter(|&&z| z).count() as f64 / n_groups.max(1) as f64;
+    metrics.extend([
+        ("reward/mean".to_string(), online::mean(&rewards_ok)),
+        ("reward/std".into(), online::std(&rewards_ok)),
+        ("zero_variance_group_fraction".into(), zero_share),
+        ("rows_trained".into(), keep.len() as f64),
+        ("response_length".into(), online::mean_len(rows)),
+        ("truncation_rate".into(), online::truncation_rate(rows)),
+        ("entropy".into(), online::sampled_entropy(rows)),
+    ]);
+    Ok((token_adv, keep))
 }

@@ -56,6 +56,15 @@ pub fn kl_tensor(
     }
 }
 
+/// Where the KL leash acts: as a per-token penalty in the reward (PPO, Ziegler et al.), or as
+/// a term of the loss (GRPO, DeepSeekMath).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KlPlacement {
+    Reward,
+    Loss,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KlControl {

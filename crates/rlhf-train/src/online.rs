@@ -10,7 +10,9 @@ use crate::optim::AdamW;
 use crate::policy_loss::{clipped_policy_loss, ClipConfig, PolicyLossInputs, PolicyStats};
 use crate::rollout::{decode_rows, response_logprobs, score_rows, PromptRef, RolloutConfig, RolloutRow, RowText};
 use crate::schedule::LrSchedule;
-use crate::trainer::{accumulate_batch, apply_gradients, MicroOutput, Objective, TrainConfig};
+use crate::trainer::{
+    accumulate_batch, apply_gradients, batch_indices, MicroOutput, Objective, StepReport, TrainConfig,
+};
 use candle_core::{DType, Tensor, Var};
 use rlhf_data::Tokenizer;
 use rlhf_model::{CausalLm, FinishReason};
@@ -197,6 +199,98 @@ impl<'a> Session<'a> {
     pub fn save(&self, step: u64, total: u64, seed: u64, trainer: &str, config: &serde_json::Value) -> Result<PathBuf> {
         let state = CheckpointState::new(step, total, seed, trainer, config.clone(), self.fingerprint.clone());
         checkpoint::save(&self.ckpt_root, self.params, &self.opt, &state, self.save_total_limit)
+    }
+}
+
+/// A training prompt: its ids and what verifiers need.
+pub struct RlPrompt<'a> {
+    pub ids: &'a [u32],
+    pub refs: PromptRef<'a>,
+}
+
+/// Where an online run writes, and how often it evaluates.
+pub struct RunInfo<'a> {
+    pub dir: &'a Path,
+    /// The command's whole configuration, stored in checkpoints.
+    pub config: serde_json::Value,
+    /// Evaluate every this many steps (0 = only before and after).
+    pub eval_steps: usize,
+}
+
+/// The prompts of `step` (1-based): the same seeded epoch order the offline trainers use.
+pub fn step_prompts<'p>(
+    prompts: &'p [RlPrompt<'p>],
+    per_step: usize,
+    seed: u64,
+    step: u64,
+) -> (Vec<&'p [u32]>, Vec<PromptRef<'p>>) {
+    let idx = batch_indices(prompts.len(), per_step, seed, step - 1);
+    (idx.iter().map(|&i| prompts[i].ids).collect(), idx.iter().map(|&i| prompts[i].refs).collect())
+}
+
+/// Whether something done every `every` steps is due at `step` (always at the end or a stop).
+pub fn due(step: u64, every: usize, total: u64, stop: bool) -> bool {
+    step == total || stop || (every > 0 && step % every as u64 == 0)
+}
+
+/// How long a step took and how much it generated.
+pub struct StepTiming {
+    pub started: Instant,
+    pub rollout_secs: f64,
+    pub tokens: usize,
+}
+
+/// The end of every online step: timing rows, the metrics line, the progress report.
+pub struct StepEnds {
+    pub logger: MetricsLogger,
+    pub clock: Clock,
+    total: u64,
+}
+
+impl StepEnds {
+    pub fn new(dir: &Path, total: u64) -> Result<Self> {
+        let logger = MetricsLogger::create(dir).map_err(|e| TrainError::file(dir, e.to_string()))?;
+        Ok(Self { logger, clock: Clock::start(), total })
+    }
+
+    /// Logs `metrics` plus timing and reports `headline` as the bar's number; returns the step's
+    /// sequence KL (NaN when not measured) for the `max_kl` stop.
+    pub fn finish(
+        &mut self,
+        step: u64,
+        lr: f64,
+        timing: &StepTiming,
+        headline: &str,
+        mut metrics: Vec<(String, f64)>,
+        on_step: &mut dyn FnMut(&StepReport),
+    ) -> Result<f64> {
+        let secs = timing.started.elapsed().as_secs_f64();
+        metrics.extend([
+            ("lr".to_string(), lr),
+            ("rollout/tokens_per_sec".into(), timing.tokens as f64 / timing.rollout_secs.max(1e-9)),
+            ("update/seconds".into(), secs - timing.rollout_secs),
+            ("step_time".into(), secs),
+            ("elapsed_seconds".into(), self.clock.elapsed()),
+            ("train_seconds".into(), self.clock.train_seconds()),
+        ]);
+        let get = |m: &[(String, f64)], k: &str| m.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, v)| *v);
+        let update_secs = secs - timing.rollout_secs;
+        let update_tokens = get(&metrics, "update/tokens");
+        if update_tokens > 0.0 {
+            metrics.push(("update/tokens_per_sec".into(), update_tokens / update_secs.max(1e-9)));
+        }
+        log_metrics(&mut self.logger, step, &metrics)?;
+        let get = |k: &str| get(&metrics, k);
+        on_step(&StepReport {
+            step,
+            total_steps: self.total,
+            loss: get(headline),
+            lr,
+            grad_norm: get("grad_norm"),
+            tokens_per_sec: timing.tokens as f64 / secs.max(1e-9),
+            stats: metrics.clone(),
+        });
+        Ok(get("kl/sequence"))
     }
 }
 

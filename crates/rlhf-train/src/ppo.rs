@@ -6,14 +6,13 @@
 use crate::advantage::{gae, kl_penalised_rewards, masked_whiten};
 use crate::aggregate::{token_weights, LossAggregation};
 use crate::error::{Result, TrainError};
-use crate::grpo::{RlPrompt, RunInfo};
-use crate::kl::{kl_value, KlController, KlControllerConfig, KlEstimator};
-use crate::metrics::MetricsLogger;
-use crate::online::{self, log_metrics, Clock, HeldOutEval, PolicyObjective, PolicyRow, SampleLog, Session};
+use crate::kl::{kl_value, KlController, KlControllerConfig, KlEstimator, KlPlacement};
+use crate::online::{self, due, step_prompts, HeldOutEval, PolicyObjective, PolicyRow, RlPrompt, RunInfo};
+use crate::online::{SampleLog, Session, StepEnds, StepTiming};
 use crate::policy_loss::{clipped_value_loss, explained_variance, ClipConfig};
 use crate::rollout::{self, decode_rows, response_batch, response_logprobs_rows, split_rows, to_f64};
 use crate::rollout::{PromptRef, RolloutConfig, RolloutRow};
-use crate::trainer::{batch_indices, MicroOutput, Objective, StepReport, TrainConfig};
+use crate::trainer::{MicroOutput, Objective, StepReport, TrainConfig};
 use candle_core::{DType, Tensor, Var};
 use rlhf_data::Tokenizer;
 use rlhf_model::{states_at, CausalLm};
@@ -45,6 +44,9 @@ pub struct PpoConfig {
     pub missing_eos_penalty: Option<f64>,
     /// Stop when the mean sequence KL exceeds this (nats; 0 = never).
     pub max_kl: f64,
+    /// `reward`: −β·KL_t in every token's reward (classic RLHF); `loss`: rewards are the score
+    /// alone and β·KL_t (the configured estimator, at π_θ) joins the policy loss, as in GRPO.
+    pub kl_placement: KlPlacement,
 }
 
 impl Default for PpoConfig {
@@ -67,6 +69,7 @@ impl Default for PpoConfig {
             whiten_advantages: true,
             missing_eos_penalty: None,
             max_kl: 0.0,
+            kl_placement: KlPlacement::Reward,
         }
     }
 }
@@ -179,61 +182,30 @@ pub fn train_ppo(
         &run.dir.join("critic_checkpoints"),
     )?;
     let mut kl_ctl = KlController::new(&cfg.kl);
-    let mut logger = MetricsLogger::create(run.dir).map_err(|e| TrainError::file(run.dir, e.to_string()))?;
     let mut samples = SampleLog::create(run.dir)?;
-    let mut clock = Clock::start();
-    let mut last_eval = clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut logger, 0)?;
+    let mut ends = StepEnds::new(run.dir, total)?;
+    let mut last_eval = ends.clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut ends.logger, 0)?;
     for step in 1..=total {
         let t0 = Instant::now();
-        let idx = batch_indices(s.prompts.len(), cfg.prompts_per_step, train.seed, step - 1);
-        let prompts: Vec<&[u32]> = idx.iter().map(|&i| s.prompts[i].ids).collect();
-        let refs: Vec<PromptRef> = idx.iter().map(|&i| s.prompts[i].refs).collect();
+        let (prompts, refs) = step_prompts(s.prompts, cfg.prompts_per_step, train.seed, step);
         let seed = rollout::step_seed(train.seed, step);
         let rows = rollout::rollout(s.policy, &prompts, 1, roll, s.tokenizer, seed, &mut |_| {})?;
         let rollout_secs = t0.elapsed().as_secs_f64();
-        let mut m = ppo_step(
-            s,
-            cfg,
-            roll,
-            &mut policy_session,
-            &mut critic_session,
-            &mut kl_ctl,
-            &rows,
-            &refs,
-            step,
-            &mut samples,
-        )?;
-        let secs = t0.elapsed().as_secs_f64();
-        let tokens: usize = rows.iter().map(|r| r.response_ids.len()).sum();
-        m.extend([
-            ("lr".to_string(), policy_session.schedule.lr_at(step as usize - 1)),
-            ("rollout/tokens_per_sec".into(), tokens as f64 / rollout_secs.max(1e-9)),
-            ("update/seconds".into(), secs - rollout_secs),
-            ("step_time".into(), secs),
-            ("elapsed_seconds".into(), clock.elapsed()),
-            ("train_seconds".into(), clock.train_seconds()),
-        ]);
-        log_metrics(&mut logger, step, &m)?;
-        let get = |k: &str| m.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, v)| *v);
-        on_step(&StepReport {
-            step,
-            total_steps: total,
-            loss: get("reward/score"),
-            lr: get("lr"),
-            grad_norm: get("grad_norm"),
-            tokens_per_sec: tokens as f64 / secs.max(1e-9),
-            stats: m.clone(),
-        });
-        let stop = cfg.max_kl > 0.0 && get("kl/sequence") > cfg.max_kl;
-        if step == total || stop || (run.eval_steps > 0 && step % run.eval_steps as u64 == 0) {
-            last_eval = clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut logger, step)?;
+        let sessions = (&mut policy_session, &mut critic_session);
+        let metrics = ppo_step(s, cfg, roll, sessions, &mut kl_ctl, &rows, &refs, step, &mut samples)?;
+        let lr = policy_session.schedule.lr_at(step as usize - 1);
+        let timing = StepTiming { started: t0, rollout_secs, tokens: rows.iter().map(|r| r.response_ids.len()).sum() };
+        let kl = ends.finish(step, lr, &timing, "reward/score", metrics, on_step)?;
+        let stop = cfg.max_kl > 0.0 && kl > cfg.max_kl;
+        if due(step, run.eval_steps, total, stop) {
+            last_eval = ends.clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut ends.logger, step)?;
         }
-        if step == total || stop || (train.save_steps > 0 && step % train.save_steps as u64 == 0) {
+        if due(step, train.save_steps, total, stop) {
             policy_session.save(step, total, train.seed, "ppo", &run.config)?;
             critic_session.save(step, total, train.seed, "ppo-critic", &run.config)?;
         }
         if stop {
-            eprintln!("ppo: stopping at step {step}: KL {:.3} > max_kl {}", get("kl/sequence"), cfg.max_kl);
+            eprintln!("ppo: stopping at step {step}: KL {kl:.3} > max_kl {}", cfg.max_kl);
             break;
         }
     }
@@ -245,8 +217,7 @@ fn ppo_step(
     s: &mut PpoSetup,
     cfg: &PpoConfig,
     roll: &RolloutConfig,
-    policy_session: &mut Session,
-    critic_session: &mut Session,
+    (policy_session, critic_session): (&mut Session, &mut Session),
     kl_ctl: &mut KlController,
     rows: &[RolloutRow],
     refs: &[PromptRef],
@@ -284,7 +255,8 @@ fn ppo_step(
         .map(|(o, r)| o.iter().zip(r).map(|(&a, &b)| kl_value(cfg.kl_estimator, a, b, clamp)).collect())
         .collect();
     let seq_kl: Vec<f64> = old.iter().zip(&reference).map(|(o, r)| o.iter().zip(r).map(|(a, b)| a - b).sum()).collect();
-    let mut rewards = kl_penalised_rewards(&kl, &scores, kl_ctl.coef);
+    let kl_in_loss = cfg.kl_placement == KlPlacement::Loss;
+    let mut rewards = kl_penalised_rewards(&kl, &scores, if kl_in_loss { 0.0 } else { kl_ctl.coef });
     if cfg.whiten_rewards {
         rewards = masked_whiten(&rewards, false, true);
     }
@@ -313,7 +285,7 @@ fn ppo_step(
             prompt: rows[i].prompt_ids.clone(),
             response: rows[i].response_ids.clone(),
             old_logp: Some(old[i].clone()),
-            ref_logp: None,
+            ref_logp: kl_in_loss.then(|| reference[i].clone()),
             sampler_logp: rows[i].sampler_logprobs.clone(),
             advantages: adv[i].clone(),
             weights: Vec::new(),
@@ -330,6 +302,10 @@ fn ppo_step(
         .collect();
     let clip = ClipConfig { epsilon_low: cfg.cliprange, epsilon_high: cfg.cliprange, dual_clip: cfg.dual_clip };
     let mut pobj = PolicyObjective::new(s.policy, pad, roll.temperature, clip);
+    if kl_in_loss {
+        pobj.kl_coef = kl_ctl.coef;
+        pobj.kl_estimator = cfg.kl_estimator;
+    }
     let mut vobj = ValueObjective {
         critic: Critic { trunk: s.critic.trunk, head: s.critic.head },
         pad_id: pad,
@@ -367,6 +343,7 @@ fn ppo_step(
         ("value/loss".into(), vl / updates),
         ("value/clipfrac".into(), vc / vn.max(1) as f64),
         ("ratio/first_minibatch".into(), first_ratio),
+        ("update/tokens".into(), (cfg.ppo_epochs * pairs.iter().map(|(p, r)| p.len() + r.len()).sum::<usize>()) as f64),
     ]);
     m.extend(pobj.take_stats().into_iter().filter(|(k, _)| !k.starts_with("logprob_mismatch")));
     Ok(m)

@@ -232,6 +232,23 @@ pub fn score_rows(
     Ok(scores)
 }
 
+/// Maps process-supervision step ends, given as byte offsets in the decoded response, to the
+/// index of the first response token whose decoded prefix reaches the offset.
+pub fn offsets_to_tokens(tok: &Tokenizer, response: &[u32], steps: &[(usize, f64)]) -> Result<Vec<(usize, f64)>> {
+    if steps.is_empty() || response.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ends = Vec::with_capacity(response.len());
+    for k in 1..=response.len() {
+        ends.push(tok.decode(&response[..k], true)?.len());
+    }
+    let last = response.len() - 1;
+    let mut out: Vec<(usize, f64)> =
+        steps.iter().map(|&(off, r)| (ends.iter().position(|&e| e >= off).unwrap_or(last), r)).collect();
+    out.sort_by_key(|&(t, _)| t);
+    Ok(out)
+}
+
 /// Splits `n` items into minibatches of `size` in a seeded order (PPO's shuffled minibatches).
 pub fn minibatches(n: usize, size: usize, seed: u64) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..n).collect();
@@ -252,4 +269,18 @@ pub fn logprob_mismatch(rows: &[RolloutRow], trainer: &[Vec<f64>]) -> (f64, f64)
         }
     }
     (sum / n.max(1) as f64, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_offsets_map_to_the_token_that_ends_them() {
+        let tok = rlhf_data::tiny::tokenizer();
+        let ids = tok.encode("ab\ncd\n", false).unwrap(); // one token per byte
+        let steps = offsets_to_tokens(&tok, &ids, &[(2, 1.0), (5, 0.0), (99, 0.5)]).unwrap();
+        assert_eq!(steps, vec![(1, 1.0), (4, 0.0), (5, 0.5)], "offset 2 ends at `b`, 5 at `d`, past the end → last");
+        assert!(offsets_to_tokens(&tok, &ids, &[]).unwrap().is_empty());
+    }
 }

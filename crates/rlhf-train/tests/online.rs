@@ -8,9 +8,10 @@ use rlhf_model::grads::Grads;
 use rlhf_model::{tiny, CausalLm};
 use rlhf_reward::{RewardSource, Sample, Score};
 use rlhf_train::aggregate::{token_weights, LossAggregation};
-use rlhf_train::grpo::{train_grpo, GrpoConfig, GrpoSetup, RlPrompt, RunInfo};
-use rlhf_train::kl::KlControllerConfig;
+use rlhf_train::grpo::{train_grpo, GrpoConfig, GrpoSetup};
+use rlhf_train::kl::{KlControllerConfig, KlPlacement};
 use rlhf_train::online::{PolicyObjective, PolicyRow};
+use rlhf_train::online::{RlPrompt, RunInfo};
 use rlhf_train::policy_loss::ClipConfig;
 use rlhf_train::ppo::{train_ppo, Critic, PpoConfig, PpoSetup};
 use rlhf_train::rollout::{PromptRef, RolloutConfig};
@@ -310,4 +311,97 @@ fn grpo_keeps_training_when_sandboxed_programs_misbehave() {
     let passed = samples.iter().filter(|s| s["rewards"]["code"].as_f64() == Some(1.0)).count();
     assert_eq!(passed, 4, "the well-behaved program passes in both steps (2 samples each)");
     assert!(dir.join("checkpoints").exists(), "training went on to the end");
+}
+
+/// Process supervision on the toy task: every response byte is a step, rewarded 1 when it is
+/// a digit, so each token gets its own (cumulative) advantage.
+struct DigitSteps;
+
+impl RewardSource for DigitSteps {
+    fn name(&self) -> &str {
+        "digit_steps"
+    }
+    fn score(&mut self, samples: &[Sample<'_>]) -> rlhf_reward::Result<Vec<Score>> {
+        Ok(samples
+            .iter()
+            .map(|s| {
+                let steps: Vec<(usize, f64)> = s
+                    .response
+                    .bytes()
+                    .enumerate()
+                    .map(|(i, b)| (i + 1, f64::from(u8::from(b.is_ascii_digit()))))
+                    .collect();
+                let share = steps.iter().map(|(_, r)| r).sum::<f64>() / steps.len().max(1) as f64;
+                Score { value: Some(share), steps, note: None }
+            })
+            .collect())
+    }
+}
+
+fn toy_grpo(name: &str, cfg: GrpoConfig, source: Box<dyn RewardSource>, steps: usize) -> std::path::PathBuf {
+    let tok = rlhf_data::tiny::tokenizer();
+    let base = tiny_model(3);
+    let (policy, params) = base.trainable().unwrap();
+    let ids = prompt_ids(&tok);
+    let prompts: Vec<RlPrompt> = ids.iter().map(|p| RlPrompt { ids: p, refs: PromptRef::default() }).collect();
+    let dir = tempdir(name);
+    let mut setup = GrpoSetup {
+        policy: &policy,
+        params: &params,
+        reference: Some(&base),
+        tokenizer: &tok,
+        prompts: &prompts,
+        sources: vec![(source, 1.0)],
+        eval: None,
+    };
+    let train = TrainConfig {
+        learning_rate: 3e-2,
+        lr_scheduler: ScheduleKind::Constant,
+        max_steps: steps,
+        save_steps: 0,
+        ..TrainConfig::default()
+    };
+    let run = RunInfo { dir: &dir, config: serde_json::json!({}), eval_steps: 0 };
+    train_grpo(&mut setup, &cfg, &rollout_cfg(), &train, &run, &mut |_| {}).unwrap();
+    dir
+}
+
+fn tail_mean(dir: &Path, key: &str, n: usize) -> f64 {
+    let v = read_metric(dir, key);
+    v[v.len() - n..].iter().map(|(_, x)| x).sum::<f64>() / n as f64
+}
+
+#[test]
+fn grpo_learns_from_step_rewards_with_process_supervision() {
+    let cfg =
+        GrpoConfig { num_generations: 8, prompts_per_step: 4, process_supervision: true, ..GrpoConfig::default() };
+    let dir = toy_grpo("process", cfg, Box::new(DigitSteps), 40);
+    let reward = read_metric(&dir, "reward/mean");
+    assert!(reward[0].1 < 0.2);
+    let last = tail_mean(&dir, "reward/mean", 5);
+    assert!(last > 0.6, "process-supervised GRPO should raise the digit share past 0.6, got {last}");
+}
+
+#[test]
+fn a_larger_kl_coefficient_keeps_grpo_closer_to_the_reference() {
+    let tok = rlhf_data::tiny::tokenizer();
+    let run = |name: &str, beta: f64, placement: KlPlacement| {
+        let cfg = GrpoConfig {
+            num_generations: 8,
+            prompts_per_step: 4,
+            beta,
+            max_kl: 1e9, // measure the KL at every step
+            kl_placement: placement,
+            ..GrpoConfig::default()
+        };
+        let dir = toy_grpo(name, cfg, DigitShare::new(&tok), 30);
+        (tail_mean(&dir, "kl/sequence", 5), tail_mean(&dir, "reward/mean", 5))
+    };
+    let (kl_free, reward_free) = run("kl0", 0.0, KlPlacement::Loss);
+    let (kl_loss, _) = run("kl-loss", 1.0, KlPlacement::Loss);
+    let (kl_reward, _) = run("kl-reward", 1.0, KlPlacement::Reward);
+    eprintln!("KL after 30 steps: β=0 {kl_free:.3} (reward {reward_free:.2}), β=1 in loss {kl_loss:.3}, in reward {kl_reward:.3}");
+    assert!(kl_free > 1.0, "unconstrained GRPO moves away from the reference: {kl_free}");
+    assert!(kl_loss < 0.5 * kl_free, "β in the loss leashes the policy: {kl_loss} vs {kl_free}");
+    assert!(kl_reward < 0.5 * kl_free, "β in the reward leashes the policy: {kl_reward} vs {kl_free}");
 }

@@ -2,10 +2,11 @@
 
 use super::rewards::{build_all, RewardKind, RewardSpec};
 use super::rl_common::{self as rl, EvalSection, PromptData};
-use super::train_common::{self as common, LoraSection, TrainArgs, TrainBar};
-use anyhow::{bail, Result};
+use super::train_common::{self as common, LoraSection, TrainBar};
+use anyhow::Result;
 use rlhf_reward::RewardSource;
-use rlhf_train::grpo::{train_grpo, GrpoConfig, GrpoSetup, RunInfo};
+use rlhf_train::grpo::{train_grpo, GrpoConfig, GrpoSetup};
+use rlhf_train::online::RunInfo;
 use rlhf_train::rollout::RolloutConfig;
 use rlhf_train::{ScheduleKind, TrainConfig};
 use serde::{Deserialize, Serialize};
@@ -53,25 +54,13 @@ impl Default for GrpoCommandConfig {
     }
 }
 
-pub fn run(args: TrainArgs) -> Result<()> {
-    if args.resume.is_some() {
-        bail!("--resume is not supported by `rlhf grpo` yet: start a new run (checkpoints hold the policy and AdamW state)");
-    }
+pub fn run(args: rl::RlArgs) -> Result<()> {
+    let args = args.into_train("grpo");
     let cfg: GrpoCommandConfig = args.load()?;
-    rl::check_no_dropout(&cfg.lora)?;
-    let dir = common::prepare_run_dir(&cfg.out, &cfg, false)?;
-    let loaded = common::load_model(&cfg.model)?;
-    let tok = loaded.tokenizer;
-    let train_prompts = rl::training_prompts(&cfg.data, &tok)?;
-    let eval_prompts = if cfg.data.eval_path.is_empty() {
-        Vec::new()
-    } else {
-        rl::load_prompt_file(&cfg.data.eval_path, &cfg.data, &tok)?
-    };
-    eprintln!("grpo: {} training / {} held-out prompts", train_prompts.len(), eval_prompts.len());
-    let t = common::trainable(&loaded.model, &cfg.lora, cfg.train.seed)?;
+    let rl::Start { dir, base, tok, train: train_prompts, eval: eval_prompts, policy: t } =
+        rl::start("grpo", args.resume.is_some(), &cfg, &cfg.out, &cfg.model, &cfg.data, &cfg.lora, cfg.train.seed)?;
     let needs_reference = cfg.grpo.beta != 0.0 || cfg.grpo.max_kl > 0.0;
-    let reference = rl::reference_model(needs_reference, &cfg.reference, &t, loaded.model)?;
+    let reference = rl::reference_model(needs_reference, &cfg.reference, &t, base)?;
     let prompts = rl::rl_prompts(&train_prompts);
     let sources: Vec<(Box<dyn RewardSource>, f64)> = build_all(&cfg.rewards, tok.pad_id())?;
     let mut setup = GrpoSetup {

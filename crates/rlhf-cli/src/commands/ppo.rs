@@ -3,12 +3,12 @@
 
 use super::rewards::{build_all, RewardKind, RewardSpec};
 use super::rl_common::{self as rl, EvalSection, PromptData};
-use super::train_common::{self as common, LoraSection, TrainArgs, TrainBar};
-use anyhow::{bail, Context, Result};
+use super::train_common::{self as common, LoraSection, TrainBar};
+use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rlhf_model::heads::{load_sequence_classifier, SCORE_WEIGHT};
 use rlhf_reward::RewardSource;
-use rlhf_train::grpo::RunInfo;
+use rlhf_train::online::RunInfo;
 use rlhf_train::ppo::{train_ppo, Critic, PpoConfig, PpoSetup};
 use rlhf_train::rollout::RolloutConfig;
 use rlhf_train::{ScheduleKind, TrainConfig};
@@ -74,26 +74,14 @@ impl Default for PpoCommandConfig {
     }
 }
 
-pub fn run(args: TrainArgs) -> Result<()> {
-    if args.resume.is_some() {
-        bail!("--resume is not supported by `rlhf ppo` yet: start a new run");
-    }
+pub fn run(args: rl::RlArgs) -> Result<()> {
+    let args = args.into_train("ppo");
     let cfg: PpoCommandConfig = args.load()?;
-    rl::check_no_dropout(&cfg.lora)?;
-    let dir = common::prepare_run_dir(&cfg.out, &cfg, false)?;
-    let loaded = common::load_model(&cfg.model)?;
-    let tok = loaded.tokenizer;
-    let train_prompts = rl::training_prompts(&cfg.data, &tok)?;
-    let eval_prompts = if cfg.data.eval_path.is_empty() {
-        Vec::new()
-    } else {
-        rl::load_prompt_file(&cfg.data.eval_path, &cfg.data, &tok)?
-    };
-    eprintln!("ppo: {} training / {} held-out prompts", train_prompts.len(), eval_prompts.len());
-    let t = common::trainable(&loaded.model, &cfg.lora, cfg.train.seed)?;
+    let rl::Start { dir, base, tok, train: train_prompts, eval: eval_prompts, policy: t } =
+        rl::start("ppo", args.resume.is_some(), &cfg, &cfg.out, &cfg.model, &cfg.data, &cfg.lora, cfg.train.seed)?;
     let (trunk, head) = if cfg.critic.model.is_empty() {
-        let d = loaded.model.config().hidden_size;
-        (loaded.model.detached()?, Tensor::zeros((1, d), DType::F32, &Device::Cpu)?)
+        let d = base.config().hidden_size;
+        (base.detached()?, Tensor::zeros((1, d), DType::F32, &Device::Cpu)?)
     } else {
         let (m, h, _) = load_sequence_classifier(Path::new(&cfg.critic.model), DType::F32, &Device::Cpu)
             .with_context(|| format!("loading the critic from {}", cfg.critic.model))?;
@@ -103,8 +91,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     drop(trunk);
     let head = Var::from_tensor(&head)?;
     critic_params.push((SCORE_WEIGHT.to_string(), head.clone()));
-    let reference =
-        rl::reference_model(true, &cfg.reference, &t, loaded.model)?.context("PPO always has a reference model")?;
+    let reference = rl::reference_model(true, &cfg.reference, &t, base)?.context("PPO always has a reference model")?;
     let prompts = rl::rl_prompts(&train_prompts);
     let sources: Vec<(Box<dyn RewardSource>, f64)> = build_all(&cfg.rewards, tok.pad_id())?;
     let mut setup = PpoSetup {

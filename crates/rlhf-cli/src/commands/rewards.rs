@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use rlhf_reward::format::{MatchMode, RegexReward, Target};
 use rlhf_reward::math::MathVerifier;
-use rlhf_reward::{RewardModel, RewardSource};
+use rlhf_reward::{Ensemble, EnsembleMode, EquationSteps, RewardModel, RewardSource};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -23,6 +23,11 @@ pub enum RewardKind {
     Code,
     /// A trained reward model folder (`path`), normalised by its saved statistics.
     RewardModel,
+    /// Several reward models (`paths`) reduced by `mode`: min, mean, or {mean_minus_std = k}.
+    Ensemble,
+    /// Process supervision: each line's `a op b = c` is a step, rewarded 1 if it holds (with
+    /// `grpo.process_supervision = true` the steps become per-token advantages).
+    Steps,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +45,9 @@ pub struct RewardSpec {
     pub target: Target,
     /// Normalise reward-model scores to mean 0, std 1 with the saved statistics.
     pub normalize: bool,
+    /// Reward-model folders of an ensemble.
+    pub paths: Vec<String>,
+    pub mode: EnsembleMode,
 }
 
 impl Default for RewardSpec {
@@ -52,6 +60,8 @@ impl Default for RewardSpec {
             pattern: String::new(),
             target: Target::Response,
             normalize: true,
+            paths: Vec::new(),
+            mode: EnsembleMode::Mean,
         }
     }
 }
@@ -87,19 +97,39 @@ impl RewardSpec {
                 if self.path.is_empty() {
                     bail!("rewards: kind = \"reward_model\" needs `path` (a folder written by `rlhf reward`)");
                 }
-                let rm = RewardModel::load(Path::new(&self.path), pad_id, DType::F32, &Device::Cpu)
-                    .with_context(|| format!("loading reward model {}", self.path))?
-                    .with_name(named("rm"));
-                Box::new(rm.normalized(self.normalize)?)
+                Box::new(self.reward_model(&self.path, pad_id)?.with_name(named("rm")))
             }
+            RewardKind::Ensemble => {
+                if self.paths.len() < 2 {
+                    bail!("rewards: kind = \"ensemble\" needs `paths` with at least two reward-model folders");
+                }
+                let members = self
+                    .paths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        Ok(Box::new(self.reward_model(p, pad_id)?.with_name(format!("rm{i}"))) as Box<dyn RewardSource>)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Box::new(Ensemble::new(members, self.mode)?.with_name(named("ensemble")))
+            }
+            RewardKind::Steps => Box::new(EquationSteps::default().with_name(named("steps"))),
         })
+    }
+}
+
+impl RewardSpec {
+    fn reward_model(&self, path: &str, pad_id: u32) -> Result<RewardModel> {
+        let rm = RewardModel::load(Path::new(path), pad_id, DType::F32, &Device::Cpu)
+            .with_context(|| format!("loading reward model {path}"))?;
+        Ok(rm.normalized(self.normalize)?)
     }
 }
 
 /// Builds every `(source, weight)`.
 pub fn build_all(specs: &[RewardSpec], pad_id: u32) -> Result<Vec<(Box<dyn RewardSource>, f64)>> {
     if specs.is_empty() {
-        bail!("no reward: add a [[rewards]] table (kind = \"math\" | \"last_integer\" | \"format\" | \"regex\" | \"code\" | \"reward_model\")");
+        bail!("no reward: add a [[rewards]] table (kind = \"math\" | \"last_integer\" | \"format\" | \"regex\" | \"code\" | \"reward_model\" | \"ensemble\" | \"steps\")");
     }
     specs.iter().map(|s| Ok((s.build(pad_id)?, s.weight))).collect()
 }

@@ -2,15 +2,37 @@
 //! model, and the progress bar / summary around the run.
 
 use super::rewards::RewardSpec;
-use super::train_common::{LoraSection, Trainable};
+use super::train_common::{LoraSection, TrainArgs, Trainable};
 use anyhow::{bail, Context, Result};
 use rlhf_data::{load_prompts, LoadOptions, OnBadRecord, PromptExample, Tokenizer};
 use rlhf_model::CausalLm;
-use rlhf_train::grpo::RlPrompt;
 use rlhf_train::online::HeldOutEval;
+use rlhf_train::online::RlPrompt;
 use rlhf_train::rollout::{PromptRef, RolloutConfig};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+/// The training flags plus what only online trainers have.
+#[derive(clap::Args)]
+pub struct RlArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Stop when the mean sequence KL to the reference exceeds this many nats (shortcut for
+    /// `--set grpo.max_kl=…` / `ppo.max_kl=…`).
+    #[arg(long)]
+    pub max_kl: Option<f64>,
+}
+
+impl RlArgs {
+    /// The training flags with `--max-kl` folded in as a `--set` on `section`.
+    pub fn into_train(self, section: &str) -> TrainArgs {
+        let mut train = self.train;
+        if let Some(k) = self.max_kl {
+            train.sets.insert(0, format!("{section}.max_kl={k}"));
+        }
+        train
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -46,6 +68,42 @@ impl Default for EvalSection {
     fn default() -> Self {
         Self { reward: RewardSpec::default(), limit: 200, max_new_tokens: 32, batch_size: 64 }
     }
+}
+
+/// What both online commands start from: the run folder (with the effective config), the
+/// model and tokenizer, training and held-out prompts, and the trainable policy.
+pub struct Start {
+    pub dir: std::path::PathBuf,
+    pub base: CausalLm,
+    pub tok: Tokenizer,
+    pub train: Vec<PromptExample>,
+    pub eval: Vec<PromptExample>,
+    pub policy: Trainable,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn start<T: Serialize>(
+    command: &str,
+    resume: bool,
+    cfg: &T,
+    out: &str,
+    model: &str,
+    data: &PromptData,
+    lora: &LoraSection,
+    seed: u64,
+) -> Result<Start> {
+    if resume {
+        bail!("--resume is not supported by `rlhf {command}` yet: start a new run (checkpoints hold the policy and AdamW state)");
+    }
+    check_no_dropout(lora)?;
+    let dir = super::train_common::prepare_run_dir(out, cfg, false)?;
+    let loaded = super::train_common::load_model(model)?;
+    let tok = loaded.tokenizer;
+    let train = training_prompts(data, &tok)?;
+    let eval = if data.eval_path.is_empty() { Vec::new() } else { load_prompt_file(&data.eval_path, data, &tok)? };
+    eprintln!("{command}: {} training / {} held-out prompts", train.len(), eval.len());
+    let policy = super::train_common::trainable(&loaded.model, lora, seed)?;
+    Ok(Start { dir, base: loaded.model, tok, train, eval, policy })
 }
 
 /// Loads a prompt file; a missing path is an error naming the key.

@@ -3,9 +3,11 @@
 
 mod extract;
 mod number;
+mod steps;
 
 pub use extract::{extract_final_answer, last_integer, number_tokens, FinalAnswer, Marker};
 pub use number::{clean_latex, numbers_equal, parse_number, Number, Parsed};
+pub use steps::EquationSteps;
 
 use crate::error::{Result, RewardError};
 use crate::source::{RewardSource, Sample, Score};
