@@ -165,6 +165,39 @@ fn reward_model_then_ppo_then_eval() {
     }
     assert!((first["ratio/first_minibatch"].as_f64().unwrap() - 1.0).abs() < 1e-4);
 
+    // The value head on the policy's own trunk: no separate critic; refused with a critic model.
+    let (shared, bad, prompts) = (dir.join("ppo-shared"), dir.join("ppo-bad"), data.join("prompts.jsonl"));
+    let common = [
+        "ppo",
+        "--config",
+        "examples/ppo.toml",
+        "--model",
+        p(&model),
+        "--data",
+        p(&prompts),
+        "--set",
+        &reward,
+        "--set",
+        "train.max_steps=1",
+        "--set",
+        "ppo.prompts_per_step=2",
+        "--set",
+        "rollout.max_new_tokens=4",
+        "--set",
+        "eval_steps=0",
+        "--set",
+        "critic.shared_trunk=true",
+        "--set",
+        "data.eval_path=\"\"",
+    ];
+    let mut args = common.to_vec();
+    args.extend(["--out", p(&shared), "--set", "critic.model=\"\""]);
+    ok(&args);
+    assert!(shared.join("final/model.safetensors").exists() && !shared.join("critic_checkpoints").exists());
+    let mut args = common.to_vec();
+    args.extend(["--out", p(&bad)]);
+    assert!(fails(&args).contains("leave critic.model empty"));
+
     let table = ok(&[
         "eval",
         "--model",

@@ -66,6 +66,50 @@ impl<'m> PolicyObjective<'m> {
         }
     }
 
+    /// The policy loss of `micro` (scalar Σ w·l) from the current logprobs `[N]` of its response
+    /// tokens, merging the statistics; shared by this objective and PPO's shared-trunk one.
+    pub fn loss_given(&mut self, micro: &[&PolicyRow], logp: &Tensor) -> Result<Tensor> {
+        let (dtype, dev) = (logp.dtype(), logp.device().clone());
+        let on_policy = micro.iter().all(|r| r.old_logp.is_none());
+        let old = if on_policy {
+            let current = crate::rollout::to_f64(&logp)?;
+            let sampler = micro.iter().flat_map(|r| r.sampler_logp.iter().map(|&x| x as f64));
+            for (c, s) in current.iter().zip(sampler) {
+                let d = (c - s).abs();
+                self.mismatch.0 += d;
+                self.mismatch.1 += 1;
+                self.mismatch.2 = self.mismatch.2.max(d);
+            }
+            logp.detach()
+        } else {
+            if micro.iter().any(|r| r.old_logp.is_none()) {
+                return Err(TrainError::Config("a minibatch mixes on- and off-policy rows".into()));
+            }
+            flat(micro, |r| r.old_logp.as_deref().unwrap_or(&[]), dtype, &dev)?
+        };
+        let reference = if micro.iter().all(|r| r.ref_logp.is_some()) {
+            Some(flat(micro, |r| r.ref_logp.as_deref().unwrap_or(&[]), dtype, &dev)?)
+        } else {
+            None
+        };
+        let advantages = flat(micro, |r| &r.advantages, dtype, &dev)?;
+        let weights = flat(micro, |r| &r.weights, dtype, &dev)?;
+        let (loss, stats) = clipped_policy_loss(
+            &self.clip,
+            &PolicyLossInputs {
+                logp,
+                old_logp: &old,
+                advantages: &advantages,
+                weights: &weights,
+                ref_logp: reference.as_ref(),
+                kl_coef: self.kl_coef,
+                kl_estimator: self.kl_estimator,
+            },
+        )?;
+        self.stats.merge(&stats);
+        Ok(loss)
+    }
+
     pub fn take_stats(&mut self) -> Vec<(String, f64)> {
         let mut rows = std::mem::take(&mut self.stats).rows();
         let (s, n, m) = std::mem::replace(&mut self.mismatch, (0.0, 0, 0.0));
@@ -103,44 +147,7 @@ impl Objective for PolicyObjective<'_> {
     fn micro_loss(&mut self, micro: &[&PolicyRow], _normaliser: f64) -> Result<MicroOutput> {
         let pairs: Vec<(&[u32], &[u32])> = micro.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
         let (logp, _) = response_logprobs(self.policy, &pairs, self.pad_id, self.temperature)?; // [N]
-        let (dtype, dev) = (logp.dtype(), logp.device().clone());
-        let on_policy = micro.iter().all(|r| r.old_logp.is_none());
-        let old = if on_policy {
-            let current = crate::rollout::to_f64(&logp)?;
-            let sampler = micro.iter().flat_map(|r| r.sampler_logp.iter().map(|&x| x as f64));
-            for (c, s) in current.iter().zip(sampler) {
-                let d = (c - s).abs();
-                self.mismatch.0 += d;
-                self.mismatch.1 += 1;
-                self.mismatch.2 = self.mismatch.2.max(d);
-            }
-            logp.detach()
-        } else {
-            if micro.iter().any(|r| r.old_logp.is_none()) {
-                return Err(TrainError::Config("a minibatch mixes on- and off-policy rows".into()));
-            }
-            flat(micro, |r| r.old_logp.as_deref().unwrap_or(&[]), dtype, &dev)?
-        };
-        let reference = if micro.iter().all(|r| r.ref_logp.is_some()) {
-            Some(flat(micro, |r| r.ref_logp.as_deref().unwrap_or(&[]), dtype, &dev)?)
-        } else {
-            None
-        };
-        let advantages = flat(micro, |r| &r.advantages, dtype, &dev)?;
-        let weights = flat(micro, |r| &r.weights, dtype, &dev)?;
-        let (loss, stats) = clipped_policy_loss(
-            &self.clip,
-            &PolicyLossInputs {
-                logp: &logp,
-                old_logp: &old,
-                advantages: &advantages,
-                weights: &weights,
-                ref_logp: reference.as_ref(),
-                kl_coef: self.kl_coef,
-                kl_estimator: self.kl_estimator,
-            },
-        )?;
-        self.stats.merge(&stats);
+        let loss = self.loss_given(micro, &logp)?;
         let tokens = micro.iter().map(|r| r.prompt.len() + r.response.len()).sum();
         Ok(MicroOutput { loss, stats: Vec::new(), tokens })
     }

@@ -123,6 +123,19 @@ impl Objective for ValueObjective<'_> {
     fn micro_loss(&mut self, micro: &[&ValueRow], _n: f64) -> Result<MicroOutput> {
         let pairs: Vec<(&[u32], &[u32])> = micro.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
         let v = self.critic.values(&pairs, self.pad_id)?;
+        let loss = self.loss_given(micro, &v)?;
+        let tokens = micro.iter().map(|r| r.prompt.len() + r.response.len()).sum();
+        Ok(MicroOutput { loss, stats: Vec::new(), tokens })
+    }
+
+    fn evaluate(&mut self, _eval: &[ValueRow]) -> Result<Vec<(String, f64)>> {
+        Ok(Vec::new())
+    }
+}
+
+impl ValueObjective<'_> {
+    /// vf_coef × the clipped value loss of `micro` from the current values `[N]`.
+    pub fn loss_given(&mut self, micro: &[&ValueRow], v: &Tensor) -> Result<Tensor> {
         let (dtype, dev) = (v.dtype(), v.device().clone());
         let flat = |f: fn(&ValueRow) -> &[f64]| -> Result<Tensor> {
             let x: Vec<f64> = micro.iter().flat_map(|r| f(r).iter().copied()).collect();
@@ -130,15 +143,51 @@ impl Objective for ValueObjective<'_> {
             Ok(Tensor::from_vec(x, n, &dev)?.to_dtype(dtype)?)
         };
         let (old, ret, w) = (flat(|r| &r.old_values)?, flat(|r| &r.returns)?, flat(|r| &r.weights)?);
-        let (loss, clipped) = clipped_value_loss(&v, &old, &ret, &w, self.clip)?;
+        let (loss, clipped) = clipped_value_loss(v, &old, &ret, &w, self.clip)?;
         self.sums.0 += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         self.sums.1 += clipped;
         self.sums.2 += v.dim(0)?;
-        let tokens = micro.iter().map(|r| r.prompt.len() + r.response.len()).sum();
-        Ok(MicroOutput { loss: (loss * self.vf_coef)?, stats: Vec::new(), tokens })
+        Ok((loss * self.vf_coef)?)
+    }
+}
+
+/// A response as both halves of PPO see it.
+pub struct PpoRow {
+    pub policy: PolicyRow,
+    pub value: ValueRow,
+}
+
+/// Policy and value losses through one forward of a shared trunk: the value head reads the
+/// same hidden states that produce the logprobs; loss = pg + vf_coef·vf.
+pub struct PpoObjective<'a> {
+    pub policy: PolicyObjective<'a>,
+    pub value: ValueObjective<'a>,
+}
+
+impl Objective for PpoObjective<'_> {
+    type Example = PpoRow;
+
+    fn model(&self) -> &CausalLm {
+        self.policy.policy
     }
 
-    fn evaluate(&mut self, _eval: &[ValueRow]) -> Result<Vec<(String, f64)>> {
+    fn normaliser(&self, _batch: &[&PpoRow]) -> f64 {
+        1.0
+    }
+
+    fn micro_loss(&mut self, micro: &[&PpoRow], _n: f64) -> Result<MicroOutput> {
+        let prows: Vec<&PolicyRow> = micro.iter().map(|r| &r.policy).collect();
+        let vrows: Vec<&ValueRow> = micro.iter().map(|r| &r.value).collect();
+        let pairs: Vec<(&[u32], &[u32])> = prows.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
+        let p = &self.policy;
+        let (logp, states) = rollout::response_logprobs(p.policy, &pairs, p.pad_id, p.temperature)?;
+        let v = states.matmul(&self.value.critic.head.t()?)?.squeeze(1)?; // [N]
+        let loss = (self.policy.loss_given(&prows, &logp)? + self.value.loss_given(&vrows, &v)?)?;
+        let tokens = prows.iter().map(|r| r.prompt.len() + r.response.len()).sum();
+        Ok(MicroOutput { loss, stats: Vec::new(), tokens })
+    }
+
+    fn evaluate(&mut self, _eval: &[PpoRow]) -> Result<Vec<(String, f64)>> {
         Ok(Vec::new())
     }
 }
@@ -148,8 +197,11 @@ pub struct PpoSetup<'a> {
     pub params: &'a [(String, Var)],
     pub reference: &'a CausalLm,
     pub critic: Critic<'a>,
-    /// The critic's trainable parameters (trunk and head).
+    /// The critic's trainable parameters (trunk and head); empty with a shared trunk.
     pub critic_params: &'a [(String, Var)],
+    /// The critic is the policy's trunk plus a head (in `params`): one model, one optimiser,
+    /// one backward of pg + vf_coef·vf. Otherwise the critic is its own model.
+    pub shared_trunk: bool,
     pub tokenizer: &'a Tokenizer,
     pub prompts: &'a [RlPrompt<'a>],
     pub sources: Vec<(Box<dyn RewardSource + 'a>, f64)>,
@@ -174,13 +226,12 @@ pub fn train_ppo(
     }
     let total = train.max_steps.max(1) as u64;
     let mut policy_session = Session::new(s.policy, s.params, train, total as usize, &run.dir.join("checkpoints"))?;
-    let mut critic_session = Session::new(
-        s.critic.trunk,
-        s.critic_params,
-        critic_train,
-        total as usize,
-        &run.dir.join("critic_checkpoints"),
-    )?;
+    let mut critic_session = if s.shared_trunk {
+        None
+    } else {
+        let root = run.dir.join("critic_checkpoints");
+        Some(Session::new(s.critic.trunk, s.critic_params, critic_train, total as usize, &root)?)
+    };
     let mut kl_ctl = KlController::new(&cfg.kl);
     let mut samples = SampleLog::create(run.dir)?;
     let mut ends = StepEnds::new(run.dir, total)?;
@@ -191,7 +242,7 @@ pub fn train_ppo(
         let seed = rollout::step_seed(train.seed, step);
         let rows = rollout::rollout(s.policy, &prompts, 1, roll, s.tokenizer, seed, &mut |_| {})?;
         let rollout_secs = t0.elapsed().as_secs_f64();
-        let sessions = (&mut policy_session, &mut critic_session);
+        let sessions = (&mut policy_session, critic_session.as_mut());
         let metrics = ppo_step(s, cfg, roll, sessions, &mut kl_ctl, &rows, &refs, step, &mut samples)?;
         let lr = policy_session.schedule.lr_at(step as usize - 1);
         let timing = StepTiming { started: t0, rollout_secs, tokens: rows.iter().map(|r| r.response_ids.len()).sum() };
@@ -202,7 +253,9 @@ pub fn train_ppo(
         }
         if due(step, train.save_steps, total, stop) {
             policy_session.save(step, total, train.seed, "ppo", &run.config)?;
-            critic_session.save(step, total, train.seed, "ppo-critic", &run.config)?;
+            if let Some(c) = &critic_session {
+                c.save(step, total, train.seed, "ppo-critic", &run.config)?;
+            }
         }
         if stop {
             eprintln!("ppo: stopping at step {step}: KL {kl:.3} > max_kl {}", cfg.max_kl);
@@ -217,7 +270,7 @@ fn ppo_step(
     s: &mut PpoSetup,
     cfg: &PpoConfig,
     roll: &RolloutConfig,
-    (policy_session, critic_session): (&mut Session, &mut Session),
+    (policy_session, mut critic_session): (&mut Session, Option<&mut Session>),
     kl_ctl: &mut KlController,
     rows: &[RolloutRow],
     refs: &[PromptRef],
@@ -280,39 +333,41 @@ fn ppo_step(
         ("logprob_mismatch/mean_abs".into(), mismatch_mean),
         ("logprob_mismatch/max_abs".into(), mismatch_max),
     ]);
-    let mut policy_rows: Vec<PolicyRow> = (0..rows.len())
-        .map(|i| PolicyRow {
-            prompt: rows[i].prompt_ids.clone(),
-            response: rows[i].response_ids.clone(),
-            old_logp: Some(old[i].clone()),
-            ref_logp: kl_in_loss.then(|| reference[i].clone()),
-            sampler_logp: rows[i].sampler_logprobs.clone(),
-            advantages: adv[i].clone(),
-            weights: Vec::new(),
-        })
-        .collect();
-    let mut value_rows: Vec<ValueRow> = (0..rows.len())
-        .map(|i| ValueRow {
-            prompt: rows[i].prompt_ids.clone(),
-            response: rows[i].response_ids.clone(),
-            old_values: values[i].clone(),
-            returns: returns[i].clone(),
-            weights: Vec::new(),
+    let mut ppo_rows: Vec<PpoRow> = (0..rows.len())
+        .map(|i| PpoRow {
+            policy: PolicyRow {
+                prompt: rows[i].prompt_ids.clone(),
+                response: rows[i].response_ids.clone(),
+                old_logp: Some(old[i].clone()),
+                ref_logp: kl_in_loss.then(|| reference[i].clone()),
+                sampler_logp: rows[i].sampler_logprobs.clone(),
+                advantages: adv[i].clone(),
+                weights: Vec::new(),
+            },
+            value: ValueRow {
+                prompt: rows[i].prompt_ids.clone(),
+                response: rows[i].response_ids.clone(),
+                old_values: values[i].clone(),
+                returns: returns[i].clone(),
+                weights: Vec::new(),
+            },
         })
         .collect();
     let clip = ClipConfig { epsilon_low: cfg.cliprange, epsilon_high: cfg.cliprange, dual_clip: cfg.dual_clip };
-    let mut pobj = PolicyObjective::new(s.policy, pad, roll.temperature, clip);
-    if kl_in_loss {
-        pobj.kl_coef = kl_ctl.coef;
-        pobj.kl_estimator = cfg.kl_estimator;
-    }
-    let mut vobj = ValueObjective {
-        critic: Critic { trunk: s.critic.trunk, head: s.critic.head },
-        pad_id: pad,
-        clip: (cfg.cliprange_value > 0.0).then_some(cfg.cliprange_value),
-        vf_coef: cfg.vf_coef,
-        sums: (0.0, 0.0, 0),
+    let mut obj = PpoObjective {
+        policy: PolicyObjective::new(s.policy, pad, roll.temperature, clip),
+        value: ValueObjective {
+            critic: Critic { trunk: s.critic.trunk, head: s.critic.head },
+            pad_id: pad,
+            clip: (cfg.cliprange_value > 0.0).then_some(cfg.cliprange_value),
+            vf_coef: cfg.vf_coef,
+            sums: (0.0, 0.0, 0),
+        },
     };
+    if kl_in_loss {
+        obj.policy.kl_coef = kl_ctl.coef;
+        obj.policy.kl_estimator = cfg.kl_estimator;
+    }
     let mb_size = rows.len().div_ceil(cfg.num_minibatches);
     let (mut gn, mut vgn) = (Vec::new(), Vec::new());
     let mut first_ratio = f64::NAN;
@@ -322,20 +377,29 @@ fn ppo_step(
             // Token mean over the minibatch (the masked means of the N-details formulas).
             let w = token_weights(LossAggregation::Bnpo, &lengths, roll.max_new_tokens, None);
             for (&i, w) in mb.iter().zip(w) {
-                policy_rows[i].weights = w.clone();
-                value_rows[i].weights = w;
+                ppo_rows[i].policy.weights = w.clone();
+                ppo_rows[i].value.weights = w;
             }
-            let prow: Vec<&PolicyRow> = mb.iter().map(|&i| &policy_rows[i]).collect();
-            gn.push(policy_session.update(&mut pobj, &prow, step)?);
+            match critic_session.as_deref_mut() {
+                Some(critic) => {
+                    let prow: Vec<&PolicyRow> = mb.iter().map(|&i| &ppo_rows[i].policy).collect();
+                    gn.push(policy_session.update(&mut obj.policy, &prow, step)?);
+                    let vrow: Vec<&ValueRow> = mb.iter().map(|&i| &ppo_rows[i].value).collect();
+                    vgn.push(critic.update(&mut obj.value, &vrow, step)?);
+                }
+                None => {
+                    let both: Vec<&PpoRow> = mb.iter().map(|&i| &ppo_rows[i]).collect();
+                    gn.push(policy_session.update(&mut obj, &both, step)?);
+                }
+            }
             if first_ratio.is_nan() {
-                first_ratio = pobj.stats.rows().iter().find(|(k, _)| k == "ratio/mean").map_or(f64::NAN, |(_, v)| *v);
+                let stats = obj.policy.stats.rows();
+                first_ratio = stats.iter().find(|(k, _)| k == "ratio/mean").map_or(f64::NAN, |(_, v)| *v);
             }
-            let vrow: Vec<&ValueRow> = mb.iter().map(|&i| &value_rows[i]).collect();
-            vgn.push(critic_session.update(&mut vobj, &vrow, step)?);
         }
     }
     kl_ctl.update(online::mean(&seq_kl), rows.len());
-    let (vl, vc, vn) = vobj.sums;
+    let (vl, vc, vn) = obj.value.sums;
     let updates = (cfg.ppo_epochs * rows.len().div_ceil(mb_size)) as f64;
     m.extend([
         ("grad_norm".to_string(), online::mean(&gn)),
@@ -345,7 +409,7 @@ fn ppo_step(
         ("ratio/first_minibatch".into(), first_ratio),
         ("update/tokens".into(), (cfg.ppo_epochs * pairs.iter().map(|(p, r)| p.len() + r.len()).sum::<usize>()) as f64),
     ]);
-    m.extend(pobj.take_stats().into_iter().filter(|(k, _)| !k.starts_with("logprob_mismatch")));
+    m.extend(obj.policy.take_stats().into_iter().filter(|(k, _)| !k.starts_with("logprob_mismatch")));
     Ok(m)
 }
 

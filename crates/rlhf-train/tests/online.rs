@@ -113,23 +113,29 @@ fn grpo_learns_a_toy_task_with_ratio_one_and_zero_kl_at_first() {
     assert!(dir.join("checkpoints").exists());
 }
 
-#[test]
-fn ppo_learns_a_toy_task_and_starts_at_ratio_one() {
+/// PPO on the toy task; `shared` puts the value head on the policy's trunk.
+fn toy_ppo(name: &str, shared: bool, kl_placement: KlPlacement) -> std::path::PathBuf {
     let tok = rlhf_data::tiny::tokenizer();
     let base = tiny_model(5);
-    let (policy, params) = base.trainable().unwrap();
-    let (trunk, mut critic_params) = tiny_model(6).trainable().unwrap();
+    let (policy, mut params) = base.trainable().unwrap();
+    let (separate, mut critic_params) = tiny_model(6).trainable().unwrap();
     let head = Var::from_tensor(&Tensor::zeros((1, 16), DType::F32, &candle_core::Device::Cpu).unwrap()).unwrap();
-    critic_params.push(("score.weight".into(), head.clone()));
+    if shared {
+        params.push(("score.weight".into(), head.clone()));
+        critic_params.clear();
+    } else {
+        critic_params.push(("score.weight".into(), head.clone()));
+    }
     let ids = prompt_ids(&tok);
     let prompts: Vec<RlPrompt> = ids.iter().map(|p| RlPrompt { ids: p, refs: PromptRef::default() }).collect();
-    let dir = tempdir("ppo");
+    let dir = tempdir(name);
     let mut setup = PpoSetup {
         policy: &policy,
         params: &params,
         reference: &base,
-        critic: Critic { trunk: &trunk, head: head.as_tensor() },
+        critic: Critic { trunk: if shared { &policy } else { &separate }, head: head.as_tensor() },
         critic_params: &critic_params,
+        shared_trunk: shared,
         tokenizer: &tok,
         prompts: &prompts,
         sources: vec![(DigitShare::new(&tok), 1.0)],
@@ -140,6 +146,7 @@ fn ppo_learns_a_toy_task_and_starts_at_ratio_one() {
         ppo_epochs: 4,
         num_minibatches: 2,
         kl: KlControllerConfig { init_kl_coef: 0.005, ..KlControllerConfig::default() },
+        kl_placement,
         ..PpoConfig::default()
     };
     let train = TrainConfig {
@@ -149,24 +156,43 @@ fn ppo_learns_a_toy_task_and_starts_at_ratio_one() {
         save_steps: 0,
         ..TrainConfig::default()
     };
-    let critic_train = TrainConfig { learning_rate: 1e-2, ..train.clone() };
     let run = RunInfo { dir: &dir, config: serde_json::json!({}), eval_steps: 0 };
     let t0 = std::time::Instant::now();
-    train_ppo(&mut setup, &cfg, &rollout_cfg(), &train, &critic_train, &run, &mut |_| {}).unwrap();
+    train_ppo(&mut setup, &cfg, &rollout_cfg(), &train, &train, &run, &mut |_| {}).unwrap();
     let reward = read_metric(&dir, "reward/score");
-    let ratio = read_metric(&dir, "ratio/first_minibatch");
-    let kl = read_metric(&dir, "kl/sequence");
     eprintln!(
-        "ppo toy: {:?} in {:.1}s",
+        "ppo toy ({name}): {:?} in {:.1}s",
         reward.iter().map(|(_, r)| (r * 100.0).round() / 100.0).collect::<Vec<_>>(),
         t0.elapsed().as_secs_f64()
     );
+    dir
+}
+
+#[test]
+fn ppo_learns_a_toy_task_and_starts_at_ratio_one() {
+    let dir = toy_ppo("ppo", false, KlPlacement::Reward);
+    let reward = read_metric(&dir, "reward/score");
+    let ratio = read_metric(&dir, "ratio/first_minibatch");
+    let kl = read_metric(&dir, "kl/sequence");
     assert!(reward[0].1 < 0.2, "{}", reward[0].1);
-    let last: f64 = reward[reward.len() - 5..].iter().map(|(_, r)| r).sum::<f64>() / 5.0;
+    let last = tail_mean(&dir, "reward/score", 5);
     assert!(last > 0.8, "PPO should raise the digit share past 0.8, got {last}");
     assert!((ratio[0].1 - 1.0).abs() < 1e-5, "first minibatch ratio {}", ratio[0].1);
     assert!(kl[0].1.abs() < 1e-4, "KL at init {}", kl[0].1);
     assert!(dir.join("critic_checkpoints").exists());
+}
+
+#[test]
+fn ppo_with_a_shared_trunk_and_kl_in_the_loss_learns_too() {
+    let dir = toy_ppo("ppo-shared", true, KlPlacement::Loss);
+    let last = tail_mean(&dir, "reward/score", 5);
+    assert!(last > 0.8, "shared-trunk PPO should raise the digit share past 0.8, got {last}");
+    assert!(read_metric(&dir, "value/loss").iter().all(|(_, v)| v.is_finite()));
+    assert!(!dir.join("critic_checkpoints").exists(), "a shared trunk has no separate critic");
+    let values = read_metric(&dir, "value/mean");
+    assert_eq!(values[0].1, 0.0, "the value head starts at zero");
+    let last = tail_mean(&dir, "value/mean", 5);
+    assert!(last > 0.5, "the shared value head tracks the returns (≈ 1 at the end): {values:?}");
 }
 
 fn grads(model: &CausalLm, params: &[(String, Var)]) -> Vec<Vec<f32>> {

@@ -89,6 +89,7 @@ pub fn rl_step(model_arg: &str, which: &str, steps: usize, completions: usize) -
                 reference: &reference,
                 critic: Critic { trunk: &trunk, head: head.as_tensor() },
                 critic_params: &critic_params,
+                shared_trunk: false,
                 tokenizer: tok,
                 prompts: &rl_prompts,
                 sources: vec![(reward, 1.0)],

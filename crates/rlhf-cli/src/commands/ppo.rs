@@ -4,7 +4,7 @@
 use super::rewards::{build_all, RewardKind, RewardSpec};
 use super::rl_common::{self as rl, EvalSection, PromptData};
 use super::train_common::{self as common, LoraSection, TrainBar};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rlhf_model::heads::{load_sequence_classifier, SCORE_WEIGHT};
 use rlhf_reward::RewardSource;
@@ -23,11 +23,14 @@ pub struct CriticSection {
     pub model: String,
     /// The critic's learning rate (0 = the policy's).
     pub learning_rate: f64,
+    /// Put a zero-initialised value head on the policy's own trunk (one model, one backward of
+    /// pg + vf_coef·vf) instead of a separate critic model: half the memory.
+    pub shared_trunk: bool,
 }
 
 impl Default for CriticSection {
     fn default() -> Self {
-        Self { model: String::new(), learning_rate: 0.0 }
+        Self { model: String::new(), learning_rate: 0.0, shared_trunk: false }
     }
 }
 
@@ -77,20 +80,32 @@ impl Default for PpoCommandConfig {
 pub fn run(args: rl::RlArgs) -> Result<()> {
     let args = args.into_train("ppo");
     let cfg: PpoCommandConfig = args.load()?;
-    let rl::Start { dir, base, tok, train: train_prompts, eval: eval_prompts, policy: t } =
+    let rl::Start { dir, base, tok, train: train_prompts, eval: eval_prompts, policy: mut t } =
         rl::start("ppo", args.resume.is_some(), &cfg, &cfg.out, &cfg.model, &cfg.data, &cfg.lora, cfg.train.seed)?;
-    let (trunk, head) = if cfg.critic.model.is_empty() {
-        let d = base.config().hidden_size;
-        (base.detached()?, Tensor::zeros((1, d), DType::F32, &Device::Cpu)?)
-    } else {
-        let (m, h, _) = load_sequence_classifier(Path::new(&cfg.critic.model), DType::F32, &Device::Cpu)
-            .with_context(|| format!("loading the critic from {}", cfg.critic.model))?;
-        (m, h)
+    let shared = cfg.critic.shared_trunk;
+    if shared && !cfg.critic.model.is_empty() {
+        bail!("critic.shared_trunk = true puts the value head on the policy: leave critic.model empty");
+    }
+    let d = base.config().hidden_size;
+    let (separate, head) = match (shared, cfg.critic.model.is_empty()) {
+        (true, _) => (None, Tensor::zeros((1, d), DType::F32, &Device::Cpu)?),
+        (false, true) => (Some(base.detached()?.trainable()?), Tensor::zeros((1, d), DType::F32, &Device::Cpu)?),
+        (false, false) => {
+            let (m, h, _) = load_sequence_classifier(Path::new(&cfg.critic.model), DType::F32, &Device::Cpu)
+                .with_context(|| format!("loading the critic from {}", cfg.critic.model))?;
+            (Some(m.trainable()?), h)
+        }
     };
-    let (critic_trunk, mut critic_params) = trunk.trainable()?;
-    drop(trunk);
     let head = Var::from_tensor(&head)?;
-    critic_params.push((SCORE_WEIGHT.to_string(), head.clone()));
+    let (critic_trunk, mut critic_params) = match separate {
+        Some((m, p)) => (Some(m), p),
+        None => (None, Vec::new()),
+    };
+    if shared {
+        t.params.push((SCORE_WEIGHT.to_string(), head.clone()));
+    } else {
+        critic_params.push((SCORE_WEIGHT.to_string(), head.clone()));
+    }
     let reference = rl::reference_model(true, &cfg.reference, &t, base)?.context("PPO always has a reference model")?;
     let prompts = rl::rl_prompts(&train_prompts);
     let sources: Vec<(Box<dyn RewardSource>, f64)> = build_all(&cfg.rewards, tok.pad_id())?;
@@ -98,8 +113,9 @@ pub fn run(args: rl::RlArgs) -> Result<()> {
         policy: &t.model,
         params: &t.params,
         reference: &reference,
-        critic: Critic { trunk: &critic_trunk, head: head.as_tensor() },
+        critic: Critic { trunk: critic_trunk.as_ref().unwrap_or(&t.model), head: head.as_tensor() },
         critic_params: &critic_params,
+        shared_trunk: shared,
         tokenizer: &tok,
         prompts: &prompts,
         sources,
