@@ -97,29 +97,23 @@ pub(crate) fn fwd<T: Real>(x: &[T], w: &[T], n: usize, din: usize, dout: usize) 
     product((n, dout, din), x, (din, 1), w, (1, din))
 }
 
-/// Each weight row is read once and dotted with every row of `x` while it sits in L1.
+/// Each weight row is read once and dotted with every row of `x` while it sits in L1, four
+/// rows of `x` at a time: one weight load per four FMAs, and eight independent accumulator
+/// chains (one chain is bound by the FMA latency, not by the FMA units).
 fn fwd_small_n<T: Real>(x: &[T], w: &[T], n: usize, din: usize, dout: usize) -> Vec<T> {
-    const LANES: usize = 16;
     let mut yt = vec![T::zero(); dout * n]; // [out, N]: each task writes a contiguous block
     let rows_per_task = (64 * 1024 / din.max(1)).max(1);
+    let xrow = |i: usize| &x[i * din..][..din];
     yt.par_chunks_mut(rows_per_task * n).enumerate().for_each(|(ci, block)| {
         for (jj, out) in block.chunks_mut(n).enumerate() {
             let wr = &w[(ci * rows_per_task + jj) * din..][..din];
-            for (i, o) in out.iter_mut().enumerate() {
-                let xr = &x[i * din..][..din];
-                let mut acc = [T::zero(); LANES];
-                let (wc, xc) = (wr.chunks_exact(LANES), xr.chunks_exact(LANES));
-                let (wt, xt) = (wc.remainder(), xc.remainder());
-                for (wv, xv) in wc.zip(xc) {
-                    for l in 0..LANES {
-                        acc[l] = wv[l].mul_add(xv[l], acc[l]);
-                    }
-                }
-                let mut sum = acc.iter().copied().sum::<T>();
-                for (a, b) in wt.iter().zip(xt) {
-                    sum = a.mul_add(*b, sum);
-                }
-                *o = sum;
+            let mut i = 0;
+            while i + 4 <= n {
+                out[i..i + 4].copy_from_slice(&dots(wr, [xrow(i), xrow(i + 1), xrow(i + 2), xrow(i + 3)]));
+                i += 4;
+            }
+            for (o, k) in out[i..].iter_mut().zip(i..n) {
+                *o = dot(wr, xrow(k));
             }
         }
     });
@@ -130,6 +124,62 @@ fn fwd_small_n<T: Real>(x: &[T], w: &[T], n: usize, din: usize, dout: usize) -> 
         }
     }
     y
+}
+
+/// Lanes per accumulator block: two AVX-512 registers of f32, so that four rows give eight
+/// independent FMA chains.
+const LANES: usize = 32;
+
+/// One dot product with a single 16-lane accumulator (faster than [`dots`] for lone rows:
+/// batch-1 decoding is bound by memory bandwidth, not by FMA latency).
+fn dot<T: Real>(w: &[T], x: &[T]) -> T {
+    const LANES1: usize = 16;
+    let mut acc = [T::zero(); LANES1];
+    let (wc, xc) = (w.chunks_exact(LANES1), x.chunks_exact(LANES1));
+    let (wt, xt) = (wc.remainder(), xc.remainder());
+    for (wv, xv) in wc.zip(xc) {
+        for l in 0..LANES1 {
+            acc[l] = wv[l].mul_add(xv[l], acc[l]);
+        }
+    }
+    let mut sum = acc.iter().copied().sum::<T>();
+    for (a, b) in wt.iter().zip(xt) {
+        sum = a.mul_add(*b, sum);
+    }
+    sum
+}
+
+/// `[w·x_k for k in 0..R]` for equally long `w` and `xs[k]`.
+#[inline(always)]
+fn dots<T: Real, const R: usize>(w: &[T], xs: [&[T]; R]) -> [T; R] {
+    let chunks = w.len() / LANES;
+    let mut acc = [[T::zero(); LANES]; R];
+    for c in 0..chunks {
+        let wv = &w[c * LANES..(c + 1) * LANES];
+        for (a, xk) in acc.iter_mut().zip(&xs) {
+            let xv = &xk[c * LANES..(c + 1) * LANES];
+            for l in 0..LANES {
+                a[l] = wv[l].mul_add(xv[l], a[l]);
+            }
+        }
+    }
+    let mut out = [T::zero(); R];
+    for ((o, mut a), xk) in out.iter_mut().zip(acc).zip(&xs) {
+        // Pairwise lane sum: a tree, not a 31-long chain of dependent additions.
+        let mut width = LANES / 2;
+        while width > 0 {
+            for l in 0..width {
+                a[l] = a[l] + a[l + width];
+            }
+            width /= 2;
+        }
+        let mut sum = a[0];
+        for (wi, xi) in w[chunks * LANES..].iter().zip(&xk[chunks * LANES..]) {
+            sum = wi.mul_add(*xi, sum);
+        }
+        *o = sum;
+    }
+    out
 }
 
 /// (dx[N, in] = g[N, out]·w[out, in], dw[out, in] = g[N, out]ᵀ·x[N, in]); `dw` only when
