@@ -32,14 +32,14 @@ step "PPO against the reward model (critic from the reward model, KL to the SFT 
 "$RLHF" ppo --config examples/ppo.toml --model "$RUN/sft/final" --out "$RUN/ppo" \
   --data "$data/prompts.jsonl" --eval-data "$data/prompts_eval.jsonl" \
   --set critic.model="$RUN/reward/final" --set "rewards=[{kind=\"reward_model\", path=\"$RUN/reward/final\"}]" \
-  --set train.max_steps=12 --set train.learning_rate=2e-6 --set train.save_steps=0 --set eval_steps=0 \
+  --set train.max_steps=12 --set train.learning_rate=1e-5 --set train.save_steps=0 --set eval_steps=0 \
   --set ppo.ppo_epochs=2 --set eval.limit=60
 
 step "GRPO against the answer verifier (G = 8)"
 "$RLHF" grpo --config examples/grpo.toml --model "$RUN/sft/final" --out "$RUN/grpo" \
   --data "$data/prompts.jsonl" --eval-data "$data/prompts_eval.jsonl" \
   --set "rewards=[{kind=\"math\"}]" --set eval.reward.kind=math --set rollout.max_new_tokens=48 \
-  --set train.max_steps=20 --set train.save_steps=0 --set eval_steps=0 --set eval.limit=60 --set eval.max_new_tokens=48
+  --set train.max_steps=50 --set train.save_steps=0 --set eval_steps=0 --set eval.limit=60 --set eval.max_new_tokens=48
 
 step "held-out comparison (60 prompts; KL to the SFT model on sampled answers)"
 "$RLHF" eval --prompts "$data/prompts_eval.jsonl" --limit 60 --reward-model "$RUN/reward/final" \

@@ -1,54 +1,15 @@
 //! `rlhf grpo`, `rlhf ppo` and `rlhf eval` end to end on a tiny model with the shipped example
 //! configs: run folders, metrics, samples, held-out curves, and clear errors.
 
-use candle_core::DType;
-use rlhf_model::{tiny, CausalLm};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 
-fn rlhf(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rlhf"))
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .args(args)
-        .output()
-        .expect("run rlhf")
-}
+mod common;
 
-fn ok(args: &[&str]) -> String {
-    let out = rlhf(args);
-    assert!(out.status.success(), "rlhf {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{fails, lines, ok, p};
 
-fn fails(args: &[&str]) -> String {
-    let out = rlhf(args);
-    assert!(!out.status.success(), "rlhf {args:?} should fail");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-/// A tiny Llama HF folder matching the byte-level tokenizer, and the arithmetic datasets.
 fn setup(name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("rlhf-cli-rl-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let tok = rlhf_data::tiny::tokenizer();
-    let cfg = tiny::llama_config(tok.vocab_size());
-    let model = CausalLm::new(cfg.clone(), tiny::random_weights(&cfg, 0, 0.05, DType::F32).unwrap()).unwrap();
-    let model_dir = dir.join("model");
-    model.save_hf(&model_dir).unwrap();
-    tok.save_hf(&model_dir).unwrap();
-    let data = dir.join("data");
-    ok(&["data", "make", "arithmetic", "--n", "40", "--seed", "1", "--out", p(&data)]);
-    (dir, model_dir, data)
+    common::setup(&format!("rl-{name}"))
 }
 
 #[test]

@@ -2,59 +2,15 @@
 //! as an HF folder with a byte-level tokenizer: run folders, resume, LoRA, and clear errors.
 
 use candle_core::DType;
-use rlhf_model::{tiny, CausalLm};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn rlhf(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rlhf")).args(args).output().expect("run rlhf")
-}
+mod common;
 
-fn ok(args: &[&str]) -> String {
-    let out = rlhf(args);
-    assert!(out.status.success(), "rlhf {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = rlhf(args);
-    assert!(!out.status.success(), "rlhf {args:?} should fail");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rlhf-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A tiny Llama in an HF folder whose vocabulary matches the tiny byte-level tokenizer, plus the
-/// arithmetic datasets.
-fn setup(name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let dir = tempdir(name);
-    let tok = rlhf_data::tiny::tokenizer();
-    let cfg = tiny::llama_config(tok.vocab_size());
-    let model = CausalLm::new(cfg.clone(), tiny::random_weights(&cfg, 0, 0.05, DType::F32).unwrap()).unwrap();
-    let model_dir = dir.join("model");
-    model.save_hf(&model_dir).unwrap();
-    tok.save_hf(&model_dir).unwrap();
-    let data = dir.join("data");
-    ok(&["data", "make", "arithmetic", "--n", "40", "--seed", "1", "--out", data.to_str().unwrap()]);
-    (dir, model_dir, data)
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use common::{fails, ok, p, rlhf, setup};
 
 fn metric_lines(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::lines(&run.join("metrics.jsonl"))
 }
 
 #[test]

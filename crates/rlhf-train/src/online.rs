@@ -72,7 +72,7 @@ impl<'m> PolicyObjective<'m> {
         let (dtype, dev) = (logp.dtype(), logp.device().clone());
         let on_policy = micro.iter().all(|r| r.old_logp.is_none());
         let old = if on_policy {
-            let current = crate::rollout::to_f64(&logp)?;
+            let current = crate::rollout::to_f64(logp)?;
             let sampler = micro.iter().flat_map(|r| r.sampler_logp.iter().map(|&x| x as f64));
             for (c, s) in current.iter().zip(sampler) {
                 let d = (c - s).abs();
@@ -237,7 +237,7 @@ pub fn step_prompts<'p>(
 
 /// Whether something done every `every` steps is due at `step` (always at the end or a stop).
 pub fn due(step: u64, every: usize, total: u64, stop: bool) -> bool {
-    step == total || stop || (every > 0 && step % every as u64 == 0)
+    step == total || stop || (every > 0 && step.is_multiple_of(every as u64))
 }
 
 /// How long a step took and how much it generated.
@@ -373,6 +373,9 @@ impl Clock {
     }
 }
 
+/// `(name, value)` rows of one metrics line.
+pub type Metrics = Vec<(String, f64)>;
+
 /// Scores of every row by every source (`[source][row]`) and the step's `reward/<name>` means
 /// (over the rows the source could score).
 pub fn score_all(
@@ -380,7 +383,7 @@ pub fn score_all(
     rows: &[RolloutRow],
     texts: &[RowText],
     refs: &[PromptRef],
-) -> Result<(Vec<Vec<Score>>, Vec<(String, f64)>)> {
+) -> Result<(Vec<Vec<Score>>, Metrics)> {
     let mut per_source = Vec::with_capacity(sources.len());
     let mut metrics = Vec::new();
     for (src, _) in sources.iter_mut() {

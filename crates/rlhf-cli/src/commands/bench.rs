@@ -194,21 +194,34 @@ pub fn run(a: Args) -> Result<()> {
     }
     let f = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.2}"));
     println!("rlhf bench — model {}, {threads} threads, f32", a.model);
-    println!("  matmul 1024³              {:>10} GFLOP/s", f(&all["matmul"]["matmul_gflops"]));
-    println!("  decode batch 1            {:>10} tokens/s", f(&all["decode"]["decode_tokens_per_s_b1"]));
-    println!("  decode batch 8            {:>10} tokens/s", f(&all["decode"]["decode_tokens_per_s_b8"]));
+    if all["matmul"].is_object() {
+        println!("  matmul 1024³              {:>10} GFLOP/s", f(&all["matmul"]["matmul_gflops"]));
+    }
+    if all["decode"].is_object() {
+        println!("  decode batch 1            {:>10} tokens/s", f(&all["decode"]["decode_tokens_per_s_b1"]));
+        println!("  decode batch 8            {:>10} tokens/s", f(&all["decode"]["decode_tokens_per_s_b8"]));
+        println!("  decode peak RSS           {:>10} MB", f(&all["decode"]["peak_rss_mb"]));
+    }
     let t = &all["train"];
-    println!(
-        "  train step 4×128          {:>10} s  (forward {} / backward {} / AdamW {})",
-        f(&t["train_step_s"]),
-        f(&t["forward_s"]),
-        f(&t["backward_s"]),
-        f(&t["optimizer_s"])
-    );
-    println!("  train peak RSS            {:>10} MB", f(&t["peak_rss_mb"]));
+    if t.is_object() {
+        println!(
+            "  train step 4×128          {:>10} s  (forward {} / backward {} / AdamW {})",
+            f(&t["train_step_s"]),
+            f(&t["forward_s"]),
+            f(&t["backward_s"]),
+            f(&t["optimizer_s"])
+        );
+        println!("  train peak RSS            {:>10} MB", f(&t["peak_rss_mb"]));
+    }
     for name in ["sft", "reward", "dpo"] {
         let s = &all[name];
-        println!("  {name:<6} step 4×128          {:>10} s  (peak RSS {} MB)", f(&s["step_s"]), f(&s["peak_rss_mb"]));
+        if s.is_object() {
+            println!(
+                "  {name:<6} step 4×128          {:>10} s  (peak RSS {} MB)",
+                f(&s["step_s"]),
+                f(&s["peak_rss_mb"])
+            );
+        }
     }
     for name in ["grpo", "ppo"] {
         let s = &all[name];
@@ -222,6 +235,5 @@ pub fn run(a: Args) -> Result<()> {
             );
         }
     }
-    println!("  decode peak RSS           {:>10} MB", f(&all["decode"]["peak_rss_mb"]));
     Ok(())
 }

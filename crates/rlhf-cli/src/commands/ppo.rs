@@ -23,6 +23,10 @@ pub struct CriticSection {
     pub model: String,
     /// The critic's learning rate (0 = the policy's).
     pub learning_rate: f64,
+    /// Start from the reward model's score head too. Off by default: the value head starts at 0
+    /// (RLHF_DETAILS 16), because the returns are built from normalised rewards while the RM
+    /// head predicts raw scores — starting far off, with value clipping slowing the correction.
+    pub keep_head: bool,
     /// Put a zero-initialised value head on the policy's own trunk (one model, one backward of
     /// pg + vf_coef·vf) instead of a separate critic model: half the memory.
     pub shared_trunk: bool,
@@ -30,7 +34,7 @@ pub struct CriticSection {
 
 impl Default for CriticSection {
     fn default() -> Self {
-        Self { model: String::new(), learning_rate: 0.0, shared_trunk: false }
+        Self { model: String::new(), learning_rate: 0.0, keep_head: false, shared_trunk: false }
     }
 }
 
@@ -93,7 +97,8 @@ pub fn run(args: rl::RlArgs) -> Result<()> {
         (false, false) => {
             let (m, h, _) = load_sequence_classifier(Path::new(&cfg.critic.model), DType::F32, &Device::Cpu)
                 .with_context(|| format!("loading the critic from {}", cfg.critic.model))?;
-            (Some(m.trainable()?), h)
+            let head = if cfg.critic.keep_head { h } else { h.zeros_like()? };
+            (Some(m.trainable()?), head)
         }
     };
     let head = Var::from_tensor(&head)?;

@@ -151,6 +151,7 @@ fn dot<T: Real>(w: &[T], x: &[T]) -> T {
 
 /// `[w·x_k for k in 0..R]` for equally long `w` and `xs[k]`.
 #[inline(always)]
+#[allow(clippy::assign_op_pattern)] // `Real` has no `AddAssign`
 fn dots<T: Real, const R: usize>(w: &[T], xs: [&[T]; R]) -> [T; R] {
     let chunks = w.len() / LANES;
     let mut acc = [[T::zero(); LANES]; R];
