@@ -32,7 +32,7 @@ step "PPO against the reward model (critic from the reward model, KL to the SFT 
 "$RLHF" ppo --config examples/ppo.toml --model "$RUN/sft/final" --out "$RUN/ppo" \
   --data "$data/prompts.jsonl" --eval-data "$data/prompts_eval.jsonl" \
   --set critic.model="$RUN/reward/final" --set "rewards=[{kind=\"reward_model\", path=\"$RUN/reward/final\"}]" \
-  --set train.max_steps=12 --set train.learning_rate=1e-5 --set train.save_steps=0 --set eval_steps=0 \
+  --set train.max_steps=12 --set train.learning_rate=4e-6 --set train.save_steps=0 --set eval_steps=0 \
   --set ppo.ppo_epochs=2 --set eval.limit=60
 
 step "GRPO against the answer verifier (G = 8)"
