@@ -71,31 +71,9 @@ fn read_metric(dir: &Path, key: &str) -> Vec<(u64, f64)> {
 #[test]
 fn grpo_learns_a_toy_task_with_ratio_one_and_zero_kl_at_first() {
     let tok = rlhf_data::tiny::tokenizer();
-    let base = tiny_model(3);
-    let (policy, params) = base.trainable().unwrap();
-    let ids = prompt_ids(&tok);
-    let prompts: Vec<RlPrompt> = ids.iter().map(|p| RlPrompt { ids: p, refs: PromptRef::default() }).collect();
-    let dir = tempdir("grpo");
-    let mut setup = GrpoSetup {
-        policy: &policy,
-        params: &params,
-        reference: Some(&base),
-        tokenizer: &tok,
-        prompts: &prompts,
-        sources: vec![(DigitShare::new(&tok), 1.0)],
-        eval: None,
-    };
     let cfg = GrpoConfig { num_generations: 8, prompts_per_step: 4, beta: 0.01, ..GrpoConfig::default() };
-    let train = TrainConfig {
-        learning_rate: 3e-2,
-        lr_scheduler: ScheduleKind::Constant,
-        max_steps: 40,
-        save_steps: 0,
-        ..TrainConfig::default()
-    };
-    let run = RunInfo { dir: &dir, config: serde_json::json!({}), eval_steps: 0 };
     let t0 = std::time::Instant::now();
-    train_grpo(&mut setup, &cfg, &rollout_cfg(), &train, &run, &mut |_| {}).unwrap();
+    let dir = toy_grpo("grpo", cfg, DigitShare::new(&tok), 40);
     let reward = read_metric(&dir, "reward/mean");
     let ratio = read_metric(&dir, "ratio/mean");
     let kl = read_metric(&dir, "kl/sequence");
