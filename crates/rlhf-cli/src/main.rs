@@ -45,6 +45,11 @@ enum Command {
     Eval(commands::eval::Args),
     /// Greedy answers to prompts with reference answers: verifier accuracy and format rate.
     Verify(commands::verify::Args),
+    /// Sample K responses per prompt at varied temperatures into a labelling queue.
+    Collect(commands::collect::Args),
+    /// Human labelling: serve the ranking app, add annotators, agreement stats, export.
+    #[command(subcommand)]
+    Label(commands::label::Command),
     /// Fold LoRA adapters into their base model.
     Merge(commands::merge::Args),
     /// Dataset utilities (`rlhf data make arithmetic`).
@@ -69,6 +74,8 @@ fn main() {
         Command::Ppo(a) => commands::ppo::run(a),
         Command::Verify(a) => commands::verify::run(a),
         Command::Data(c) => commands::data::run(c),
+        Command::Collect(a) => commands::collect::run(a),
+        Command::Label(c) => commands::label::run(c),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -96,6 +96,22 @@ fn a_ranking_of_k_gives_k_choose_2_pairs_in_one_group() {
 }
 
 #[test]
+fn a_tied_tier_is_compared_with_other_tiers_but_not_within() {
+    let dir = scratch("ranking-ties");
+    let path = write_lines(
+        &dir,
+        "r.jsonl",
+        &[r#"{"prompt": "Q", "responses": ["a", "b", "c", "d"], "ranking": [[2], [0, 3], 1]}"#],
+    );
+    let t = tiny::tokenizer();
+    let g = &load_preferences(&path, &t, &opts()).unwrap().examples[0];
+    let r = |s: &str| [enc(&t, s), vec![2]].concat();
+    let expected: Vec<_> =
+        [("c", "a"), ("c", "d"), ("c", "b"), ("a", "b"), ("d", "b")].iter().map(|(w, l)| (r(w), r(l))).collect();
+    assert_eq!(g.pairs, expected);
+}
+
+#[test]
 fn sft_learns_every_assistant_turn_and_nothing_else() {
     let dir = scratch("sft-multi");
     let path = write_lines(
@@ -188,6 +204,18 @@ fn bad_records_name_file_line_and_field() {
         (
             r#"{"prompt": "Q", "responses": ["a", "b", "c"], "ranking": [0, 1]}"#,
             "field \"ranking\": has 2 entries for 3 responses",
+        ),
+        (
+            r#"{"prompt": "Q", "responses": ["a", "b"], "ranking": [[0, 1]]}"#,
+            "field \"ranking\": every response is tied",
+        ),
+        (
+            r#"{"prompt": "Q", "responses": ["a", "b"], "ranking": [[0], []]}"#,
+            "field \"ranking\": item 1: an empty tie group",
+        ),
+        (
+            r#"{"prompt": "Q", "responses": ["a", "b"], "ranking": [0, "1"]}"#,
+            "field \"ranking\": item 1: expected an index or a list of tied indices",
         ),
         (
             r#"{"prompt": "Q", "responses": ["a"], "ranking": [0]}"#,

@@ -1,12 +1,15 @@
 pub mod bench;
 pub mod bench_rl;
 pub mod bench_trainers;
+pub mod collect;
 pub mod convert;
 pub mod data;
 pub mod dpo;
 pub mod eval;
 pub mod generate;
 pub mod grpo;
+pub mod label;
+pub mod label_bench;
 pub mod logprobs;
 pub mod merge;
 pub mod ppo;

@@ -57,17 +57,23 @@ pub(crate) fn parse_preference(
             .enumerate()
             .map(|(i, v)| text_or_messages(v, &format!("responses[{i}]")))
             .collect::<FieldResult<Vec<_>>>()?;
-        let ranking = index_list(required(record, "ranking")?, "ranking")?;
+        let tiers = ranking_tiers(required(record, "ranking")?)?;
+        let ranking: Vec<usize> = tiers.iter().flatten().copied().collect();
         check_ranking(&ranking, responses.len())?;
+        if tiers.len() < 2 {
+            return Err(bad("ranking", "every response is tied: no preference to learn"));
+        }
         let ids = responses
             .iter()
             .enumerate()
             .map(|(i, r)| encode_side(&prompt, r, &format!("responses[{i}]")))
             .collect::<FieldResult<Vec<_>>>()?;
         let mut pairs = Vec::with_capacity(ranking.len() * (ranking.len() - 1) / 2);
-        for (rank, &better) in ranking.iter().enumerate() {
-            for &worse in &ranking[rank + 1..] {
-                pairs.push((ids[better].clone(), ids[worse].clone()));
+        for (rank, tier) in tiers.iter().enumerate() {
+            for &better in tier {
+                for &worse in tiers[rank + 1..].iter().flatten() {
+                    pairs.push((ids[better].clone(), ids[worse].clone()));
+                }
             }
         }
         return Ok(PreferenceGroup { prompt: prompt.ids, pairs, source: source.clone() });
@@ -82,6 +88,27 @@ pub(crate) fn parse_preference(
     let chosen = encode_side(&prompt, &chosen, "chosen")?;
     let rejected = encode_side(&prompt, &rejected, "rejected")?;
     Ok(PreferenceGroup { prompt: prompt.ids, pairs: vec![(chosen, rejected)], source: source.clone() })
+}
+
+/// `ranking` lists response indices best first; an entry that is itself a list is a tie (a
+/// tier), whose members are compared with every other tier but not with each other.
+fn ranking_tiers(value: &Value) -> FieldResult<Vec<Vec<usize>>> {
+    list(value, "ranking")?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::Array(_) => {
+                let tier = index_list(v, &format!("ranking[{i}]"))?;
+                if tier.is_empty() {
+                    return Err(bad("ranking", format!("item {i}: an empty tie group")));
+                }
+                Ok(tier)
+            }
+            _ => v.as_u64().map(|x| vec![x as usize]).ok_or_else(|| {
+                bad("ranking", format!("item {i}: expected an index or a list of tied indices, found {v}"))
+            }),
+        })
+        .collect()
 }
 
 /// A ranking lists response indices best first and must be a permutation of `0..k`, `k ≥ 2`.

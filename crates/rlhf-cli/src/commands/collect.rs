@@ -1,0 +1,150 @@
+//! `rlhf collect`: K responses per prompt, spread over temperatures and deduplicated, into a
+//! labelling queue (`rlhf label serve` shows them to annotators).
+
+use crate::{loading, progress};
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use rlhf_data::{load_prompts, LoadOptions, TextOrMessages};
+use rlhf_server::label::{prompt_text, LabelDb, NewItem, NewResponse};
+use rlhf_train::rollout::{decode_rows, rollout, step_seed, RolloutConfig};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// HF folder, .gguf file, or `default`.
+    #[arg(long)]
+    model: String,
+    /// Prompts (JSONL/JSON/Parquet with a `prompt` column: a string or a list of messages).
+    #[arg(long)]
+    prompts: PathBuf,
+    /// Responses per prompt (2–9; a ranking of more is hard for people).
+    #[arg(long, default_value_t = 4)]
+    k: usize,
+    /// Response i is sampled at temperature i mod len; varied temperatures give varied quality.
+    #[arg(long, value_delimiter = ',', default_value = "0.6,0.8,1.0,1.2")]
+    temperatures: Vec<f64>,
+    /// The labelling database (created if missing; items are appended).
+    #[arg(long)]
+    db: PathBuf,
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Use only the first N prompts (0: all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+    /// Rows per generate call.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Extra sampling rounds for prompts whose responses came out identical.
+    #[arg(long, default_value_t = 3)]
+    max_tries: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Whitespace-insensitive identity: responses that differ only in spacing are duplicates.
+fn dedup_key(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn prompt_json(p: &TextOrMessages) -> Value {
+    match p {
+        TextOrMessages::Text(t) => Value::String(t.clone()),
+        TextOrMessages::Messages(m) => json!(m),
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if !(2..=9).contains(&a.k) {
+        bail!("--k {}: use 2 to 9 responses per prompt", a.k);
+    }
+    if a.temperatures.is_empty() || a.temperatures.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
+        bail!("--temperatures {:?}: give positive temperatures, e.g. 0.6,0.8,1.0,1.2", a.temperatures);
+    }
+    let loaded = loading::load(&a.model, &Device::Cpu)?;
+    let tok = &loaded.tokenizer;
+    let mut prompts = load_prompts(&a.prompts, tok, &LoadOptions { max_length: 0, ..Default::default() })?.examples;
+    if a.limit > 0 {
+        prompts.truncate(a.limit);
+    }
+    if prompts.is_empty() {
+        bail!("{}: no prompts", a.prompts.display());
+    }
+    let mut db = LabelDb::open(&a.db)?;
+    // responses[p] = (text, temperature), distinct by dedup_key, in sampling order.
+    let mut responses: Vec<Vec<(String, f64)>> = vec![vec![]; prompts.len()];
+    let mut seen: Vec<HashSet<String>> = vec![HashSet::new(); prompts.len()];
+    let per_temperature = |t: usize| (0..a.k).filter(|i| i % a.temperatures.len() == t).count();
+    let pb = progress::bar((prompts.len() * a.k * a.max_new_tokens) as u64, "sampling");
+    let mut sampled = 0u64;
+    for round in 0..=a.max_tries {
+        for (t, &temperature) in a.temperatures.iter().enumerate() {
+            // First round: this temperature's share of K; later rounds: one more try per missing slot.
+            let need: Vec<usize> =
+                (0..prompts.len()).filter(|&p| if round == 0 { true } else { responses[p].len() < a.k }).collect();
+            let repeats = if round == 0 { per_temperature(t) } else { 1 };
+            if need.is_empty() || repeats == 0 {
+                continue;
+            }
+            let ids: Vec<&[u32]> = need.iter().map(|&p| prompts[p].prompt_ids.as_slice()).collect();
+            let cfg = RolloutConfig {
+                max_new_tokens: a.max_new_tokens,
+                temperature,
+                top_p: a.top_p,
+                generation_batch_size: a.batch_size,
+                ..RolloutConfig::default()
+            };
+            let seed = step_seed(a.seed, (round * a.temperatures.len() + t) as u64);
+            let rows =
+                rollout(&loaded.model, &ids, repeats, &cfg, tok, seed, &mut |n| pb.set_position(sampled + n as u64))?;
+            sampled += rows.iter().map(|r| r.response_ids.len() as u64).sum::<u64>();
+            for (row, text) in rows.iter().zip(decode_rows(tok, &rows)?) {
+                let p = need[row.prompt_index];
+                let text = text.response.trim().to_string();
+                if responses[p].len() < a.k && !text.is_empty() && seen[p].insert(dedup_key(&text)) {
+                    responses[p].push((text, temperature));
+                }
+            }
+        }
+        if responses.iter().all(|r| r.len() >= a.k) {
+            break;
+        }
+    }
+    pb.finish_and_clear();
+    let (mut items, mut short, mut dropped) = (0, 0, 0);
+    for (p, got) in prompts.iter().zip(responses) {
+        if got.len() < 2 {
+            eprintln!("{}: fewer than 2 distinct responses after {} rounds; not queued", p.source, a.max_tries + 1);
+            dropped += 1;
+            continue;
+        }
+        if got.len() < a.k {
+            short += 1;
+        }
+        let json = prompt_json(&p.prompt);
+        let item = NewItem {
+            prompt: prompt_text(&json),
+            prompt_json: Some(json),
+            source: Some(p.source.to_string()),
+            responses: got
+                .into_iter()
+                .map(|(text, t)| NewResponse {
+                    text,
+                    temperature: Some(t),
+                    model: Some(loaded.path.display().to_string()),
+                })
+                .collect(),
+        };
+        db.add_item(&item).with_context(|| format!("queueing {}", p.source))?;
+        items += 1;
+    }
+    println!(
+        "queued {items} prompts × up to {} responses in {} ({short} with fewer distinct responses, {dropped} dropped)",
+        a.k,
+        a.db.display()
+    );
+    Ok(())
+}

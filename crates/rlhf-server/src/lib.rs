@@ -1,0 +1,3 @@
+//! HTTP services: the human-feedback labelling app (`label`).
+
+pub mod label;
