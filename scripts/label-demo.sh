@@ -2,8 +2,10 @@
 # The human-feedback loop on the default model, with two scripted annotators standing in for
 # people: collect K=4 responses for 20 arithmetic prompts → serve the labelling app → annotators
 # rank through the real HTTP API (an arithmetic grader, and a noisy one that ranks half its
-# items at random) → agreement statistics → export pairs → train a reward model on them.
-# Open the printed URL with the admin token to see the same run in the browser.
+# items at random) → agreement statistics → export pairs → train a reward model on them, then
+# measure it on 20 held-out problems whose answers are ranked by correctness.
+# Afterwards, `rlhf label serve --db $RUN/labels.db` and the printed admin token show the same
+# run in the browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RLHF="${RLHF:-./target/release/rlhf}"
@@ -17,7 +19,7 @@ db="$RUN/labels.db"
 step() { echo; echo "== $* =="; }
 
 step "prompts: arithmetic word problems with reference answers"
-"$RLHF" data make arithmetic --n 40 --seed 3 --out "$RUN/data" >/dev/null
+"$RLHF" data make arithmetic --n 200 --seed 3 --out "$RUN/data" >/dev/null
 
 step "collect: 20 prompts × 4 responses at temperatures 0.6, 0.8, 1.0, 1.2"
 "$RLHF" collect --model default --prompts "$RUN/data/prompts.jsonl" --limit 20 --k 4 \
@@ -45,7 +47,7 @@ step "export: rankings → C(K,2) pairs (ties dropped)"
 "$RLHF" label export --db "$db" --format pairs --out "$RUN/pairs.jsonl"
 "$RLHF" label export --db "$db" --format rankings --out "$RUN/rankings.jsonl"
 
-step "reward model on the exported pairs"
+step "reward model on the exported pairs (one epoch), held-out accuracy on 20 unseen problems"
 "$RLHF" reward --config examples/reward.toml --model default --out "$RUN/reward" \
-  --data "$RUN/pairs.jsonl" --set train.batch_size=4 --set train.max_steps=20 --set train.save_steps=0 \
-  --set stats_examples=32
+  --data "$RUN/pairs.jsonl" --eval-data "$RUN/data/rankings_eval.jsonl" \
+  --set train.batch_size=8 --set train.save_steps=0 --set stats_examples=32
