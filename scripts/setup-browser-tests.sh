@@ -8,17 +8,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="$root/crates/rlhf-server/tests/browser"
 
-# Installs Debian packages (root only); `apt-get update` runs only when something is missing.
-apt_install() {
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "error: $* missing; run as root (apt-get install $*)" >&2
-    exit 1
-  fi
-  echo "installing Debian $*"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "$@"
-}
+# shellcheck source=apt-install.sh
+. "$root/scripts/apt-install.sh"
 
 if [ -x /usr/bin/chromium ]; then
   echo "chromium present: $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"

@@ -50,6 +50,10 @@ enum Command {
     /// Human labelling: serve the ranking app, add annotators, agreement stats, export.
     #[command(subcommand)]
     Label(commands::label::Command),
+    /// OpenAI-compatible server (chat and completions, streaming) for any checkpoint.
+    Serve(commands::serve::Args),
+    /// Completion tokens/s of an OpenAI-compatible server at several client concurrencies.
+    ServeBench(commands::serve::BenchArgs),
     /// Fold LoRA adapters into their base model.
     Merge(commands::merge::Args),
     /// Dataset utilities (`rlhf data make arithmetic`).
@@ -76,6 +80,8 @@ fn main() {
         Command::Data(c) => commands::data::run(c),
         Command::Collect(a) => commands::collect::run(a),
         Command::Label(c) => commands::label::run(c),
+        Command::Serve(a) => commands::serve::run(a),
+        Command::ServeBench(a) => commands::serve::bench(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

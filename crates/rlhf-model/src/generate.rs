@@ -74,26 +74,71 @@ pub fn generate(
     stop: Option<&dyn StopCondition>,
     on_step: &mut dyn FnMut(usize),
 ) -> Result<Generated> {
-    if prompts.is_empty() {
+    let rows: Vec<RowSpec> = prompts
+        .iter()
+        .enumerate()
+        .map(|(r, p)| RowSpec {
+            prompt: p.clone(),
+            sampling: cfg.sampling.clone(),
+            stream: r as u64,
+            max_new_tokens: cfg.max_new_tokens,
+        })
+        .collect();
+    generate_rows(model, &rows, &cfg.eos_token_ids, cfg.pad_token_id, stop, on_step)
+}
+
+/// One row of a batch with its own sampling parameters and length limit (a server batches
+/// unrelated requests this way).
+#[derive(Clone, Debug)]
+pub struct RowSpec {
+    pub prompt: Vec<u32>,
+    pub sampling: SamplingParams,
+    /// Random stream of the row's sampler under `sampling.seed` (rows of one request differ here).
+    pub stream: u64,
+    pub max_new_tokens: usize,
+}
+
+/// [`generate`] with per-row sampling and limits; a row that reaches its own limit finishes
+/// with [`FinishReason::Length`].
+pub fn generate_rows(
+    model: &CausalLm,
+    rows: &[RowSpec],
+    eos_token_ids: &[u32],
+    pad_token_id: u32,
+    stop: Option<&dyn StopCondition>,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<Generated> {
+    if rows.is_empty() {
         bail!("generate: no prompts");
     }
-    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+    if let Some(i) = rows.iter().position(|r| r.prompt.is_empty()) {
         bail!("generate: prompt {i} is empty (it needs at least one token, e.g. BOS)");
     }
-    cfg.sampling.validate().map_err(candle_core::Error::Msg)?;
+    for r in rows {
+        r.sampling.validate().map_err(candle_core::Error::Msg)?;
+    }
     let vocab = model.config().vocab_size as u32;
-    if let Some((i, &t)) = prompts.iter().enumerate().find_map(|(i, p)| p.iter().find(|&&t| t >= vocab).map(|t| (i, t)))
+    if let Some((i, &t)) =
+        rows.iter().enumerate().find_map(|(i, r)| r.prompt.iter().find(|&&t| t >= vocab).map(|t| (i, t)))
     {
         bail!("generate: prompt {i} has token id {t}, outside the vocabulary of {vocab}");
     }
+    let prompts: Vec<Vec<u32>> = rows.iter().map(|r| r.prompt.clone()).collect();
+    let max_new_tokens = rows.iter().map(|r| r.max_new_tokens).max().unwrap_or(0);
+    let cfg = GenerationConfig {
+        max_new_tokens,
+        sampling: rows[0].sampling.clone(),
+        eos_token_ids: eos_token_ids.to_vec(),
+        pad_token_id,
+    };
     // Rollouts never need gradients: run on detached weights so no graph is kept.
     let model = model.detached()?;
     let dev = model.device().clone();
     let b = prompts.len();
-    let (ids, mut mask) = left_pad(prompts, cfg.pad_token_id);
+    let (ids, mut mask) = left_pad(&prompts, cfg.pad_token_id);
     let p = ids[0].len();
     let mut cache = model.new_cache(p + cfg.max_new_tokens);
-    let mut samplers: Vec<RowSampler> = (0..b).map(|r| RowSampler::new(&cfg.sampling, r as u64)).collect();
+    let mut samplers: Vec<RowSampler> = rows.iter().map(|r| RowSampler::new(&r.sampling, r.stream)).collect();
     let mut responses: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut logprobs: Vec<Vec<f32>> = vec![Vec::new(); b];
     let mut finish: Vec<Option<FinishReason>> = vec![None; b];
@@ -121,6 +166,8 @@ pub fn generate(
                 finish[row] = Some(FinishReason::Eos);
             } else if stop.is_some_and(|s| s.should_stop(row, &responses[row])) {
                 finish[row] = Some(FinishReason::Stop);
+            } else if responses[row].len() >= rows[row].max_new_tokens {
+                finish[row] = Some(FinishReason::Length);
             }
         }
         steps += 1;

@@ -119,6 +119,31 @@ fn greedy_generation_with_cache_matches_argmax_of_full_forward() {
 }
 
 #[test]
+fn rows_with_their_own_sampling_and_limits_match_running_alone() {
+    use rlhf_model::{generate_rows, FinishReason, RowSpec};
+    let m = model(tiny::llama_config(V), DType::F32, 12);
+    let warm = SamplingParams { temperature: 0.9, top_k: None, top_p: Some(0.9), seed: 7 };
+    let rows = vec![
+        RowSpec { prompt: vec![1, 5, 9], sampling: SamplingParams::greedy(), stream: 0, max_new_tokens: 8 },
+        RowSpec { prompt: vec![4, 8, 2, 6, 3], sampling: warm.clone(), stream: 3, max_new_tokens: 3 },
+        RowSpec { prompt: vec![7, 7], sampling: warm, stream: 1, max_new_tokens: 5 },
+    ];
+    let together = generate_rows(&m, &rows, &[], 0, None, &mut |_| {}).unwrap();
+    for (i, row) in rows.iter().enumerate() {
+        let alone = generate_rows(&m, std::slice::from_ref(row), &[], 0, None, &mut |_| {}).unwrap();
+        assert_eq!(together.response_ids[i], alone.response_ids[0], "row {i}: batching changed the tokens");
+        assert_eq!(together.response_ids[i].len(), row.max_new_tokens, "row {i} stops at its own limit");
+        assert_eq!(together.finish[i], FinishReason::Length);
+        let d = together.response_logprobs[i]
+            .iter()
+            .zip(&alone.response_logprobs[0])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d <= 1e-5, "row {i}: logprobs differ by {d}");
+    }
+}
+
+#[test]
 fn padding_does_not_change_logprobs() {
     for (name, cfg) in configs() {
         let m = model(cfg, DType::F32, 13);

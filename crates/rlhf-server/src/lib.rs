@@ -1,3 +1,5 @@
-//! HTTP services: the human-feedback labelling app (`label`).
+//! HTTP services: the human-feedback labelling app (`label`) and the OpenAI-compatible
+//! endpoint (`openai`).
 
 pub mod label;
+pub mod openai;

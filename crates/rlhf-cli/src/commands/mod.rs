@@ -17,6 +17,7 @@ pub mod reward;
 pub mod reward_eval;
 pub mod rewards;
 pub mod rl_common;
+pub mod serve;
 pub mod sft;
 pub mod train_common;
 pub mod verify;

@@ -1,0 +1,293 @@
+//! `rlhf serve`, the OpenAI-compatible HTTP server, on a tiny random model: the official OpenAI
+//! Python client against it (`tests/openai/client_check.py`, in the venv that
+//! `scripts/setup-openai-tests.sh` makes), server-sent events with curl, and OpenAI-style errors.
+
+mod common;
+
+use common::p;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn repo_root() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).canonicalize().unwrap()
+}
+
+/// `rlhf serve` on a free port, with what it wrote on stderr so far (for failure messages);
+/// killed on drop.
+struct Server {
+    child: std::process::Child,
+    base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Serves a tiny random model of its own (the model's name is its folder's, `model`).
+fn serve(name: &str) -> Server {
+    let (_dir, model, _data) = common::setup(&format!("serve-{name}"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rlhf"))
+        .current_dir(repo_root())
+        .args(["serve", "--model", p(&model), "--port", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The server names the address it bound (port 0 picks a free one) on stderr; the reader keeps
+    // draining after that, so the server never blocks on (or dies of) a closed stderr.
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let keep = Arc::clone(&log);
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in stderr.lines() {
+            let Ok(line) = line else { break };
+            keep.lock().unwrap().push_str(&format!("{line}\n"));
+            if let Some(rest) = line.split("http://").nth(1) {
+                if let Some(tx) = tx.take() {
+                    let addr = rest.split(|c: char| c.is_whitespace() || c == '/').next().unwrap();
+                    let _ = tx.send(format!("http://{addr}"));
+                }
+            }
+        }
+    });
+    let base = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| {
+        let status = child.try_wait().ok().flatten();
+        let _ = child.kill();
+        panic!("rlhf serve never named its address (exit: {status:?}); stderr:\n{}", log.lock().unwrap())
+    });
+    Server { child, base, log }
+}
+
+/// An HTTP/1.1 response: status, headers (lower-cased names and values) and body.
+struct Response {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Response {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One request over a fresh connection (`Connection: close`), chunked bodies decoded.
+fn http(base: &str, method: &str, path: &str, body: Option<&str>) -> Response {
+    let addr = base.strip_prefix("http://").unwrap();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no end of headers in {raw:?}"));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{head}"));
+    let headers = head.to_lowercase();
+    let body = if headers.contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
+    Response { status, headers, body }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    loop {
+        let (size, tail) = rest.split_once("\r\n").unwrap_or_else(|| panic!("bad chunk in {rest:?}"));
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return body;
+        }
+        body.push_str(&tail[..size]);
+        rest = &tail[size + 2..];
+    }
+}
+
+/// The first model id `GET /v1/models` lists.
+fn model_name(server: &Server) -> String {
+    let r = http(&server.base, "GET", "/v1/models", None);
+    assert_eq!(r.status, 200, "GET /v1/models: {}", r.body);
+    let v = r.json();
+    assert_eq!(v["object"], "list", "{v}");
+    v["data"][0]["id"].as_str().unwrap_or_else(|| panic!("no model id in {v}")).to_string()
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl").args(args).output().expect("run curl (apt-get install curl)");
+    assert!(out.status.success(), "curl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_official_openai_client_works() {
+    let start = Instant::now();
+    let root = repo_root();
+    let python = root.join("target/openai-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run ./scripts/setup-openai-tests.sh (it installs the pinned official `openai` client)",
+        python.display()
+    );
+    let server = serve("client");
+    let model = model_name(&server);
+    let script = root.join("crates/rlhf-cli/tests/openai/client_check.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(format!("{}/v1", server.base))
+        .arg(&model)
+        .output()
+        .expect("run the OpenAI client check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client_check.py failed ({}):\n{stdout}\n{}\nserver stderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    let summary: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("summary not JSON ({e}): {stdout}"));
+    assert_eq!(summary["ok"], true, "{summary}");
+    eprintln!(
+        "openai {} client: all checks passed in {:.1} s; 32 concurrent chat completions in {} s",
+        summary["openai"].as_str().unwrap_or("?"),
+        start.elapsed().as_secs_f64(),
+        summary["checks"]["concurrency"]["wall_seconds"]
+    );
+}
+
+#[test]
+fn curl_streams_server_sent_events() {
+    let server = serve("curl");
+    let model = model_name(&server);
+    let headers = common::tempdir("serve-curl-headers").join("headers.txt");
+    let body =
+        json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 6, "stream": true, "temperature": 0})
+            .to_string();
+    let url = format!("{}/v1/chat/completions", server.base);
+    let out =
+        curl(&["-sN", "-D", p(&headers), "-X", "POST", &url, "-H", "Content-Type: application/json", "-d", &body]);
+    let head = std::fs::read_to_string(&headers).unwrap().to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}\n{out}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+
+    let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "want chunks and [DONE]:\n{out}");
+    assert!(lines.iter().all(|l| l.starts_with("data: ")), "every line should be `data: …`:\n{out}");
+    assert_eq!(*lines.last().unwrap(), "data: [DONE]", "{out}");
+    let chunks: Vec<Value> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| serde_json::from_str(&l["data: ".len()..]).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"), "{out}");
+    let finish: Vec<&Value> =
+        chunks.iter().map(|c| &c["choices"][0]["finish_reason"]).filter(|f| !f.is_null()).collect();
+    assert_eq!(finish.len(), 1, "one chunk (the last) should carry a finish_reason:\n{out}");
+    assert!(finish[0] == "stop" || finish[0] == "length", "{out}");
+    assert!(!chunks.last().unwrap()["choices"][0]["finish_reason"].is_null(), "{out}");
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+
+    // The same request without streaming gives the same greedy text.
+    let whole: Value = serde_json::from_str(&curl(&[
+        "-s",
+        "-X",
+        "POST",
+        &url,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &body.replace("\"stream\":true", "\"stream\":false"),
+    ]))
+    .unwrap();
+    assert_eq!(whole["object"], "chat.completion", "{whole}");
+    assert_eq!(whole["choices"][0]["message"]["content"], text.as_str(), "streamed {text:?} vs {whole}");
+
+    let body = json!({"model": model, "prompt": "Once upon a time", "max_tokens": 4, "temperature": 0}).to_string();
+    let url = format!("{}/v1/completions", server.base);
+    let out = curl(&["-s", "-X", "POST", &url, "-H", "Content-Type: application/json", "-d", &body]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["object"], "text_completion", "{v}");
+    assert!(v["choices"][0]["text"].is_string(), "{v}");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() <= 4, "{v}");
+}
+
+/// The words of a message (runs of letters, digits and `_`), to tell `n` from `n` inside a word.
+fn words(message: &str) -> Vec<&str> {
+    message.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).collect()
+}
+
+#[test]
+fn bad_requests_get_openai_style_errors() {
+    let server = serve("errors");
+    let model = model_name(&server);
+    let chat = |extra: Value| {
+        let mut body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body.to_string()
+    };
+    let post = |path: &str, body: &str| http(&server.base, "POST", path, Some(body));
+    let expect_error = |path: &str, body: &str, field: Option<&str>| {
+        let r = post(path, body);
+        assert_eq!(r.status, 400, "POST {path} {body} → {} {}\nserver stderr:\n{}", r.status, r.body, server.log());
+        assert!(r.headers.contains("content-type: application/json"), "POST {path} {body}:\n{}", r.headers);
+        let v = r.json();
+        let error = &v["error"];
+        let message = error["message"].as_str().unwrap_or_else(|| panic!("POST {path} {body}: no message in {v}"));
+        assert!(!message.trim().is_empty(), "POST {path} {body}: empty message: {v}");
+        assert_eq!(error["type"], "invalid_request_error", "POST {path} {body}: {v}");
+        if let Some(field) = field {
+            assert!(words(message).contains(&field), "POST {path} {body}: the message should name `{field}`: {v}");
+            if !error["param"].is_null() {
+                assert_eq!(error["param"], field, "POST {path} {body}: {v}");
+            }
+        }
+        message.to_string()
+    };
+
+    let chat_path = "/v1/chat/completions";
+    expect_error(chat_path, "{\"model\": \"m\", \"messages\": [", None);
+    expect_error(chat_path, "not json at all", None);
+    expect_error(chat_path, &chat(json!({"temperature": -1})), Some("temperature"));
+    expect_error(chat_path, &chat(json!({"n": 0})), Some("n"));
+    expect_error(chat_path, &chat(json!({"max_tokens": 0})), Some("max_tokens"));
+    expect_error(chat_path, &chat(json!({"top_logprobs": 5})), Some("top_logprobs"));
+    expect_error(chat_path, &json!({"model": model, "max_tokens": 2}).to_string(), Some("messages"));
+    expect_error(
+        "/v1/completions",
+        &json!({"model": model, "prompt": "Hi", "max_tokens": 2, "logprobs": 5}).to_string(),
+        Some("logprobs"),
+    );
+    expect_error(
+        "/v1/completions",
+        &json!({"model": model, "prompt": "Hi", "max_tokens": 2, "temperature": -1}).to_string(),
+        Some("temperature"),
+    );
+
+    // Servers commonly accept any model name, and ignore fields they do not know.
+    for extra in [json!({"model": "no-such-model"}), json!({"user": "someone", "not_an_openai_field": [1, 2]})] {
+        let body = chat(extra);
+        let r = post(chat_path, &body);
+        assert_eq!(r.status, 200, "POST {chat_path} {body} → {} {}", r.status, r.body);
+        assert_eq!(r.json()["choices"][0]["message"]["role"], "assistant", "{}", r.body);
+    }
+}

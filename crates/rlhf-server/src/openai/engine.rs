@@ -1,0 +1,192 @@
+//! The generation engine behind `rlhf serve`: one thread owns the model; requests queue up while
+//! a batch runs and the next batch takes all of them (each choice is a row with its own
+//! temperature, top-p, seed and length limit). Text streams out as rows grow, never splitting a
+//! UTF-8 character or showing the start of a stop string.
+
+use rlhf_data::Tokenizer;
+use rlhf_model::{generate_rows, CausalLm, FinishReason, RowSpec, SamplingParams, StopCondition};
+use std::cell::RefCell;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// A request's share of a batch: `plan.n` rows of one prompt.
+pub struct Job {
+    pub prompt: Vec<u32>,
+    pub n: usize,
+    pub sampling: SamplingParams,
+    pub max_tokens: usize,
+    pub stop: Vec<String>,
+    pub events: UnboundedSender<Event>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// New text of one choice.
+    Delta {
+        choice: usize,
+        text: String,
+    },
+    /// A choice is complete: its whole text (cut before a stop string), tokens and logprobs.
+    Finished {
+        choice: usize,
+        text: String,
+        tokens: Vec<u32>,
+        logprobs: Vec<f32>,
+        finish_reason: &'static str,
+    },
+    Failed(String),
+}
+
+#[derive(Clone)]
+pub struct EngineHandle {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl EngineHandle {
+    pub fn submit(&self, job: Job) -> Result<(), String> {
+        self.jobs.send(job).map_err(|_| "the generation engine has stopped".to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Most rows in one batch (a request with more choices runs alone).
+    pub max_batch: usize,
+    /// After the first request of an idle engine, wait this long for others to join.
+    pub gather: Duration,
+}
+
+/// Starts the engine thread; it ends when every handle is dropped.
+pub fn start(model: CausalLm, tokenizer: Arc<Tokenizer>, cfg: EngineConfig) -> EngineHandle {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("generation".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut jobs = vec![first];
+                let deadline = std::time::Instant::now() + cfg.gather;
+                while jobs.iter().map(|j| j.n).sum::<usize>() < cfg.max_batch {
+                    let wait = deadline.saturating_duration_since(std::time::Instant::now());
+                    match rx.recv_timeout(wait) {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
+                }
+                run_batch(&model, &tokenizer, jobs);
+            }
+        })
+        .expect("spawn the generation thread");
+    EngineHandle { jobs: tx }
+}
+
+/// Per-row streaming state, updated from inside the decoding loop.
+struct Streamer<'a> {
+    tok: &'a Tokenizer,
+    /// (job index, choice) of each row.
+    rows: Vec<(usize, usize)>,
+    jobs: &'a [Job],
+    /// Bytes of each row's text already sent.
+    sent: RefCell<Vec<usize>>,
+}
+
+/// The text safe to show so far: up to a stop string if one appeared (and whether one did),
+/// else without a trailing partial character or a possible stop-string start.
+fn visible(text: &str, stops: &[String]) -> (usize, bool) {
+    if let Some(cut) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+        return (cut, true);
+    }
+    let mut end = text.trim_end_matches('\u{FFFD}').len();
+    for s in stops {
+        for k in (1..s.len()).rev() {
+            if s.is_char_boundary(k) && text[..end].ends_with(&s[..k]) {
+                end = end.min(text[..end].len() - k);
+                break;
+            }
+        }
+    }
+    (end, false)
+}
+
+impl StopCondition for Streamer<'_> {
+    fn should_stop(&self, row: usize, response: &[u32]) -> bool {
+        let (j, choice) = self.rows[row];
+        let job = &self.jobs[j];
+        let Ok(text) = self.tok.decode(response, true) else { return false };
+        let (end, stopped) = visible(&text, &job.stop);
+        let mut sent = self.sent.borrow_mut();
+        if end > sent[row] && text.is_char_boundary(sent[row]) {
+            let delta = text[sent[row]..end].to_string();
+            sent[row] = end;
+            if job.events.send(Event::Delta { choice, text: delta }).is_err() {
+                return true; // the client went away: stop spending compute on it
+            }
+        }
+        stopped
+    }
+}
+
+fn run_batch(model: &CausalLm, tok: &Tokenizer, jobs: Vec<Job>) {
+    let mut specs = vec![];
+    let mut rows = vec![];
+    for (j, job) in jobs.iter().enumerate() {
+        for choice in 0..job.n {
+            specs.push(RowSpec {
+                prompt: job.prompt.clone(),
+                sampling: job.sampling.clone(),
+                stream: choice as u64,
+                max_new_tokens: job.max_tokens,
+            });
+            rows.push((j, choice));
+        }
+    }
+    let streamer = Streamer { tok, rows: rows.clone(), jobs: &jobs, sent: RefCell::new(vec![0; rows.len()]) };
+    let out = generate_rows(model, &specs, &tok.eos_ids(), tok.pad_id(), Some(&streamer), &mut |_| {});
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            for job in &jobs {
+                let _ = job.events.send(Event::Failed(format!("generation failed: {e}")));
+            }
+            return;
+        }
+    };
+    let sent = streamer.sent.into_inner();
+    for (row, &(j, choice)) in rows.iter().enumerate() {
+        let job = &jobs[j];
+        let text = tok.decode(&out.response_ids[row], true).unwrap_or_default();
+        let (end, stopped) = visible(&text, &job.stop);
+        // What a stop string or a partial character held back, now final.
+        let end = if stopped { end } else { text.len() };
+        if end > sent[row] && text.is_char_boundary(sent[row]) {
+            let _ = job.events.send(Event::Delta { choice, text: text[sent[row]..end].to_string() });
+        }
+        let finish_reason = match out.finish[row] {
+            FinishReason::Length if !stopped => "length",
+            _ => "stop",
+        };
+        let _ = job.events.send(Event::Finished {
+            choice,
+            text: text[..end].to_string(),
+            tokens: out.response_ids[row].clone(),
+            logprobs: out.response_logprobs[row].clone(),
+            finish_reason,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::visible;
+
+    #[test]
+    fn visible_text_holds_back_stop_prefixes_and_partial_characters() {
+        let stops = vec!["\n\nUser:".to_string()];
+        assert_eq!(visible("Hello", &stops), (5, false));
+        assert_eq!(visible("Hello\n", &stops), (5, false), "a newline may start the stop string");
+        assert_eq!(visible("Hello\n\nUs", &stops), (5, false));
+        assert_eq!(visible("Hello\n\nUser: hi", &stops), (5, true));
+        assert_eq!(visible("Hi\u{FFFD}", &[]), (2, false), "an incomplete UTF-8 sequence waits");
+        assert_eq!(visible("a\nb", &stops), (3, false), "a newline followed by other text is text");
+    }
+}

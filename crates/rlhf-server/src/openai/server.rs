@@ -1,0 +1,316 @@
+//! `/v1/chat/completions`, `/v1/completions` and `/v1/models` over the [`engine`](super::engine):
+//! JSON replies, or server-sent events (`data: {chunk}` … `data: [DONE]`) with `stream: true`.
+
+use super::engine::{self, EngineConfig, EngineHandle, Event, Job};
+use super::wire::{text_of, BadRequest, ChatRequest, CompletionRequest, Plan};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rlhf_data::{Message, Tokenizer};
+use rlhf_model::{CausalLm, SamplingParams};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The name `/v1/models` lists and replies carry.
+    pub model_name: String,
+    pub max_batch: usize,
+    pub gather: Duration,
+}
+
+struct AppState {
+    engine: EngineHandle,
+    tok: Arc<Tokenizer>,
+    opts: ServeOptions,
+    context: usize,
+}
+
+struct ApiError(StatusCode, Value);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<BadRequest> for ApiError {
+    fn from(b: BadRequest) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, b.body())
+    }
+}
+
+fn server_error(message: String) -> ApiError {
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}}),
+    )
+}
+
+fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|r| ApiError(r.status(), BadRequest { param: None, message: r.body_text() }.body()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| BadRequest { param: None, message: format!("invalid request body: {e}") }.into())
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn request_id(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::random::<u64>())
+}
+
+/// Queues the prompt and returns the event stream of its choices.
+fn enqueue(state: &AppState, prompt: Vec<u32>, plan: &Plan) -> Result<UnboundedReceiver<Event>, ApiError> {
+    if prompt.len() + plan.max_tokens > state.context {
+        return Err(BadRequest::new(
+            "max_tokens",
+            format!(
+                "the prompt ({} tokens) plus max_tokens ({}) exceed the model's context of {}",
+                prompt.len(),
+                plan.max_tokens,
+                state.context
+            ),
+        )
+        .into());
+    }
+    let (tx, rx) = unbounded_channel();
+    let sampling = SamplingParams { temperature: plan.temperature, top_k: None, top_p: plan.top_p, seed: plan.seed };
+    state
+        .engine
+        .submit(Job { prompt, n: plan.n, sampling, max_tokens: plan.max_tokens, stop: plan.stop.clone(), events: tx })
+        .map_err(server_error)?;
+    Ok(rx)
+}
+
+struct Choice {
+    text: String,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    finish_reason: &'static str,
+}
+
+/// Waits for every choice of a non-streaming request.
+async fn collect(mut rx: UnboundedReceiver<Event>, n: usize) -> Result<Vec<Choice>, ApiError> {
+    let mut choices: Vec<Option<Choice>> = (0..n).map(|_| None).collect();
+    while choices.iter().any(Option::is_none) {
+        match rx.recv().await {
+            Some(Event::Finished { choice, text, tokens, logprobs, finish_reason }) => {
+                choices[choice] = Some(Choice { text, tokens, logprobs, finish_reason });
+            }
+            Some(Event::Delta { .. }) => {}
+            Some(Event::Failed(e)) => return Err(server_error(e)),
+            None => return Err(server_error("the generation engine stopped".into())),
+        }
+    }
+    Ok(choices.into_iter().flatten().collect())
+}
+
+fn usage(prompt_tokens: usize, choices: &[Choice]) -> Value {
+    let completion: usize = choices.iter().map(|c| c.tokens.len()).sum();
+    json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion})
+}
+
+/// An SSE body from chunks made of each event; `None` from `chunk` skips the event.
+fn sse(
+    mut rx: UnboundedReceiver<Event>,
+    n: usize,
+    first: Vec<Value>,
+    chunk: impl Fn(&Event) -> Option<Value> + Send + 'static,
+) -> Response {
+    let (tx, out) = unbounded_channel::<Bytes>();
+    tokio::spawn(async move {
+        let send = |v: &Value| tx.send(Bytes::from(format!("data: {v}\n\n"))).is_ok();
+        for v in &first {
+            if !send(v) {
+                return;
+            }
+        }
+        let mut finished = 0;
+        while finished < n {
+            let Some(event) = rx.recv().await else { break };
+            if let Event::Failed(e) = &event {
+                send(&json!({"error": {"message": e, "type": "server_error"}}));
+                return;
+            }
+            if matches!(event, Event::Finished { .. }) {
+                finished += 1;
+            }
+            if let Some(v) = chunk(&event) {
+                if !send(&v) {
+                    return; // client gone; dropping rx stops its rows
+                }
+            }
+        }
+        let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n"));
+    });
+    let stream = futures_util::stream::unfold(out, |mut out| async move {
+        out.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), out))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let req: ChatRequest = parse(body)?;
+    let plan = req.plan()?;
+    let mut messages = vec![];
+    for (i, m) in req.messages.iter().enumerate() {
+        if !["system", "user", "assistant", "developer"].contains(&m.role.as_str()) {
+            return Err(BadRequest::new(
+                &format!("messages[{i}].role"),
+                format!("{:?} is not system, user or assistant", m.role),
+            )
+            .into());
+        }
+        let role = if m.role == "developer" { "system" } else { m.role.as_str() };
+        messages.push(Message::new(role, &text_of(&m.content, &format!("messages[{i}].content"))?));
+    }
+    let prompt = state
+        .tok
+        .encode_chat(&messages, true)
+        .map_err(|e| BadRequest::new("messages", format!("cannot apply the chat template: {e}")))?;
+    let prompt_tokens = prompt.len();
+    let rx = enqueue(&state, prompt, &plan)?;
+    let (id, created, model) = (request_id("chatcmpl"), now(), state.opts.model_name.clone());
+    if plan.stream {
+        let head = |extra: Value| json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": extra});
+        let first = (0..plan.n)
+            .map(|i| head(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}])))
+            .collect();
+        let (id2, model2) = (id.clone(), model.clone());
+        return Ok(sse(rx, plan.n, first, move |e| {
+            let choices = match e {
+                Event::Delta { choice, text } if !text.is_empty() => {
+                    json!([{"index": choice, "delta": {"content": text}, "finish_reason": null}])
+                }
+                Event::Finished { choice, finish_reason, .. } => {
+                    json!([{"index": choice, "delta": {}, "finish_reason": finish_reason}])
+                }
+                _ => return None,
+            };
+            Some(
+                json!({"id": id2, "object": "chat.completion.chunk", "created": created, "model": model2, "choices": choices}),
+            )
+        }));
+    }
+    let choices = collect(rx, plan.n).await?;
+    let body = json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "choices": choices.iter().enumerate().map(|(i, c)| json!({
+            "index": i,
+            "message": {"role": "assistant", "content": c.text},
+            "logprobs": if plan.logprobs { json!({"content": token_logprobs(&state.tok, c)}) } else { Value::Null },
+            "finish_reason": c.finish_reason,
+        })).collect::<Vec<_>>(),
+        "usage": usage(prompt_tokens, &choices),
+    });
+    Ok(Json(body).into_response())
+}
+
+fn token_logprobs(tok: &Tokenizer, c: &Choice) -> Vec<Value> {
+    c.tokens
+        .iter()
+        .zip(&c.logprobs)
+        .map(|(&t, &lp)| {
+            let text = tok.decode(&[t], false).unwrap_or_default();
+            json!({"token": text, "logprob": lp, "bytes": text.as_bytes(), "top_logprobs": []})
+        })
+        .collect()
+}
+
+async fn completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: CompletionRequest = parse(body)?;
+    let plan = req.plan()?;
+    let text = req.prompt_text()?;
+    let prompt =
+        state.tok.encode(&text, true).map_err(|e| BadRequest::new("prompt", format!("cannot tokenize: {e}")))?;
+    if prompt.is_empty() {
+        return Err(BadRequest::new("prompt", "is empty").into());
+    }
+    let prompt_tokens = prompt.len();
+    let rx = enqueue(&state, prompt, &plan)?;
+    let (id, created, model) = (request_id("cmpl"), now(), state.opts.model_name.clone());
+    if plan.stream {
+        return Ok(sse(rx, plan.n, vec![], move |e| {
+            let choices = match e {
+                Event::Delta { choice, text } if !text.is_empty() => {
+                    json!([{"index": choice, "text": text, "logprobs": null, "finish_reason": null}])
+                }
+                Event::Finished { choice, finish_reason, .. } => {
+                    json!([{"index": choice, "text": "", "logprobs": null, "finish_reason": finish_reason}])
+                }
+                _ => return None,
+            };
+            Some(json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices}))
+        }));
+    }
+    let choices = collect(rx, plan.n).await?;
+    let body = json!({
+        "id": id, "object": "text_completion", "created": created, "model": model,
+        "choices": choices.iter().enumerate().map(|(i, c)| json!({
+            "index": i,
+            "text": c.text,
+            "logprobs": if plan.logprobs {
+                let tokens: Vec<String> = c.tokens.iter().map(|&t| state.tok.decode(&[t], false).unwrap_or_default()).collect();
+                let offsets: Vec<usize> = tokens.iter().scan(0, |at, t| { let o = *at; *at += t.len(); Some(o) }).collect();
+                json!({"tokens": tokens, "token_logprobs": c.logprobs, "top_logprobs": null, "text_offset": offsets})
+            } else { Value::Null },
+            "finish_reason": c.finish_reason,
+        })).collect::<Vec<_>>(),
+        "usage": usage(prompt_tokens, &choices),
+    });
+    Ok(Json(body).into_response())
+}
+
+async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(
+        json!({"object": "list", "data": [{"id": state.opts.model_name, "object": "model", "created": 0, "owned_by": "rlhf"}]}),
+    )
+}
+
+pub fn router(model: CausalLm, tok: Tokenizer, opts: ServeOptions) -> Router {
+    let context = model.config().max_position_embeddings;
+    let tok = Arc::new(tok);
+    let engine =
+        engine::start(model, tok.clone(), EngineConfig { max_batch: opts.max_batch.max(1), gather: opts.gather });
+    let state = Arc::new(AppState { engine, tok, opts, context });
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(models))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, json!({"error": {"message": "no such endpoint", "type": "invalid_request_error", "param": null, "code": null}})) })
+        .layer(DefaultBodyLimit::max(4 << 20))
+        .with_state(state)
+}
+
+/// Serves on `addr` until the process ends; `on_listening` gets the bound address.
+pub fn run(
+    addr: SocketAddr,
+    model: CausalLm,
+    tok: Tokenizer,
+    opts: ServeOptions,
+    on_listening: impl FnOnce(SocketAddr),
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        on_listening(listener.local_addr()?);
+        axum::serve(listener, router(model, tok, opts)).await
+    })
+}

@@ -1,0 +1,215 @@
+//! OpenAI request bodies as we accept them, validated into one [`Plan`], and the error shape
+//! OpenAI clients parse (`{"error": {"message", "type", "param", "code"}}`).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The most choices one request may ask for (each is a batch row).
+pub const MAX_N: usize = 16;
+const MAX_STOPS: usize = 4;
+
+/// A refused request: the field at fault and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRequest {
+    pub param: Option<String>,
+    pub message: String,
+}
+
+impl BadRequest {
+    pub fn new(param: &str, message: impl Into<String>) -> Self {
+        BadRequest { param: Some(param.to_string()), message: message.into() }
+    }
+    /// The message names the field too, as OpenAI's do: clients often show only the message.
+    pub fn body(&self) -> Value {
+        let message = match &self.param {
+            Some(p) => format!("{p}: {}", self.message),
+            None => self.message.clone(),
+        };
+        serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "param": self.param, "code": null}})
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub messages: Vec<ChatMessage>,
+    #[serde(flatten)]
+    pub common: Common,
+    #[serde(default)]
+    pub logprobs: Option<bool>,
+    #[serde(default)]
+    pub top_logprobs: Option<i64>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    /// A string, or a list of `{"type": "text", "text": …}` parts.
+    pub content: Value,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    /// A string, or a list of one string.
+    pub prompt: Value,
+    #[serde(flatten)]
+    pub common: Common,
+    /// Legacy completions: how many alternatives per token; we return the sampled token only.
+    #[serde(default)]
+    pub logprobs: Option<i64>,
+    #[serde(default)]
+    pub echo: Option<bool>,
+}
+
+/// Fields both endpoints share. Unknown fields are ignored, as OpenAI-compatible servers do.
+#[derive(Debug, Deserialize)]
+pub struct Common {
+    #[serde(default)]
+    pub n: Option<i64>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub max_tokens: Option<i64>,
+    #[serde(default)]
+    pub stop: Option<Value>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub seed: Option<i64>,
+}
+
+/// What to generate, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub n: usize,
+    pub temperature: f64,
+    pub top_p: Option<f64>,
+    pub max_tokens: usize,
+    pub stop: Vec<String>,
+    pub stream: bool,
+    pub logprobs: bool,
+    pub seed: u64,
+}
+
+pub fn text_of(content: &Value, field: &str) -> Result<String, BadRequest> {
+    match content {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                (Some("text"), Some(t)) => Ok(t.to_string()),
+                _ => Err(BadRequest::new(
+                    field,
+                    "only text content parts ({\"type\": \"text\", \"text\": …}) are supported",
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|t| t.concat()),
+        Value::Null => Ok(String::new()),
+        other => Err(BadRequest::new(field, format!("expected a string or a list of text parts, found {other}"))),
+    }
+}
+
+impl Common {
+    /// `max_tokens` defaults to 256; `logprobs` is decided by the endpoint.
+    pub fn plan(&self, max_tokens: Option<i64>, logprobs: bool) -> Result<Plan, BadRequest> {
+        let n = self.n.unwrap_or(1);
+        if !(1..=MAX_N as i64).contains(&n) {
+            return Err(BadRequest::new("n", format!("must be between 1 and {MAX_N}, got {n}")));
+        }
+        let temperature = self.temperature.unwrap_or(1.0);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(BadRequest::new("temperature", format!("must be between 0 and 2, got {temperature}")));
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(BadRequest::new("top_p", format!("must be in (0, 1], got {p}")));
+            }
+        }
+        let max_tokens = max_tokens.or(self.max_tokens).unwrap_or(256);
+        if max_tokens < 1 {
+            return Err(BadRequest::new("max_tokens", format!("must be at least 1, got {max_tokens}")));
+        }
+        let stop = match &self.stop {
+            None | Some(Value::Null) => vec![],
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| BadRequest::new("stop", "expected strings")))
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(BadRequest::new("stop", format!("expected a string or a list of strings, found {other}")))
+            }
+        };
+        if stop.len() > MAX_STOPS || stop.iter().any(String::is_empty) {
+            return Err(BadRequest::new("stop", format!("up to {MAX_STOPS} non-empty strings")));
+        }
+        let stream = self.stream.unwrap_or(false);
+        if stream && logprobs {
+            return Err(BadRequest::new("logprobs", "logprobs are returned only without stream"));
+        }
+        Ok(Plan {
+            n: n as usize,
+            temperature,
+            top_p: self.top_p,
+            max_tokens: max_tokens as usize,
+            stop,
+            stream,
+            logprobs,
+            seed: self.seed.map_or_else(rand::random::<u64>, |s| s as u64),
+        })
+    }
+}
+
+impl ChatRequest {
+    pub fn plan(&self) -> Result<Plan, BadRequest> {
+        if self.messages.is_empty() {
+            return Err(BadRequest::new("messages", "must contain at least one message"));
+        }
+        if let Some(k) = self.top_logprobs.filter(|&k| k != 0) {
+            return Err(BadRequest::new(
+                "top_logprobs",
+                format!(
+                    "alternatives per token are not supported (got {k}); use logprobs: true for the sampled tokens"
+                ),
+            ));
+        }
+        self.common.plan(self.max_completion_tokens, self.logprobs.unwrap_or(false))
+    }
+}
+
+impl CompletionRequest {
+    pub fn plan(&self) -> Result<Plan, BadRequest> {
+        let logprobs = match self.logprobs {
+            None | Some(0) => false,
+            Some(1) => true,
+            Some(k) => {
+                return Err(BadRequest::new(
+                    "logprobs",
+                    format!("only the sampled token's logprob is returned: use 0 or 1, got {k}"),
+                ))
+            }
+        };
+        if self.echo == Some(true) {
+            return Err(BadRequest::new("echo", "echo is not supported"));
+        }
+        self.common.plan(None, logprobs)
+    }
+
+    pub fn prompt_text(&self) -> Result<String, BadRequest> {
+        match &self.prompt {
+            Value::String(s) => Ok(s.clone()),
+            Value::Array(list) if list.len() == 1 && list[0].is_string() => {
+                Ok(list[0].as_str().unwrap_or_default().to_string())
+            }
+            _ => Err(BadRequest::new("prompt", "expected a string (or a list of exactly one string)")),
+        }
+    }
+}
