@@ -54,6 +54,12 @@ enum Command {
     Serve(commands::serve::Args),
     /// Completion tokens/s of an OpenAI-compatible server at several client concurrencies.
     ServeBench(commands::serve::BenchArgs),
+    /// RLAIF: preference pairs from an LLM judge behind any OpenAI-compatible endpoint.
+    Judge(commands::judge::Args),
+    /// Rejection-sampling fine-tuning (RAFT / best-of-n): sample, score, keep the best, SFT, repeat.
+    Raft(commands::raft::Args),
+    /// report.html: every run's curves (SVG) and the evaluation tables, self-contained.
+    Report(commands::report::Args),
     /// Fold LoRA adapters into their base model.
     Merge(commands::merge::Args),
     /// Dataset utilities (`rlhf data make arithmetic`).
@@ -81,6 +87,9 @@ fn main() {
         Command::Collect(a) => commands::collect::run(a),
         Command::Label(c) => commands::label::run(c),
         Command::Serve(a) => commands::serve::run(a),
+        Command::Report(a) => commands::report::run(a),
+        Command::Judge(a) => commands::judge::run(a),
+        Command::Raft(a) => commands::raft::run(a),
         Command::ServeBench(a) => commands::serve::bench(a),
     };
     if let Err(e) = result {

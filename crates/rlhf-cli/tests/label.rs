@@ -5,44 +5,9 @@ mod common;
 
 use common::{fails, ok, p};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 
 fn setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     common::setup(&format!("label-{name}"))
-}
-
-/// `rlhf label serve` on a free port; killed on drop.
-struct Server(std::process::Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(db: &std::path::Path, extra: &[&str]) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_rlhf"))
-        .args(["label", "serve", "--db", p(db), "--port", "0"])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child, String::new());
-    // The server names the address it bound (port 0 picks a free one).
-    let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
-    let mut line = String::new();
-    while server.1.is_empty() {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
-        if let Some(rest) = line.split("http://").nth(1) {
-            server.1 = format!("http://{}", rest.split_whitespace().next().unwrap());
-        }
-    }
-    // Keep draining, so the server never blocks on (or dies of) a closed stderr.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    server
 }
 
 #[test]
@@ -73,7 +38,7 @@ fn collect_rank_over_http_export_and_train_a_reward_model() {
     assert!(grader.starts_with("rlhf_") && grader != noisy);
     assert!(fails(&["label", "add-annotator", "--db", p(&db), "--name", "grader"]).contains("already exists"));
 
-    let server = serve(&db, &["--overlap", "1"]);
+    let server = common::spawn_listening(&["label", "serve", "--db", p(&db), "--port", "0", "--overlap", "1"]);
     // A random tiny model rarely writes the answer, so both rank at random (different seeds).
     for (token, seed) in [(&grader, "1"), (&noisy, "2")] {
         let done: Value = serde_json::from_str(
@@ -81,7 +46,7 @@ fn collect_rank_over_http_export_and_train_a_reward_model() {
                 "label",
                 "simulate",
                 "--url",
-                &server.1,
+                &server.base,
                 "--token",
                 token,
                 "--answers",

@@ -175,11 +175,26 @@ fn reward_model_then_ppo_then_eval() {
         p(&rm_final),
         "--out",
         p(&dir.join("eval.jsonl")),
+        "--samples",
+        "3",
+        "--baseline",
+        "base",
+        "--text",
+        p(&data.join("sft_eval.jsonl")),
     ]);
     assert!(table.contains("RM reward") && table.contains("base") && table.contains("ppo"), "{table}");
+    assert!(table.contains("maj@3") && table.contains("reward-hacking signals"), "{table}");
     let rows = lines(&dir.join("eval.jsonl"));
     assert_eq!(rows.len(), 2);
     assert!(rows[0]["kl_to_reference"].as_f64().unwrap().abs() < 1e-4, "the reference against itself: {}", rows[0]);
+    // The baseline against itself ties on every prompt.
+    assert_eq!((rows[0]["win_rate_verifier"].as_f64(), rows[0]["win_rate_rm"].as_f64()), (Some(0.5), Some(0.5)));
+    for r in &rows {
+        for key in ["pass_at_1", "maj_at_k", "repetition_rate", "win_rate_verifier", "win_rate_rm"] {
+            assert!((0.0..=1.0).contains(&r[key].as_f64().unwrap()), "{key}: {r}");
+        }
+        assert!(r["perplexity"].as_f64().unwrap() > 1.0, "{r}");
+    }
 }
 
 #[test]

@@ -6,73 +6,22 @@ mod common;
 
 use common::p;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn repo_root() -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).canonicalize().unwrap()
 }
 
-/// `rlhf serve` on a free port, with what it wrote on stderr so far (for failure messages);
-/// killed on drop.
-struct Server {
-    child: std::process::Child,
-    base: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Server = common::Background;
 
 /// Serves a tiny random model of its own (the model's name is its folder's, `model`).
 fn serve(name: &str) -> Server {
     let (_dir, model, _data) = common::setup(&format!("serve-{name}"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rlhf"))
-        .current_dir(repo_root())
-        .args(["serve", "--model", p(&model), "--port", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The server names the address it bound (port 0 picks a free one) on stderr; the reader keeps
-    // draining after that, so the server never blocks on (or dies of) a closed stderr.
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = mpsc::channel();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let keep = Arc::clone(&log);
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in stderr.lines() {
-            let Ok(line) = line else { break };
-            keep.lock().unwrap().push_str(&format!("{line}\n"));
-            if let Some(rest) = line.split("http://").nth(1) {
-                if let Some(tx) = tx.take() {
-                    let addr = rest.split(|c: char| c.is_whitespace() || c == '/').next().unwrap();
-                    let _ = tx.send(format!("http://{addr}"));
-                }
-            }
-        }
-    });
-    let base = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| {
-        let status = child.try_wait().ok().flatten();
-        let _ = child.kill();
-        panic!("rlhf serve never named its address (exit: {status:?}); stderr:\n{}", log.lock().unwrap())
-    });
-    Server { child, base, log }
+    common::spawn_listening(&["serve", "--model", p(&model), "--port", "0"])
 }
 
 /// An HTTP/1.1 response: status, headers (lower-cased names and values) and body.

@@ -15,6 +15,7 @@ pub mod online;
 pub mod optim;
 pub mod policy_loss;
 pub mod ppo;
+pub mod raft;
 pub mod reward;
 pub mod rollout;
 pub mod schedule;

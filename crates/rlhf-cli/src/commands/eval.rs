@@ -1,13 +1,18 @@
 //! `rlhf eval`: several checkpoints side by side on held-out prompts — verifier accuracy, format
-//! rate, reward-model score and length of greedy answers, and the KL to a reference measured on
-//! sampled answers (E_{y∼π}[log π(y) − log π_ref(y)], the quantity the RL leash bounds).
+//! rate, reward-model score and length of greedy answers, win rates against a baseline (by the
+//! verifier and by the reward model), the KL to a reference measured on sampled answers
+//! (E_{y∼π}[log π(y) − log π_ref(y)], the quantity the RL leash bounds), Pass@1 / Maj@K over K
+//! samples, perplexity on held-out text, and reward-hacking signals: length–reward correlation,
+//! repetition, and how often the reward model prefers a wrong answer to a right one.
 
 use super::rewards::{RewardKind, RewardSpec};
 use crate::loading;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use rlhf_data::{load_prompts, LoadOptions, PromptExample};
+use rlhf_eval::metrics::{majority, pearson, repeats, rm_verifier_disagreements, win_rate};
 use rlhf_model::CausalLm;
+use rlhf_reward::math::{extract_final_answer, last_integer};
 use rlhf_reward::RewardSource;
 use rlhf_train::online::{mean, mean_len};
 use rlhf_train::rollout::{decode_rows, response_logprobs_rows, rollout, score_rows, PromptRef, RolloutConfig};
@@ -41,6 +46,17 @@ pub struct Args {
     /// Also write the table as JSON lines.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Model (by NAME) the win rates are against (default: the first).
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Sample K answers per prompt for Pass@1, Maj@K and RM–verifier divergence (0: skip).
+    #[arg(long, default_value_t = 0)]
+    samples: usize,
+    #[arg(long, default_value_t = 0.7)]
+    sample_temperature: f64,
+    /// Held-out demonstrations (SFT format) for perplexity on their completion tokens.
+    #[arg(long)]
+    text: Option<PathBuf>,
 }
 
 struct Row {
@@ -50,6 +66,15 @@ struct Row {
     rm: Option<f64>,
     kl: f64,
     length: f64,
+    /// Per prompt, greedy answers: verifier score and RM score (for win rates).
+    verifier_scores: Vec<f64>,
+    rm_scores: Option<Vec<f64>>,
+    pass_at_1: Option<f64>,
+    maj_at_k: Option<f64>,
+    length_rm_correlation: Option<f64>,
+    repetition: f64,
+    rm_prefers_wrong: Option<f64>,
+    perplexity: Option<f64>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -78,25 +103,69 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(rm) = &a.reward_model {
         sources.push(RewardSpec { path: rm.clone(), ..RewardSpec::of(RewardKind::RewardModel) }.build(tok.pad_id())?);
     }
+    let baseline = match &a.baseline {
+        None => 0,
+        Some(b) => named
+            .iter()
+            .position(|(n, _)| n == b)
+            .with_context(|| format!("--baseline {b}: not one of the --model names"))?,
+    };
+    let text = match &a.text {
+        Some(path) => rlhf_data::load_sft(path, tok, &LoadOptions { max_length: 0, ..Default::default() })?.examples,
+        None => vec![],
+    };
     let mut rows = Vec::new();
     for (name, path) in &named {
         let loaded = loading::load(path, &Device::Cpu).with_context(|| format!("model `{name}`"))?;
         eprintln!("eval: {name} ({path}) on {} prompts", prompts.len());
-        rows.push(evaluate(name, &loaded.model, &reference.model, &prompts, &mut sources, &a, tok)?);
+        let mut row = evaluate(name, &loaded.model, &reference.model, &prompts, &mut sources, &a, tok)?;
+        if !text.is_empty() {
+            let mut sft = rlhf_train::sft::SftObjective {
+                model: &loaded.model,
+                pad_id: tok.pad_id(),
+                eval_batch_size: a.batch_size,
+            };
+            let stats = rlhf_train::Objective::evaluate(&mut sft, &text)?;
+            row.perplexity = stats.iter().find(|(k, _)| k == "perplexity").map(|(_, v)| *v);
+        }
+        rows.push(row);
     }
-    print_table(&rows, a.reward_model.is_some(), &a.verifier, &reference_path);
+    let base = &rows[baseline];
+    let wins: Vec<(f64, Option<f64>)> = rows
+        .iter()
+        .map(|r| {
+            let by_verifier = win_rate(&r.verifier_scores, &base.verifier_scores, 1e-9).unwrap_or(f64::NAN);
+            let by_rm = r.rm_scores.as_ref().zip(base.rm_scores.as_ref()).and_then(|(x, y)| win_rate(x, y, 1e-6));
+            (by_verifier, by_rm)
+        })
+        .collect();
+    print_table(&rows, &wins, &named[baseline].0, a.reward_model.is_some(), &a, &reference_path);
     if let Some(out) = &a.out {
         let text: String = rows
             .iter()
-            .map(|r| {
+            .zip(&wins)
+            .map(|(r, (wv, wr))| {
                 let v = json!({"model": r.name, "accuracy": r.accuracy, "well_formatted": r.format,
-                    "rm_reward": r.rm, "kl_to_reference": r.kl, "mean_length": r.length, "prompts": prompts.len()});
+                    "rm_reward": r.rm, "kl_to_reference": r.kl, "mean_length": r.length, "prompts": prompts.len(),
+                    "baseline": named[baseline].0, "win_rate_verifier": wv, "win_rate_rm": wr,
+                    "pass_at_1": r.pass_at_1, "maj_at_k": r.maj_at_k, "samples": a.samples,
+                    "length_rm_correlation": r.length_rm_correlation, "repetition_rate": r.repetition,
+                    "rm_prefers_wrong": r.rm_prefers_wrong, "perplexity": r.perplexity});
                 format!("{v}\n")
             })
             .collect();
         std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
+}
+
+/// The verifier's final answer of a reply, for majority voting.
+fn final_answer(verifier: &str, text: &str) -> Option<String> {
+    if verifier == "last_integer" {
+        last_integer(text).map(|n| n.to_string())
+    } else {
+        extract_final_answer(text).map(|a| a.text)
+    }
 }
 
 fn evaluate(
@@ -118,11 +187,61 @@ fn evaluate(
     };
     let answers = rollout(model, &ids, 1, &greedy, tok, 0, &mut |_| {})?;
     let texts = decode_rows(tok, &answers)?;
-    let mut means = Vec::new();
+    let mut per_source = Vec::new();
     for s in sources.iter_mut() {
         let scores = score_rows(s.as_mut(), &answers, &texts, &refs)?;
-        means.push(mean(&scores.iter().filter_map(|x| x.value).collect::<Vec<_>>()));
+        per_source.push(scores.iter().map(|x| x.value.unwrap_or(f64::NAN)).collect::<Vec<f64>>());
     }
+    let finite_mean = |v: &[f64]| mean(&v.iter().copied().filter(|x| x.is_finite()).collect::<Vec<_>>());
+    let rm_scores = per_source.get(2).cloned();
+    let lengths: Vec<f64> = answers.iter().map(|r| r.response_ids.len() as f64).collect();
+    let length_rm_correlation = rm_scores.as_ref().and_then(|rm| pearson(&lengths, rm));
+    let repetition =
+        answers.iter().filter(|r| repeats(&r.response_ids, 4, 3)).count() as f64 / answers.len().max(1) as f64;
+
+    let (mut pass_at_1, mut maj_at_k, mut rm_prefers_wrong) = (None, None, None);
+    if a.samples > 0 {
+        let cfg = RolloutConfig { temperature: a.sample_temperature, ..greedy.clone() };
+        let samples = rollout(model, &ids, a.samples, &cfg, tok, 2, &mut |_| {})?;
+        let sample_texts = decode_rows(tok, &samples)?;
+        let correct: Vec<f64> = score_rows(sources[0].as_mut(), &samples, &sample_texts, &refs)?
+            .iter()
+            .map(|x| x.value.unwrap_or(0.0))
+            .collect();
+        let rm: Option<Vec<f64>> = match sources.get_mut(2) {
+            Some(s) => Some(
+                score_rows(s.as_mut(), &samples, &sample_texts, &refs)?
+                    .iter()
+                    .map(|x| x.value.unwrap_or(f64::NAN))
+                    .collect(),
+            ),
+            None => None,
+        };
+        pass_at_1 = Some(mean(&correct));
+        let (mut maj_right, mut against, mut apart) = (0usize, 0usize, 0usize);
+        for p in 0..prompts.len() {
+            let rows: Vec<usize> = (0..samples.len()).filter(|&r| samples[r].prompt_index == p).collect();
+            let extracted: Vec<Option<String>> =
+                rows.iter().map(|&r| final_answer(&a.verifier, &sample_texts[r].response)).collect();
+            let votes: Vec<Option<&str>> = extracted.iter().map(|x| x.as_deref()).collect();
+            if let Some(top) = majority(&votes) {
+                // Samples with the same final answer get the same verdict.
+                maj_right += rows.iter().zip(&votes).any(|(&r, v)| *v == Some(top) && correct[r] > 0.5) as usize;
+            }
+            if let Some(rm) = &rm {
+                let (x, y) = rm_verifier_disagreements(
+                    &rows.iter().map(|&r| rm[r]).collect::<Vec<_>>(),
+                    &rows.iter().map(|&r| correct[r] > 0.5).collect::<Vec<_>>(),
+                );
+                (against, apart) = (against + x, apart + y);
+            }
+        }
+        maj_at_k = Some(maj_right as f64 / prompts.len().max(1) as f64);
+        if rm.is_some() && apart > 0 {
+            rm_prefers_wrong = Some(against as f64 / apart as f64);
+        }
+    }
+
     let sampled_cfg = RolloutConfig { temperature: 1.0, ..greedy };
     let sampled = rollout(model, &ids, 1, &sampled_cfg, tok, 1, &mut |_| {})?;
     let pairs: Vec<(&[u32], &[u32])> =
@@ -135,23 +254,59 @@ fn evaluate(
         .collect();
     Ok(Row {
         name: name.to_string(),
-        accuracy: means[0],
-        format: means[1],
-        rm: means.get(2).copied(),
+        accuracy: finite_mean(&per_source[0]),
+        format: finite_mean(&per_source[1]),
+        rm: rm_scores.as_deref().map(finite_mean),
         kl: mean(&kl),
         length: mean_len(&answers),
+        verifier_scores: per_source[0].iter().map(|x| if x.is_finite() { *x } else { 0.0 }).collect(),
+        rm_scores,
+        pass_at_1,
+        maj_at_k,
+        length_rm_correlation,
+        repetition,
+        rm_prefers_wrong,
+        perplexity: None,
     })
 }
 
-fn print_table(rows: &[Row], with_rm: bool, verifier: &str, reference: &str) {
-    let rm_head = if with_rm { format!("{:>10}", "RM reward") } else { String::new() };
-    println!("{:<12} {:>9} {:>9} {rm_head} {:>9} {:>8}", "model", "accuracy", "format", "KL (nats)", "length");
-    for r in rows {
-        let rm = match (with_rm, r.rm) {
-            (true, Some(v)) => format!("{v:>10.3}"),
-            _ => String::new(),
-        };
-        println!("{:<12} {:>9.3} {:>9.3} {rm} {:>9.3} {:>8.1}", r.name, r.accuracy, r.format, r.kl, r.length);
+fn opt(v: Option<f64>, width: usize) -> String {
+    v.filter(|x| x.is_finite()).map_or(format!("{:>width$}", "–"), |x| format!("{x:>width$.3}"))
+}
+
+fn print_table(rows: &[Row], wins: &[(f64, Option<f64>)], baseline: &str, with_rm: bool, a: &Args, reference: &str) {
+    let rm_head = if with_rm { format!(" {:>10} {:>8}", "RM reward", "win(RM)") } else { String::new() };
+    let k_head =
+        if a.samples > 0 { format!(" {:>7} {:>7}", "pass@1", format!("maj@{}", a.samples)) } else { String::new() };
+    let ppl_head = if a.text.is_some() { format!(" {:>8}", "ppl") } else { String::new() };
+    println!(
+        "{:<12} {:>9} {:>9} {:>8}{rm_head} {:>9} {:>8}{k_head}{ppl_head} {:>7}",
+        "model", "accuracy", "format", "win(ver)", "KL (nats)", "length", "repeat"
+    );
+    for (r, (wv, wr)) in rows.iter().zip(wins) {
+        let rm = if with_rm { format!(" {} {}", opt(r.rm, 10), opt(*wr, 8)) } else { String::new() };
+        let k = if a.samples > 0 { format!(" {} {}", opt(r.pass_at_1, 7), opt(r.maj_at_k, 7)) } else { String::new() };
+        let ppl = if a.text.is_some() { format!(" {}", opt(r.perplexity, 8)) } else { String::new() };
+        println!(
+            "{:<12} {:>9.3} {:>9.3} {}{rm} {:>9.3} {:>8.1}{k}{ppl} {:>7.3}",
+            r.name,
+            r.accuracy,
+            r.format,
+            opt(Some(*wv), 8),
+            r.kl,
+            r.length,
+            r.repetition
+        );
     }
-    println!("(accuracy: {verifier} verifier on greedy answers; KL to {reference} on sampled answers)");
+    println!("(accuracy: {} verifier on greedy answers; win rates vs {baseline}, ties half; KL to {reference} on sampled answers; repeat: share of answers with a 4-token loop ×3)", a.verifier);
+    if with_rm {
+        for r in rows {
+            println!(
+                "{:<12} reward-hacking signals: corr(length, RM) = {}, RM prefers the wrong answer in {} of verifier-separated sample pairs",
+                r.name,
+                opt(r.length_rm_correlation, 0).trim(),
+                opt(r.rm_prefers_wrong, 0).trim()
+            );
+        }
+    }
 }

@@ -59,3 +59,59 @@ pub fn p(path: &Path) -> &str {
 pub fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
+
+/// A long-running `rlhf` command (a server) started with `--port 0`: `base` is the
+/// `http://host:port` it names on stderr; stderr keeps being drained (and kept, for failure
+/// messages) so the server never blocks on a full pipe. Killed on drop.
+pub struct Background {
+    child: std::process::Child,
+    pub base: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Background {
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn spawn_listening(args: &[&str]) -> Background {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rlhf"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let keep = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in stderr.lines() {
+            let Ok(line) = line else { break };
+            keep.lock().unwrap().push_str(&format!("{line}\n"));
+            if let Some(rest) = line.split("http://").nth(1) {
+                if let Some(tx) = tx.take() {
+                    let addr = rest.split(|c: char| c.is_whitespace() || c == '/').next().unwrap();
+                    let _ = tx.send(format!("http://{addr}"));
+                }
+            }
+        }
+    });
+    let base = rx.recv_timeout(std::time::Duration::from_secs(120)).unwrap_or_else(|_| {
+        let status = child.try_wait().ok().flatten();
+        let _ = child.kill();
+        panic!("rlhf {args:?} never named its address (exit: {status:?}); stderr:\n{}", log.lock().unwrap())
+    });
+    Background { child, base, log }
+}

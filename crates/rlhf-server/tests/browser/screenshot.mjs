@@ -1,19 +1,14 @@
 // Screenshots of a running labelling app, for documentation (not a test):
 //   node screenshot.mjs <base-url> <token> <out.png> [task|admin]
 // Signs in with the token and captures the task page (or, for an admin token, the admin page).
-import { chromium } from 'playwright-core';
+import { launch } from './launch.mjs';
 
 const [base, token, out, view = 'task'] = process.argv.slice(2);
 if (!base || !token || !out) {
   console.error('usage: node screenshot.mjs <base-url> <token> <out.png> [task|admin]');
   process.exit(2);
 }
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 try {
   const page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
   await page.goto(base);

@@ -1,0 +1,194 @@
+//! `rlhf judge`: RLAIF preference pairs from an LLM judge behind any OpenAI-compatible endpoint
+//! (ours, vLLM, llama.cpp, a hosted API). Each pair is judged in both orders; replies are cached
+//! on disk as they arrive, so rerunning the same command after a failure resumes it.
+
+use crate::progress;
+use anyhow::{bail, Context, Result};
+use rlhf_reward::judge::{judge_with_progress, read_items, JudgeConfig, Outcome, ReplyCache, Verdict};
+use serde_json::json;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// API root of the judge, e.g. http://127.0.0.1:8000/v1 (requests go to <url>/chat/completions).
+    #[arg(long)]
+    url: String,
+    /// Model name the endpoint knows the judge by.
+    #[arg(long)]
+    model: String,
+    /// Name of the environment variable holding the API key (the key itself never goes on the
+    /// command line, where `ps` and shell history would show it).
+    #[arg(long)]
+    api_key_env: Option<String>,
+    /// JSONL of candidate sets {"prompt", "responses": [...]} or pairs {"prompt", "chosen", "rejected"}.
+    #[arg(long)]
+    data: PathBuf,
+    /// Preference pairs out (JSONL, the format of `rlhf label export --format pairs`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Text file with the judge's system prompt (default: a short built-in one).
+    #[arg(long)]
+    guidelines: Option<PathBuf>,
+    /// Reply cache (JSONL, appended to; default: <out>.cache.jsonl).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Per-request timeout, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    timeout_s: f64,
+    /// Extra attempts after a timeout, connection error, 408, 429 or 5xx.
+    #[arg(long, default_value_t = 5)]
+    max_retries: u32,
+    /// Room for the judge's reasoning before its verdict line.
+    #[arg(long, default_value_t = 512)]
+    max_tokens: u32,
+    /// Print the counts as one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn default_cache(out: &Path) -> PathBuf {
+    let mut name = OsString::from(out.as_os_str());
+    name.push(".cache.jsonl");
+    PathBuf::from(name)
+}
+
+/// The first line of a reply, shortened, for the note about unreadable verdicts.
+fn preview(reply: &str) -> String {
+    let one_line = reply.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(80) {
+        Some((at, _)) => format!("{}…", &one_line[..at]),
+        None => one_line,
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if !(a.timeout_s.is_finite() && a.timeout_s > 0.0) {
+        bail!("--timeout-s {}: give a positive number of seconds", a.timeout_s);
+    }
+    if a.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    if a.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1");
+    }
+    let api_key = match &a.api_key_env {
+        None => None,
+        Some(var) => match std::env::var(var) {
+            Ok(key) if !key.trim().is_empty() => Some(key.trim().to_string()),
+            Ok(_) => bail!("--api-key-env {var}: the environment variable is empty"),
+            Err(std::env::VarError::NotPresent) => bail!("--api-key-env {var}: the environment variable is not set"),
+            Err(std::env::VarError::NotUnicode(_)) => bail!("--api-key-env {var}: the value is not valid UTF-8"),
+        },
+    };
+    let mut config = JudgeConfig::new(&a.url, &a.model);
+    config.api_key = api_key;
+    config.timeout = Duration::from_secs_f64(a.timeout_s);
+    config.max_retries = a.max_retries;
+    config.max_tokens = a.max_tokens;
+    config.concurrency = a.concurrency;
+    if let Some(path) = &a.guidelines {
+        let text = std::fs::read_to_string(path).with_context(|| format!("--guidelines {}", path.display()))?;
+        if text.trim().is_empty() {
+            bail!("--guidelines {}: the file is empty", path.display());
+        }
+        config.guidelines = text;
+    }
+
+    let items = read_items(&a.data)?;
+    if items.is_empty() {
+        bail!("{}: no candidate sets or pairs to judge", a.data.display());
+    }
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let cache_path = a.cache.clone().unwrap_or_else(|| default_cache(&a.out));
+    let (cache, load) = ReplyCache::open(&cache_path)?;
+    for w in &load.warnings {
+        eprintln!("warning: {w}");
+    }
+    let pairs: usize = items.iter().map(|i| i.pairs().count()).sum();
+    eprintln!(
+        "judging {pairs} pairs from {} lines of {} in both orders with {} at {} ({} cached replies in {})",
+        items.len(),
+        a.data.display(),
+        a.model,
+        a.url,
+        load.entries,
+        cache_path.display()
+    );
+
+    let bar = progress::bar(0, "judge");
+    let report = judge_with_progress(&config, &items, Some(&cache), &|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    let report = report.with_context(|| {
+        format!(
+            "judging stopped ({} replies so far are cached in {}; rerun the same command to resume)",
+            cache.len(),
+            cache_path.display()
+        )
+    })?;
+
+    let rows = report.rows(&items, &a.model);
+    let tmp = {
+        let mut name = OsString::from(a.out.as_os_str());
+        name.push(".tmp");
+        PathBuf::from(name)
+    };
+    let mut text = String::new();
+    for row in &rows {
+        text.push_str(&row.to_string());
+        text.push('\n');
+    }
+    std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, &a.out))
+        .with_context(|| format!("writing {}", a.out.display()))?;
+
+    let mut invalid = Vec::new();
+    for j in report.judgements.iter().filter(|j| j.outcome == Outcome::Invalid) {
+        for v in [&j.forward, &j.reversed] {
+            if let Verdict::Invalid { reply } = v {
+                invalid.push((&items[j.item].location, reply));
+            }
+        }
+    }
+    for (location, reply) in invalid.iter().take(3) {
+        eprintln!("note: no verdict in the reply for {location}: {:?}", preview(reply));
+    }
+    if invalid.len() > 3 {
+        eprintln!("note: {} more replies without a verdict", invalid.len() - 3);
+    }
+
+    let c = report.counts;
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "pairs": c.pairs, "preferences": c.preferences, "ties": c.ties, "invalid": c.invalid,
+                "requests": c.requests, "cache_hits": c.cache_hits, "http_calls": c.http_calls,
+                "retries": c.retries, "rows": rows.len(), "out": a.out.display().to_string(),
+                "cache": cache_path.display().to_string(),
+            })
+        );
+    } else {
+        println!(
+            "{} pairs judged: {} preferences, {} ties (orders disagree or tie), {} invalid (no verdict)",
+            c.pairs, c.preferences, c.ties, c.invalid
+        );
+        println!(
+            "{} requests: {} from the cache, {} HTTP calls ({} retries)",
+            c.requests, c.cache_hits, c.http_calls, c.retries
+        );
+        println!("wrote {} rows to {}", rows.len(), a.out.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! `rlhf raft`: rejection-sampling fine-tuning (RAFT / best-of-n): each round samples n
+//! responses per prompt from the current model, keeps the best by the `[[rewards]]`, and
+//! fine-tunes on them with SFT; the next round samples from the fine-tuned model.
+
+use super::rewards::{build_all, RewardSpec};
+use super::rl_common::{self as rl, EvalSection, PromptData};
+use super::train_common::{self as common, LoraSection, TrainArgs, TrainBar};
+use anyhow::{bail, Result};
+use rlhf_reward::RewardSource;
+use rlhf_train::online::RunInfo;
+use rlhf_train::raft::{train_raft, RaftConfig, RaftHooks, RaftSetup, RoundSummary};
+use rlhf_train::{ScheduleKind, StepReport, TrainConfig, TrainError};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Shortcut for `--set raft.rounds=…`.
+    #[arg(long)]
+    pub rounds: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftCommandConfig {
+    /// HF folder, .gguf file, or `default`.
+    pub model: String,
+    /// Run folder: config.toml, rounds.jsonl, samples.jsonl, round-<r>/{metrics.jsonl,tb,final}.
+    pub out: String,
+    pub data: PromptData,
+    pub raft: RaftConfig,
+    /// The SFT of every round (a fresh optimiser each round, on that round's kept samples).
+    pub train: TrainConfig,
+    pub lora: LoraSection,
+    /// Weighted sum of sources; a sample no source scores is never kept.
+    pub rewards: Vec<RewardSpec>,
+    /// Held-out evaluation before the first round and after each (needs `data.eval_path`).
+    pub eval: EvalSection,
+}
+
+impl Default for RaftCommandConfig {
+    /// SFT's learning rate (TRL 2e-5), one epoch over each round's kept samples (RAFT trains
+    /// briefly per round so the next round samples from a model close to this one), and no
+    /// default reward: what counts as "best" must be said.
+    fn default() -> Self {
+        Self {
+            model: "default".into(),
+            out: String::new(),
+            data: PromptData::default(),
+            raft: RaftConfig::default(),
+            train: TrainConfig {
+                learning_rate: 2e-5,
+                lr_scheduler: ScheduleKind::Linear,
+                epochs: 1.0,
+                save_steps: 0,
+                save_total_limit: 1,
+                ..TrainConfig::default()
+            },
+            lora: LoraSection::default(),
+            rewards: Vec::new(),
+            eval: EvalSection::default(),
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut train_args = args.train;
+    if let Some(r) = args.rounds {
+        train_args.sets.insert(0, format!("raft.rounds={r}"));
+    }
+    let cfg: RaftCommandConfig = train_args.load()?;
+    // Settings errors before the model loads.
+    cfg.raft.validate()?;
+    cfg.train.validate()?;
+    if cfg.rewards.is_empty() {
+        build_all(&cfg.rewards, 0)?; // fails, naming the reward kinds
+    }
+    if !cfg.out.is_empty() && Path::new(&cfg.out).join("rounds.jsonl").exists() {
+        bail!("{} already holds a raft run (rounds.jsonl); choose another --out", cfg.out);
+    }
+    let rl::Start { dir, base, tok, train: train_prompts, eval: eval_prompts, policy: t } = rl::start(
+        "raft",
+        train_args.resume.is_some(),
+        &cfg,
+        &cfg.out,
+        &cfg.model,
+        &cfg.data,
+        &cfg.lora,
+        cfg.train.seed,
+    )?;
+    drop(base); // full fine-tuning trains a copy; LoRA shares the base's storage
+    let prompts = rl::rl_prompts(&train_prompts);
+    let sources: Vec<(Box<dyn RewardSource>, f64)> = build_all(&cfg.rewards, tok.pad_id())?;
+    let mut setup = RaftSetup {
+        policy: &t.model,
+        params: &t.params,
+        tokenizer: &tok,
+        prompts: &prompts,
+        sources,
+        eval: rl::held_out(&eval_prompts, &cfg.eval, tok.pad_id())?,
+    };
+    let run = RunInfo { dir: &dir, config: serde_json::to_value(&cfg)?, eval_steps: 0 };
+    let mut save_round = |_: u64, round_dir: &Path| {
+        common::save_final(&t, &tok, round_dir).map_err(|e| TrainError::file(round_dir, format!("{e:#}")))
+    };
+    let mut bar = TrainBar::default();
+    let mut on_step = |_: u64, r: &StepReport| {
+        if r.step == 1 {
+            bar = TrainBar::default(); // a new bar for each round's SFT
+        }
+        bar.report(r)
+    };
+    let hooks = &mut RaftHooks { save_round: &mut save_round, on_step: &mut on_step };
+    let rounds = train_raft(&mut setup, &cfg.raft, &cfg.train, &run, hooks)?;
+    drop(setup);
+    print_rounds(&rounds);
+    let last = dir.join(format!("round-{}", cfg.raft.rounds)).join("final");
+    println!(
+        "raft: {} rounds; per-round metrics in {}; last model in {}",
+        cfg.raft.rounds,
+        dir.join("rounds.jsonl").display(),
+        last.display()
+    );
+    Ok(())
+}
+
+/// The per-round table: rewards of all and of kept samples, what was kept, length, SFT loss,
+/// and the held-out reward when there is an evaluation (round 0 = the starting model).
+fn print_rounds(rounds: &[RoundSummary]) {
+    let eval_key =
+        rounds.iter().flat_map(|r| &r.metrics).find(|(k, _)| k.starts_with("eval/reward/")).map(|(k, _)| k.clone());
+    let eval_head = eval_key.as_deref().map(|k| k.trim_start_matches("eval/")).unwrap_or("");
+    println!(
+        "{:>5} {:>10} {:>10} {:>6} {:>8} {:>8} {:>9}  {}",
+        "round", "reward", "kept rew.", "kept", "prompt%", "length", "SFT loss", eval_head
+    );
+    let f = |x: f64| if x.is_nan() { "-".to_string() } else { format!("{x:.4}") };
+    for r in rounds {
+        let eval = eval_key.as_deref().map(|k| f(r.get(k))).unwrap_or_default();
+        if r.round == 0 {
+            println!("{:>5} {:>10} {:>10} {:>6} {:>8} {:>8} {:>9}  {eval}", "base", "", "", "", "", "", "");
+            continue;
+        }
+        println!(
+            "{:>5} {:>10} {:>10} {:>6} {:>7.0}% {:>8.1} {:>9}  {eval}",
+            r.round,
+            f(r.get("reward/mean")),
+            f(r.get("reward/kept_mean")),
+            r.get("kept"),
+            100.0 * r.get("kept_prompt_share"),
+            r.get("response_length"),
+            f(r.get("sft/loss")),
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! Reports of training and evaluation runs: `report.html` with every run's curves drawn as
+//! inline SVG (no scripts, no CDN, opens from disk) and the evaluation tables.
+
+pub mod metrics;
+pub mod report;
+pub mod svg;
+
+pub use report::{load_eval, load_run, render, EvalTable, Run};

@@ -1,0 +1,326 @@
+//! RLAIF: preference pairs from an LLM judge behind any OpenAI-compatible chat endpoint.
+//!
+//! Every pair is judged twice, once in each order, because LLM judges favour a position: only a
+//! verdict that survives the swap becomes a preference; disagreement or a tie in either order is
+//! a [`Outcome::Tie`] and gives no pair. Replies go to an fsync'd [`ReplyCache`] as they arrive,
+//! so a run that dies (crash, quota, outage) resumes without paying for a call twice. Output rows
+//! have the same shape as the human labels' pairs export, with `annotator: "judge:<model>"`.
+
+pub mod cache;
+pub mod client;
+pub mod error;
+pub mod input;
+pub mod prompt;
+
+pub use cache::{cache_key, CacheLoad, ReplyCache};
+pub use client::{CallStats, ChatClient};
+pub use error::{JudgeError, Result};
+pub use input::{parse_item, read_items, Candidate, JudgeItem};
+pub use prompt::{pairwise_messages, parse_verdict, render_text, ChatMessage, Verdict, DEFAULT_GUIDELINES};
+
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// Where the judge is and how to talk to it.
+#[derive(Clone)]
+pub struct JudgeConfig {
+    /// The API root, e.g. `http://127.0.0.1:8000/v1`; requests go to `{base_url}/chat/completions`.
+    pub base_url: String,
+    pub model: String,
+    /// Sent as `Authorization: Bearer …`; never printed (see the `Debug` impl).
+    pub api_key: Option<String>,
+    /// The judge's system prompt.
+    pub guidelines: String,
+    /// Per request, connection to last byte.
+    pub timeout: Duration,
+    /// Extra attempts after a timeout, connection error, 408, 429 or 5xx.
+    pub max_retries: u32,
+    /// First backoff; doubles per attempt, with jitter.
+    pub backoff_base: Duration,
+    /// Cap on any wait, `Retry-After` included.
+    pub max_backoff: Duration,
+    /// 0 by default: a judge should be as deterministic as the server allows.
+    pub temperature: f64,
+    /// Room for a short rationale before the verdict line.
+    pub max_tokens: u32,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+}
+
+impl JudgeConfig {
+    /// The defaults: no key, [`DEFAULT_GUIDELINES`], 60 s timeout, 5 retries from 1 s (capped at
+    /// 30 s), temperature 0, 512 tokens, 4 concurrent requests.
+    pub fn new(base_url: &str, model: &str) -> Self {
+        JudgeConfig {
+            base_url: base_url.to_string(),
+            model: model.to_string(),
+            api_key: None,
+            guidelines: DEFAULT_GUIDELINES.to_string(),
+            timeout: Duration::from_secs(60),
+            max_retries: 5,
+            backoff_base: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            temperature: 0.0,
+            max_tokens: 512,
+            concurrency: 4,
+        }
+    }
+
+    /// The request body for one ordering (its hash is the cache key).
+    pub fn request_body(&self, prompt: &str, a: &str, b: &str) -> Value {
+        json!({
+            "model": self.model,
+            "messages": pairwise_messages(&self.guidelines, prompt, a, b),
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        })
+    }
+}
+
+impl std::fmt::Debug for JudgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JudgeConfig")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("guidelines", &self.guidelines)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("backoff_base", &self.backoff_base)
+            .field("max_backoff", &self.max_backoff)
+            .field("temperature", &self.temperature)
+            .field("max_tokens", &self.max_tokens)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
+}
+
+/// What the two orderings of a pair add up to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Response indices within the item.
+    Prefer { chosen: usize, rejected: usize },
+    /// The orderings disagree, or either says tie.
+    Tie,
+    /// Either reply had no readable verdict.
+    Invalid,
+}
+
+/// One pair of one item, with both verdicts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairJudgement {
+    pub item: usize,
+    pub first: usize,
+    pub second: usize,
+    /// Response A = `first`.
+    pub forward: Verdict,
+    /// Response A = `second`.
+    pub reversed: Verdict,
+    pub outcome: Outcome,
+}
+
+/// Combines the two orderings: A then B (first wins) or B then A (second wins) is a preference.
+pub fn combine(forward: &Verdict, reversed: &Verdict, first: usize, second: usize) -> Outcome {
+    match (forward, reversed) {
+        (Verdict::Invalid { .. }, _) | (_, Verdict::Invalid { .. }) => Outcome::Invalid,
+        (Verdict::A, Verdict::B) => Outcome::Prefer { chosen: first, rejected: second },
+        (Verdict::B, Verdict::A) => Outcome::Prefer { chosen: second, rejected: first },
+        _ => Outcome::Tie,
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JudgeCounts {
+    pub pairs: usize,
+    pub preferences: usize,
+    pub ties: usize,
+    pub invalid: usize,
+    /// Distinct judge requests (two per pair, fewer when the input repeats a pair).
+    pub requests: usize,
+    /// Requests answered from the cache, not sent.
+    pub cache_hits: usize,
+    /// HTTP requests sent, retries included.
+    pub http_calls: u64,
+    pub retries: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct JudgeReport {
+    /// In input order: items, then pairs (i < j).
+    pub judgements: Vec<PairJudgement>,
+    pub counts: JudgeCounts,
+}
+
+impl JudgeReport {
+    /// One pairs-format row per preference, in input order.
+    pub fn rows(&self, items: &[JudgeItem], model: &str) -> Vec<Value> {
+        self.judgements
+            .iter()
+            .filter_map(|j| match j.outcome {
+                Outcome::Prefer { chosen, rejected } => {
+                    let item = &items[j.item];
+                    Some(json!({
+                        "prompt": item.prompt,
+                        "chosen": item.responses[chosen].value,
+                        "rejected": item.responses[rejected].value,
+                        "judge": model,
+                        "annotator": format!("judge:{model}"),
+                        "agreement": 1.0,
+                        "orders": 2,
+                    }))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Judges every pair of every item in both orders. Requests already in `cache` are not sent;
+/// new replies are added to it as they arrive. The first failed request stops the workers from
+/// taking more (those in flight finish and are cached) and is returned.
+pub fn judge(config: &JudgeConfig, items: &[JudgeItem], cache: Option<&ReplyCache>) -> Result<JudgeReport> {
+    judge_with_progress(config, items, cache, &|_, _| {})
+}
+
+/// [`judge`], calling `progress(answered, to_send)` once before the first request (with 0) and
+/// after each reply that had to be fetched, from the worker threads.
+pub fn judge_with_progress(
+    config: &JudgeConfig,
+    items: &[JudgeItem],
+    cache: Option<&ReplyCache>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<JudgeReport> {
+    if config.concurrency == 0 {
+        return Err(JudgeError::Config("judge concurrency must be at least 1".into()));
+    }
+    if config.max_tokens == 0 {
+        return Err(JudgeError::Config("judge max_tokens must be at least 1".into()));
+    }
+    if config.model.trim().is_empty() {
+        return Err(JudgeError::Config("judge model name is empty".into()));
+    }
+    let client = ChatClient::new(config)?;
+
+    // Plan: two request keys per pair; distinct keys are sent at most once. Bodies are rebuilt
+    // when sent rather than kept, so a large input costs keys, not prompts, in memory.
+    let mut plan = Vec::new();
+    let mut to_send: Vec<(String, usize, usize, usize)> = Vec::new();
+    let mut known: HashMap<String, Option<String>> = HashMap::new();
+    for (index, item) in items.iter().enumerate() {
+        for (first, second) in item.pairs() {
+            let mut key_of = |a: usize, b: usize| {
+                let body = config.request_body(&item.prompt_text, &item.responses[a].text, &item.responses[b].text);
+                let key = cache_key(&body);
+                known.entry(key.clone()).or_insert_with(|| {
+                    let hit = cache.and_then(|c| c.get(&key));
+                    if hit.is_none() {
+                        to_send.push((key.clone(), index, a, b));
+                    }
+                    hit
+                });
+                key
+            };
+            let forward = key_of(first, second);
+            let reversed = key_of(second, first);
+            plan.push((index, first, second, forward, reversed));
+        }
+    }
+    let cache_hits = known.values().filter(|v| v.is_some()).count();
+
+    let replies: Vec<OnceLock<String>> = to_send.iter().map(|_| OnceLock::new()).collect();
+    let next = AtomicUsize::new(0);
+    let answered = AtomicUsize::new(0);
+    progress(0, to_send.len());
+    let stop = AtomicBool::new(false);
+    let failure: Mutex<Option<JudgeError>> = Mutex::new(None);
+    let fail = |e: JudgeError| {
+        stop.store(true, Ordering::SeqCst);
+        let mut slot = failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.get_or_insert(e);
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..config.concurrency.min(to_send.len()) {
+            scope.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(&(ref key, item, a, b)) = to_send.get(i) else { break };
+                    let (item, a, b) = (&items[item], &items[item].responses[a], &items[item].responses[b]);
+                    let body = config.request_body(&item.prompt_text, &a.text, &b.text);
+                    let stored = client.complete(&body).and_then(|reply| {
+                        cache.map_or(Ok(()), |c| c.insert(key, &config.model, &reply)).map(|()| reply)
+                    });
+                    match stored {
+                        Ok(reply) => {
+                            let _ = replies[i].set(reply);
+                            progress(answered.fetch_add(1, Ordering::SeqCst) + 1, to_send.len());
+                        }
+                        Err(e) => fail(e),
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        return Err(e);
+    }
+    for ((key, ..), reply) in to_send.iter().zip(replies) {
+        known.insert(key.clone(), reply.into_inner());
+    }
+
+    let stats = client.stats();
+    let mut counts = JudgeCounts {
+        requests: known.len(),
+        cache_hits,
+        http_calls: stats.http_calls,
+        retries: stats.retries,
+        ..JudgeCounts::default()
+    };
+    let verdict = |key: &str| -> Verdict {
+        // Every key got a reply or the run returned its error above.
+        let reply = known.get(key).and_then(Option::as_deref).unwrap_or_default();
+        parse_verdict(reply)
+    };
+    let judgements: Vec<PairJudgement> = plan
+        .into_iter()
+        .map(|(item, first, second, fk, rk)| {
+            let (forward, reversed) = (verdict(&fk), verdict(&rk));
+            let outcome = combine(&forward, &reversed, first, second);
+            match outcome {
+                Outcome::Prefer { .. } => counts.preferences += 1,
+                Outcome::Tie => counts.ties += 1,
+                Outcome::Invalid => counts.invalid += 1,
+            }
+            PairJudgement { item, first, second, forward, reversed, outcome }
+        })
+        .collect();
+    counts.pairs = judgements.len();
+    Ok(JudgeReport { judgements, counts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_verdict_that_survives_the_swap_is_a_preference() {
+        let inv = Verdict::Invalid { reply: "?".into() };
+        assert_eq!(combine(&Verdict::A, &Verdict::B, 0, 1), Outcome::Prefer { chosen: 0, rejected: 1 });
+        assert_eq!(combine(&Verdict::B, &Verdict::A, 0, 1), Outcome::Prefer { chosen: 1, rejected: 0 });
+        assert_eq!(combine(&Verdict::A, &Verdict::A, 0, 1), Outcome::Tie);
+        assert_eq!(combine(&Verdict::B, &Verdict::B, 0, 1), Outcome::Tie);
+        assert_eq!(combine(&Verdict::Tie, &Verdict::B, 0, 1), Outcome::Tie);
+        assert_eq!(combine(&Verdict::A, &inv, 0, 1), Outcome::Invalid);
+        assert_eq!(combine(&inv, &Verdict::Tie, 0, 1), Outcome::Invalid);
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let mut c = JudgeConfig::new("http://x/v1", "m");
+        c.api_key = Some("sk-secret".into());
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("sk-secret") && shown.contains("<set>"), "{shown}");
+    }
+}

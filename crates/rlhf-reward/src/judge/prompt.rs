@@ -1,0 +1,188 @@
+//! What the judge reads and how its answer is read back: the pairwise chat messages, prompts
+//! given as message lists rendered as text, and a tolerant verdict parser.
+
+use regex::Regex;
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::OnceLock;
+
+/// The judge's system prompt when none is given: short, so small judges and small context
+/// windows can afford it.
+pub const DEFAULT_GUIDELINES: &str = "You compare two responses to the same prompt. Prefer the response that is \
+correct, helpful and honest, and that follows the prompt's instructions; do not reward length for its own sake. \
+Say tie only when neither is better.";
+
+/// One chat message as OpenAI-compatible endpoints take it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// The judge's answer to one ordering of a pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The response shown first is better.
+    A,
+    /// The response shown second is better.
+    B,
+    Tie,
+    /// No verdict could be read; the reply is kept so a bad judge prompt can be diagnosed.
+    Invalid {
+        reply: String,
+    },
+}
+
+/// The two messages of one comparison: the guidelines as system prompt, then the prompt and the
+/// two responses under fixed headings with the answer format. The format instruction is part of
+/// the user message so custom guidelines cannot drop it.
+pub fn pairwise_messages(guidelines: &str, prompt: &str, a: &str, b: &str) -> Vec<ChatMessage> {
+    let user = format!(
+        "[Prompt]\n{prompt}\n[Response A]\n{a}\n[Response B]\n{b}\n\
+         Which response is better? Put the verdict alone on the last line: A, B or tie."
+    );
+    let mut messages = Vec::with_capacity(2);
+    if !guidelines.trim().is_empty() {
+        messages.push(ChatMessage { role: "system".into(), content: guidelines.trim().to_string() });
+    }
+    messages.push(ChatMessage { role: "user".into(), content: user });
+    messages
+}
+
+/// A prompt or response as the judge sees it: a string as is; a list of `{role, content}`
+/// messages as role-headed blocks, except that a lone message is just its content (a response
+/// stored as `[{"role": "assistant", ...}]`). `Err` says what is wrong, for the caller to place.
+pub fn render_text(value: &Value) -> Result<String, String> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(messages) => {
+            if messages.is_empty() {
+                return Err("is an empty list of messages".into());
+            }
+            let mut parts = Vec::with_capacity(messages.len());
+            for (i, m) in messages.iter().enumerate() {
+                let role = m
+                    .get("role")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| format!("[{i}].role: missing or not a string"))?;
+                let content = m
+                    .get("content")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| format!("[{i}].content: missing or not a string"))?;
+                parts.push((role, content));
+            }
+            if let [(_, content)] = parts.as_slice() {
+                return Ok(content.to_string());
+            }
+            Ok(parts
+                .iter()
+                .map(|(role, content)| format!("{}:\n{content}", capitalise(role)))
+                .collect::<Vec<_>>()
+                .join("\n\n"))
+        }
+        other => Err(format!("must be a string or a list of messages, got {}", kind(other))),
+    }
+}
+
+fn capitalise(role: &str) -> String {
+    let mut chars = role.chars();
+    chars.next().map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect())
+}
+
+pub(crate) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn verdict_token() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    // Lower-case a/b are left out on purpose: in prose they are mostly the article and a list
+    // letter, and reading them as verdicts would turn noise into preferences.
+    RE.get_or_init(|| Regex::new(r"\b(A|B|[Tt][Ii][Ee])\b").expect("static regex"))
+}
+
+fn token_verdict(t: &str) -> Verdict {
+    match t.to_ascii_lowercase().as_str() {
+        "a" => Verdict::A,
+        "b" => Verdict::B,
+        _ => Verdict::Tie,
+    }
+}
+
+/// Reads a verdict from a reply, in this order:
+/// 1. the last non-empty line, stripped of markdown and punctuation and of a label such as
+///    "Verdict:" or "Response", is exactly `A`, `B` or `tie` (any case);
+/// 2. the last line names exactly one of them as a standalone token (`A`, `B` upper-case, `tie`
+///    any case), e.g. "Response B is better.";
+/// 3. the last line names none: the last standalone token anywhere in the reply.
+///
+/// A last line naming both A and B ("A > B") is ambiguous and, like no token at all, gives
+/// [`Verdict::Invalid`].
+pub fn parse_verdict(reply: &str) -> Verdict {
+    let invalid = || Verdict::Invalid { reply: reply.to_string() };
+    let Some(last) = reply.lines().map(str::trim).rfind(|l| !l.is_empty()) else { return invalid() };
+    let mut bare = last.trim_matches(|c: char| !c.is_alphanumeric()).to_ascii_lowercase();
+    for label in ["final verdict", "final answer", "verdict", "answer", "winner", "better", "response", "option"] {
+        if let Some(rest) = bare.strip_prefix(label) {
+            bare = rest.trim_matches(|c: char| !c.is_alphanumeric()).to_string();
+        }
+    }
+    match bare.as_str() {
+        "a" => return Verdict::A,
+        "b" => return Verdict::B,
+        "tie" => return Verdict::Tie,
+        _ => {}
+    }
+    let on_last: Vec<Verdict> = verdict_token().find_iter(last).map(|m| token_verdict(m.as_str())).collect();
+    if let Some(first) = on_last.first() {
+        return if on_last.iter().all(|v| v == first) { first.clone() } else { invalid() };
+    }
+    verdict_token().find_iter(reply).last().map_or_else(invalid, |m| token_verdict(m.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn verdicts_are_read_from_the_end() {
+        assert_eq!(parse_verdict("A"), Verdict::A);
+        assert_eq!(parse_verdict("Both are fine.\n\nVerdict: **b**\n"), Verdict::B);
+        assert_eq!(parse_verdict("I weighed both.\nTIE."), Verdict::Tie);
+        assert_eq!(parse_verdict("A is shorter, but\nResponse B is better."), Verdict::B);
+        assert_eq!(parse_verdict("Final answer: A\n\nHope this helps!"), Verdict::A);
+        assert_eq!(parse_verdict("Response B"), Verdict::B);
+        assert_eq!(
+            parse_verdict("a better one would be longer"),
+            Verdict::Invalid { reply: "a better one would be longer".into() }
+        );
+        assert_eq!(parse_verdict("A > B"), Verdict::Invalid { reply: "A > B".into() });
+        assert_eq!(parse_verdict("  \n "), Verdict::Invalid { reply: "  \n ".into() });
+        assert_eq!(parse_verdict("tied"), Verdict::Invalid { reply: "tied".into() });
+    }
+
+    #[test]
+    fn message_lists_render_with_roles() {
+        let conv = json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]);
+        assert_eq!(render_text(&conv).unwrap(), "System:\nBe brief.\n\nUser:\n2+2?");
+        assert_eq!(render_text(&json!([{"role": "assistant", "content": "4"}])).unwrap(), "4");
+        assert!(render_text(&json!([{"role": "user"}])).unwrap_err().contains("[0].content"));
+        assert!(render_text(&json!(3)).unwrap_err().contains("a number"));
+    }
+
+    #[test]
+    fn guidelines_go_first_and_the_format_is_always_asked() {
+        let m = pairwise_messages("Be fair.", "p", "x", "y");
+        assert_eq!((m[0].role.as_str(), m[0].content.as_str()), ("system", "Be fair."));
+        assert!(m[1].content.contains("[Response A]\nx\n[Response B]\ny\n"));
+        assert!(m[1].content.ends_with("A, B or tie."));
+        assert_eq!(pairwise_messages("", "p", "x", "y").len(), 1);
+    }
+}
