@@ -56,8 +56,12 @@ enum Command {
     ServeBench(commands::serve::BenchArgs),
     /// RLAIF: preference pairs from an LLM judge behind any OpenAI-compatible endpoint.
     Judge(commands::judge::Args),
+    /// Constitutional AI: generate, critique against principles, revise → SFT data and preference pairs.
+    Constitution(commands::constitution::Args),
     /// Rejection-sampling fine-tuning (RAFT / best-of-n): sample, score, keep the best, SFT, repeat.
     Raft(commands::raft::Args),
+    /// Iterative RLHF: each round collects from the current policy, gets preferences, retrains the reward model with replay, runs PPO or GRPO, and resets the reference.
+    Iterate(commands::iterate::Args),
     /// report.html: every run's curves (SVG) and the evaluation tables, self-contained.
     Report(commands::report::Args),
     /// Fold LoRA adapters into their base model.
@@ -89,7 +93,9 @@ fn main() {
         Command::Serve(a) => commands::serve::run(a),
         Command::Report(a) => commands::report::run(a),
         Command::Judge(a) => commands::judge::run(a),
+        Command::Constitution(a) => commands::constitution::run(a),
         Command::Raft(a) => commands::raft::run(a),
+        Command::Iterate(a) => commands::iterate::run(a),
         Command::ServeBench(a) => commands::serve::bench(a),
     };
     if let Err(e) = result {

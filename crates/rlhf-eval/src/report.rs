@@ -18,9 +18,14 @@ pub enum ReportError {
 type Result<T> = std::result::Result<T, ReportError>;
 type Row = Map<String, Value>;
 
-/// Metrics first in this order; the rest alphabetically.
-const FIRST: &[&str] =
-    &["loss", "reward", "reward_mean", "accuracy", "kl", "kl_mean", "entropy", "response_length", "lr", "grad_norm"];
+/// Metric families first in this order (`reward` covers `reward/mean`, `reward_std`, …); the
+/// rest alphabetically.
+const FIRST: &[&str] = &["loss", "reward", "accuracy", "kl", "entropy", "response_length", "value", "lr", "grad_norm"];
+
+fn family_rank(name: &str) -> usize {
+    let in_family = |f: &&str| name == *f || name.strip_prefix(f).is_some_and(|rest| rest.starts_with(['/', '_']));
+    FIRST.iter().position(in_family).unwrap_or(FIRST.len())
+}
 /// Bookkeeping, not curves.
 const SKIP: &[&str] = &["step", "time", "epoch", "round"];
 const MAX_CHARTS: usize = 30;
@@ -93,7 +98,7 @@ fn metric_names(rows: &[Row]) -> Vec<String> {
             }
         }
     }
-    names.sort_by_key(|n| (FIRST.iter().position(|f| f == n).unwrap_or(FIRST.len()), n.clone()));
+    names.sort_by_key(|n| (family_rank(n), n.clone()));
     names
 }
 
@@ -105,10 +110,8 @@ fn series(rows: &[Row], key: &str, name: &str) -> Series {
 fn cell(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => "–".into(),
-        Some(Value::Number(n)) => match n.as_f64() {
-            Some(x) if x.fract() != 0.0 => format!("{x:.3}"),
-            _ => n.to_string(),
-        },
+        Some(Value::Number(n)) if n.is_f64() => n.as_f64().map_or_else(|| n.to_string(), |x| format!("{x:.3}")),
+        Some(Value::Number(n)) => n.to_string(),
         Some(Value::String(s)) => escape(s),
         Some(other) => escape(&other.to_string()),
     }
@@ -122,7 +125,7 @@ h1{font-size:22px}h2{font-size:17px;margin-top:32px}.meta{color:#5a6275}\
 svg{width:100%;height:auto}svg .grid{stroke:#e5e8ef;stroke-width:1}svg .tick{font-size:10px;fill:#5a6275}\
 svg .title{font-size:12px;font-weight:600;fill:#1d2330}svg .legend{font-size:10px}\
 table{border-collapse:collapse;margin:8px 0}th,td{padding:4px 10px;border-bottom:1px solid #e5e8ef;text-align:right}\
-th:first-child,td:first-child{text-align:left}th{font-size:12px;color:#5a6275}";
+th:first-child,td:first-child{text-align:left}th{font-size:12px;color:#5a6275}.wide{overflow-x:auto}";
 
 /// The whole report as one HTML document.
 pub fn render(title: &str, runs: &[Run], evals: &[EvalTable]) -> String {
@@ -136,7 +139,11 @@ pub fn render(title: &str, runs: &[Run], evals: &[EvalTable]) -> String {
         evals.len()
     );
     for t in evals {
-        let _ = write!(h, "<h2>Evaluation: {}</h2><table><thead><tr>", escape(&t.source.display().to_string()));
+        let _ = write!(
+            h,
+            "<h2>Evaluation: {}</h2><div class=\"wide\"><table><thead><tr>",
+            escape(&t.source.display().to_string())
+        );
         for c in &t.columns {
             let _ = write!(h, "<th>{}</th>", escape(c));
         }
@@ -148,7 +155,7 @@ pub fn render(title: &str, runs: &[Run], evals: &[EvalTable]) -> String {
             }
             h.push_str("</tr>");
         }
-        h.push_str("</tbody></table>");
+        h.push_str("</tbody></table></div>");
     }
     for run in runs {
         let steps = run.rows.iter().filter_map(|r| r.get("step")?.as_f64()).fold(0.0, f64::max);
@@ -202,6 +209,9 @@ mod tests {
             row(json!({"step": 2, "time": 70.0, "loss": 1.0, "lr": 1e-5, "eval/loss": 1.5, "note": "x"})),
         ];
         assert_eq!(metric_names(&rows), vec!["loss", "lr", "zeta"]);
+        let families =
+            [row(json!({"step": 1, "entropy": 1, "reward/mean": 1, "reward_std": 1, "rewardish": 1, "kl": 1}))];
+        assert_eq!(metric_names(&families), vec!["reward/mean", "reward_std", "kl", "entropy", "rewardish"]);
         let html = render("t", &[Run { name: "runs/<a>".into(), dir: "runs/a".into(), rows }], &[]);
         assert!(html.contains("Run: runs/&lt;a&gt;"));
         assert!(html.contains("2 steps, 1.0 min"));

@@ -1,5 +1,6 @@
 //! `rlhf collect`: K responses per prompt, spread over temperatures and deduplicated, into a
-//! labelling queue (`rlhf label serve` shows them to annotators).
+//! labelling queue (`rlhf label serve` shows them to annotators) or a JSONL file of candidate
+//! sets (`--out`, what `rlhf judge` reads).
 
 use crate::{loading, progress};
 use anyhow::{bail, Context, Result};
@@ -12,6 +13,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("dest").required(true).args(["db", "out"])))]
 pub struct Args {
     /// HF folder, .gguf file, or `default`.
     #[arg(long)]
@@ -27,7 +29,10 @@ pub struct Args {
     temperatures: Vec<f64>,
     /// The labelling database (created if missing; items are appended).
     #[arg(long)]
-    db: PathBuf,
+    db: Option<PathBuf>,
+    /// Instead of a database: candidate sets `{"prompt", "responses"}` as JSONL (for `rlhf judge`).
+    #[arg(long)]
+    out: Option<PathBuf>,
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
     #[arg(long)]
@@ -73,7 +78,11 @@ pub fn run(a: Args) -> Result<()> {
     if prompts.is_empty() {
         bail!("{}: no prompts", a.prompts.display());
     }
-    let mut db = LabelDb::open(&a.db)?;
+    let mut sink = match (&a.db, &a.out) {
+        (Some(db), _) => Sink::Db(LabelDb::open(db)?, db.clone()),
+        (None, Some(out)) => Sink::Jsonl(String::new(), out.clone()),
+        (None, None) => bail!("give --db DB or --out FILE"),
+    };
     // responses[p] = (text, temperature), distinct by dedup_key, in sampling order.
     let mut responses: Vec<Vec<(String, f64)>> = vec![vec![]; prompts.len()];
     let mut seen: Vec<HashSet<String>> = vec![HashSet::new(); prompts.len()];
@@ -125,26 +134,52 @@ pub fn run(a: Args) -> Result<()> {
             short += 1;
         }
         let json = prompt_json(&p.prompt);
-        let item = NewItem {
-            prompt: prompt_text(&json),
-            prompt_json: Some(json),
-            source: Some(p.source.to_string()),
-            responses: got
-                .into_iter()
-                .map(|(text, t)| NewResponse {
-                    text,
-                    temperature: Some(t),
-                    model: Some(loaded.path.display().to_string()),
-                })
-                .collect(),
-        };
-        db.add_item(&item).with_context(|| format!("queueing {}", p.source))?;
+        match &mut sink {
+            Sink::Db(db, _) => {
+                let item = NewItem {
+                    prompt: prompt_text(&json),
+                    prompt_json: Some(json),
+                    source: Some(p.source.to_string()),
+                    responses: got
+                        .into_iter()
+                        .map(|(text, t)| NewResponse {
+                            text,
+                            temperature: Some(t),
+                            model: Some(loaded.path.display().to_string()),
+                        })
+                        .collect(),
+                };
+                db.add_item(&item).with_context(|| format!("queueing {}", p.source))?;
+            }
+            Sink::Jsonl(text, _) => {
+                let (responses, temperatures): (Vec<String>, Vec<f64>) = got.into_iter().unzip();
+                let row = json!({"prompt": json, "responses": responses, "temperatures": temperatures,
+                    "source": p.source.to_string()});
+                text.push_str(&format!("{row}\n"));
+            }
+        }
         items += 1;
     }
+    let (verb, dest) = match sink {
+        Sink::Db(_, path) => ("queued", path),
+        Sink::Jsonl(text, path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            ("wrote", path)
+        }
+    };
     println!(
-        "queued {items} prompts × up to {} responses in {} ({short} with fewer distinct responses, {dropped} dropped)",
+        "{verb} {items} prompts × up to {} responses in {} ({short} with fewer distinct responses, {dropped} dropped)",
         a.k,
-        a.db.display()
+        dest.display()
     );
     Ok(())
+}
+
+/// Where the candidate sets go: the labelling queue, or a JSONL file written at the end.
+enum Sink {
+    Db(LabelDb, PathBuf),
+    Jsonl(String, PathBuf),
 }

@@ -2,27 +2,19 @@
 //! (ours, vLLM, llama.cpp, a hosted API). Each pair is judged in both orders; replies are cached
 //! on disk as they arrive, so rerunning the same command after a failure resumes it.
 
+use super::endpoint::EndpointArgs;
 use crate::progress;
 use anyhow::{bail, Context, Result};
-use rlhf_reward::judge::{judge_with_progress, read_items, JudgeConfig, Outcome, ReplyCache, Verdict};
+use rlhf_reward::judge::{judge_with_progress, read_items, Outcome, ReplyCache, Verdict};
 use serde_json::json;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// API root of the judge, e.g. http://127.0.0.1:8000/v1 (requests go to <url>/chat/completions).
-    #[arg(long)]
-    url: String,
-    /// Model name the endpoint knows the judge by.
-    #[arg(long)]
-    model: String,
-    /// Name of the environment variable holding the API key (the key itself never goes on the
-    /// command line, where `ps` and shell history would show it).
-    #[arg(long)]
-    api_key_env: Option<String>,
+    #[command(flatten)]
+    endpoint: EndpointArgs,
     /// JSONL of candidate sets {"prompt", "responses": [...]} or pairs {"prompt", "chosen", "rejected"}.
     #[arg(long)]
     data: PathBuf,
@@ -38,12 +30,6 @@ pub struct Args {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
-    /// Per-request timeout, in seconds.
-    #[arg(long, default_value_t = 60.0)]
-    timeout_s: f64,
-    /// Extra attempts after a timeout, connection error, 408, 429 or 5xx.
-    #[arg(long, default_value_t = 5)]
-    max_retries: u32,
     /// Room for the judge's reasoning before its verdict line.
     #[arg(long, default_value_t = 512)]
     max_tokens: u32,
@@ -68,28 +54,13 @@ fn preview(reply: &str) -> String {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if !(a.timeout_s.is_finite() && a.timeout_s > 0.0) {
-        bail!("--timeout-s {}: give a positive number of seconds", a.timeout_s);
-    }
     if a.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
     if a.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
-    let api_key = match &a.api_key_env {
-        None => None,
-        Some(var) => match std::env::var(var) {
-            Ok(key) if !key.trim().is_empty() => Some(key.trim().to_string()),
-            Ok(_) => bail!("--api-key-env {var}: the environment variable is empty"),
-            Err(std::env::VarError::NotPresent) => bail!("--api-key-env {var}: the environment variable is not set"),
-            Err(std::env::VarError::NotUnicode(_)) => bail!("--api-key-env {var}: the value is not valid UTF-8"),
-        },
-    };
-    let mut config = JudgeConfig::new(&a.url, &a.model);
-    config.api_key = api_key;
-    config.timeout = Duration::from_secs_f64(a.timeout_s);
-    config.max_retries = a.max_retries;
+    let mut config = a.endpoint.config()?;
     config.max_tokens = a.max_tokens;
     config.concurrency = a.concurrency;
     if let Some(path) = &a.guidelines {
@@ -117,8 +88,8 @@ pub fn run(a: Args) -> Result<()> {
         "judging {pairs} pairs from {} lines of {} in both orders with {} at {} ({} cached replies in {})",
         items.len(),
         a.data.display(),
-        a.model,
-        a.url,
+        a.endpoint.model,
+        a.endpoint.url,
         load.entries,
         cache_path.display()
     );
@@ -137,7 +108,7 @@ pub fn run(a: Args) -> Result<()> {
         )
     })?;
 
-    let rows = report.rows(&items, &a.model);
+    let rows = report.rows(&items, &a.endpoint.model);
     let tmp = {
         let mut name = OsString::from(a.out.as_os_str());
         name.push(".tmp");

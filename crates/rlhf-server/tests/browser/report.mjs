@@ -25,7 +25,7 @@ try {
     width: document.querySelector('figure svg')?.getBoundingClientRect().width ?? 0,
   }));
   if (summary.charts === 0 || summary.width < 100) problems.push(`no charts rendered: ${JSON.stringify(summary)}`);
-  await page.screenshot({ path: out, fullPage: true });
+  await page.screenshot({ path: out, fullPage: !process.env.VIEWPORT_ONLY });
 } finally {
   await browser.close();
 }

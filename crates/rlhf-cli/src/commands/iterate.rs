@@ -1,0 +1,643 @@
+//! `rlhf iterate`: the iterative RLHF outer loop. Each round collects K responses per prompt
+//! from the current policy, gets preferences on them (an LLM judge or human labels), retrains
+//! the reward model on this round's pairs plus a replayed share of earlier rounds' pairs (so it
+//! does not forget the earlier policies' mistakes), runs PPO or GRPO against it with the round's
+//! starting policy as the frozen reference, and evaluates the new policy against the round's
+//! start and the original policy.
+//!
+//! Every stage is the `rlhf` binary itself run as a child process, so stages stay isolated (one
+//! model in memory at a time, each with its own run folder) and behave exactly as when run by
+//! hand. A round that ends with no preference pairs stops the run with an error: training a
+//! reward model on replayed rows alone would only repeat the previous round.
+
+use crate::config::{load_config, to_toml_string};
+use anyhow::{bail, Context, Result};
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// TOML configuration (see `examples/iterate.toml`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Shortcut for `--set rounds=…`.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Override one key, e.g. `--set replay_share=0.2` (repeatable; wins over --config).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// `rlhf judge` on the round's candidates.
+    Judge,
+    /// `rlhf label export` of a labelling database (the round's candidates are queued in it).
+    Labels,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PreferencesSection {
+    pub source: Source,
+    /// Judge: API root of an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.
+    pub url: String,
+    /// Judge: the model name the endpoint knows.
+    pub model: String,
+    /// Judge: environment variable holding the API key (empty: none).
+    pub api_key_env: String,
+    /// Judge: a guidelines file for its system prompt (empty: the built-in one).
+    pub guidelines: String,
+    /// Judge: room for its reasoning before the verdict line.
+    pub max_tokens: u32,
+    /// Labels: the labelling database. Each round queues its candidates there and trains on the
+    /// pairs of items that no earlier round used.
+    pub db: String,
+}
+
+impl Default for PreferencesSection {
+    fn default() -> Self {
+        Self {
+            source: Source::Judge,
+            url: String::new(),
+            model: String::new(),
+            api_key_env: String::new(),
+            guidelines: String::new(),
+            max_tokens: 512,
+            db: String::new(),
+        }
+    }
+}
+
+/// A stage's own config file and extra `--set` overrides, passed through unchanged (they come
+/// after the flags `iterate` sets, so they win).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StageSection {
+    pub config: String,
+    pub set: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    Ppo,
+    Grpo,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RlSection {
+    pub algorithm: Algorithm,
+    pub config: String,
+    pub set: Vec<String>,
+}
+
+impl Default for RlSection {
+    fn default() -> Self {
+        Self { algorithm: Algorithm::Ppo, config: String::new(), set: Vec::new() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalStage {
+    /// Held-out prompts with answers (`rlhf eval --prompts`).
+    pub prompts: String,
+    pub limit: usize,
+    /// `math` or `last_integer`.
+    pub verifier: String,
+    pub max_new_tokens: usize,
+}
+
+impl Default for EvalStage {
+    fn default() -> Self {
+        Self { prompts: String::new(), limit: 100, verifier: "math".into(), max_new_tokens: 48 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IterateConfig {
+    /// The starting policy (usually the SFT model); win rates are measured against it.
+    pub policy: String,
+    /// The run folder: `round-R/` per round, `rounds.jsonl`, `eval.jsonl`, `report.html`.
+    pub out: String,
+    pub rounds: usize,
+    /// Prompts (JSONL, `prompt` plus optional `answer`); round R takes the next
+    /// `prompts_per_round` lines, wrapping around.
+    pub prompts: String,
+    /// 0: every prompt every round.
+    pub prompts_per_round: usize,
+    /// Responses per prompt (2–9).
+    pub k: usize,
+    pub temperatures: Vec<f64>,
+    /// Longest sampled response in tokens (`rlhf collect --max-new-tokens`).
+    pub max_new_tokens: usize,
+    /// Share of all earlier rounds' pairs added to each round's reward-model data (0–1).
+    pub replay_share: f64,
+    /// Seeds the replay sampling and each round's collection.
+    pub seed: u64,
+    pub preferences: PreferencesSection,
+    pub reward: StageSection,
+    pub rl: RlSection,
+    pub eval: EvalStage,
+}
+
+impl Default for IterateConfig {
+    fn default() -> Self {
+        Self {
+            policy: String::new(),
+            out: String::new(),
+            rounds: 2,
+            prompts: String::new(),
+            prompts_per_round: 64,
+            k: 4,
+            temperatures: vec![0.6, 0.8, 1.0, 1.2],
+            max_new_tokens: 256,
+            replay_share: 0.1,
+            seed: 0,
+            preferences: PreferencesSection::default(),
+            reward: StageSection::default(),
+            rl: RlSection::default(),
+            eval: EvalStage::default(),
+        }
+    }
+}
+
+fn check(cfg: &IterateConfig) -> Result<()> {
+    let need = |value: &str, key: &str, what: &str| {
+        if value.trim().is_empty() {
+            bail!("`{key}` is not set: give {what}");
+        }
+        Ok(())
+    };
+    need(&cfg.policy, "policy", "the starting model (e.g. runs/sft/final)")?;
+    need(&cfg.out, "out", "a run folder")?;
+    need(&cfg.prompts, "prompts", "a JSONL prompt file")?;
+    need(&cfg.eval.prompts, "eval.prompts", "held-out prompts with answers for `rlhf eval`")?;
+    if cfg.rounds == 0 {
+        bail!("rounds = 0: run at least one round");
+    }
+    if !(2..=9).contains(&cfg.k) {
+        bail!("k = {}: use 2 to 9 responses per prompt", cfg.k);
+    }
+    if !(0.0..=1.0).contains(&cfg.replay_share) {
+        bail!("replay_share = {}: give a share between 0 and 1", cfg.replay_share);
+    }
+    match cfg.preferences.source {
+        Source::Judge => {
+            need(&cfg.preferences.url, "preferences.url", "the judge's API root, e.g. http://127.0.0.1:8000/v1")?;
+            need(&cfg.preferences.model, "preferences.model", "the judge's model name")?;
+        }
+        Source::Labels => need(&cfg.preferences.db, "preferences.db", "the labelling database")?,
+    }
+    if !["math", "last_integer"].contains(&cfg.eval.verifier.as_str()) {
+        bail!("eval.verifier = {:?}: use \"math\" or \"last_integer\"", cfg.eval.verifier);
+    }
+    Ok(())
+}
+
+/// TOML string literal, for `--set key=…` values that are paths.
+fn quoted(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Runs one stage (`rlhf <args>`), its stderr streamed through and its stdout copied to our
+/// stderr, so `iterate`'s own stdout is only its summary.
+fn stage(round: usize, name: &str, args: &[String]) -> Result<()> {
+    eprintln!("\n== round {round}: {name} ==\nrlhf {}", args.join(" "));
+    let exe = std::env::current_exe().context("locating the rlhf binary")?;
+    let out = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("round {round}: starting the {name} stage"))?;
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        bail!("round {round}: the {name} stage (`rlhf {}`) failed ({}); see its output above", args[0], out.status);
+    }
+    Ok(())
+}
+
+fn read_jsonl(path: &Path) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not JSON", path.display(), i + 1)))
+        .collect()
+}
+
+fn write_jsonl(path: &Path, rows: &[Value]) -> Result<()> {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn append_jsonl(path: &Path, rows: &[Value]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    for r in rows {
+        writeln!(f, "{r}").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Round `round`'s slice of the prompt lines: the next `n` after the previous rounds', wrapping.
+fn round_prompts(lines: &[String], n: usize, round: usize) -> Vec<String> {
+    if n == 0 || n >= lines.len() {
+        return lines.to_vec();
+    }
+    let start = (round - 1) * n;
+    (start..start + n).map(|i| lines[i % lines.len()].clone()).collect()
+}
+
+/// `replay_share` of the earlier rounds' pairs (all of them pooled), sampled without
+/// replacement with a seeded RNG: (rows, how many came from each round).
+fn replay(
+    earlier: &[(usize, Vec<Value>)],
+    share: f64,
+    seed: u64,
+    round: usize,
+) -> (Vec<Value>, BTreeMap<usize, usize>) {
+    let pool: Vec<(usize, &Value)> = earlier.iter().flat_map(|(r, rows)| rows.iter().map(move |v| (*r, v))).collect();
+    let n = ((share * pool.len() as f64).round() as usize).min(pool.len());
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (round as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut picked: Vec<usize> = sample(&mut rng, pool.len(), n).into_vec();
+    picked.sort_unstable();
+    let mut from = BTreeMap::new();
+    let rows = picked
+        .into_iter()
+        .map(|i| {
+            *from.entry(pool[i].0).or_insert(0) += 1;
+            pool[i].1.clone()
+        })
+        .collect();
+    (rows, from)
+}
+
+/// The last value of `key` in a run's metrics.jsonl.
+fn last_metric(run: &Path, key: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).ok()?;
+    text.lines().rev().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find_map(|v| v.get(key)?.as_f64())
+}
+
+fn collect_args(cfg: &IterateConfig, policy: &str, prompts: &Path, dest: (&str, &Path), round: usize) -> Vec<String> {
+    let temperatures: Vec<String> = cfg.temperatures.iter().map(|t| t.to_string()).collect();
+    vec![
+        "collect".into(),
+        "--model".into(),
+        policy.into(),
+        "--prompts".into(),
+        path_str(prompts),
+        "--k".into(),
+        cfg.k.to_string(),
+        "--temperatures".into(),
+        temperatures.join(","),
+        "--max-new-tokens".into(),
+        cfg.max_new_tokens.to_string(),
+        "--seed".into(),
+        cfg.seed.wrapping_add(round as u64).to_string(),
+        dest.0.into(),
+        path_str(dest.1),
+    ]
+}
+
+/// Steps (1)–(2): candidates from the current policy and this round's preference pairs.
+fn preferences(
+    cfg: &IterateConfig,
+    policy: &str,
+    dir: &Path,
+    round: usize,
+    used_items: &mut HashSet<String>,
+) -> Result<Vec<Value>> {
+    let prompts = dir.join("prompts.jsonl");
+    let pairs_path = dir.join("pairs.jsonl");
+    let p = &cfg.preferences;
+    let rows = match p.source {
+        Source::Judge => {
+            let candidates = dir.join("candidates.jsonl");
+            stage(round, "collect", &collect_args(cfg, policy, &prompts, ("--out", &candidates), round))?;
+            let mut args = vec![
+                "judge".into(),
+                "--url".into(),
+                p.url.clone(),
+                "--model".into(),
+                p.model.clone(),
+                "--data".into(),
+                path_str(&candidates),
+                "--out".into(),
+                path_str(&pairs_path),
+                "--max-tokens".into(),
+                p.max_tokens.to_string(),
+            ];
+            if !p.api_key_env.is_empty() {
+                args.extend(["--api-key-env".into(), p.api_key_env.clone()]);
+            }
+            if !p.guidelines.is_empty() {
+                args.extend(["--guidelines".into(), p.guidelines.clone()]);
+            }
+            stage(round, "judge", &args)?;
+            read_jsonl(&pairs_path)?
+        }
+        Source::Labels => {
+            let db = Path::new(&p.db);
+            stage(round, "collect", &collect_args(cfg, policy, &prompts, ("--db", db), round))?;
+            let export = dir.join("labels_export.jsonl");
+            let args = ["label", "export", "--db", &p.db, "--format", "pairs", "--out", &path_str(&export)];
+            stage(round, "label export", &args.map(String::from))?;
+            // Only items no earlier round trained on: those are in the replay pool already.
+            let fresh: Vec<Value> = read_jsonl(&export)?
+                .into_iter()
+                .filter(|r| !used_items.contains(&r.get("item").map(|i| i.to_string()).unwrap_or_default()))
+                .collect();
+            used_items.extend(fresh.iter().filter_map(|r| r.get("item")).map(|i| i.to_string()));
+            write_jsonl(&pairs_path, &fresh)?;
+            fresh
+        }
+    };
+    if rows.is_empty() {
+        let why = match p.source {
+            Source::Judge => "the judge preferred neither response consistently in every pair (all ties or no verdict)",
+            Source::Labels => "no newly labelled items in the database",
+        };
+        bail!(
+            "round {round}: 0 preference pairs ({why}); nothing new to train the reward model on. \
+             The round's data is kept in {}",
+            dir.display()
+        );
+    }
+    Ok(rows)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut sets = Vec::new();
+    if let Some(r) = a.rounds {
+        sets.push(format!("rounds={r}"));
+    }
+    sets.extend(a.sets.iter().cloned());
+    let cfg: IterateConfig = load_config(a.config.as_deref(), &sets)?;
+    check(&cfg)?;
+    let out = PathBuf::from(&cfg.out);
+    if out.join("rounds.jsonl").exists() || out.join("round-1").exists() {
+        bail!("{} already holds an iterate run; choose another `out`", out.display());
+    }
+    let text = std::fs::read_to_string(&cfg.prompts).with_context(|| format!("reading prompts {}", cfg.prompts))?;
+    let lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect();
+    if lines.is_empty() {
+        bail!("{}: no prompts", cfg.prompts);
+    }
+    if let Some((i, _)) = lines.iter().enumerate().find(|(_, l)| serde_json::from_str::<Value>(l).is_err()) {
+        bail!("{}:{}: not JSON (iterate reads prompts as JSONL)", cfg.prompts, i + 1);
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("config.toml"), to_toml_string(&cfg)?)?;
+
+    let original = cfg.policy.clone();
+    let mut policy = original.clone();
+    let mut earlier: Vec<(usize, Vec<Value>)> = Vec::new();
+    let mut used_items = HashSet::new();
+    let mut summaries = Vec::new();
+    for round in 1..=cfg.rounds {
+        let dir = out.join(format!("round-{round}"));
+        std::fs::create_dir_all(&dir)?;
+        let prompts = round_prompts(&lines, cfg.prompts_per_round, round);
+        std::fs::write(dir.join("prompts.jsonl"), prompts.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+
+        // (1)–(2) candidates and preferences.
+        let pairs = preferences(&cfg, &policy, &dir, round, &mut used_items)?;
+
+        // (3) this round's pairs plus the replayed share of the earlier rounds'.
+        let (replayed, from) = replay(&earlier, cfg.replay_share, cfg.seed, round);
+        let tag = |rows: &[Value], r: usize| -> Vec<Value> {
+            rows.iter()
+                .map(|v| {
+                    let mut v = v.clone();
+                    if let Some(o) = v.as_object_mut() {
+                        o.entry("round").or_insert(json!(r));
+                    }
+                    v
+                })
+                .collect()
+        };
+        let mut rm_rows = tag(&pairs, round);
+        rm_rows.extend(replayed.iter().cloned());
+        let rm_data = dir.join("rm_data.jsonl");
+        write_jsonl(&rm_data, &rm_rows)?;
+        let replayed_from: Map<String, Value> = from.iter().map(|(r, n)| (r.to_string(), json!(n))).collect();
+        eprintln!(
+            "round {round}: {} pairs + {} replayed (by round: {}) → {}",
+            pairs.len(),
+            replayed.len(),
+            Value::Object(replayed_from.clone()),
+            rm_data.display()
+        );
+        earlier.push((round, tag(&pairs, round)));
+
+        // (4) the reward model, from the round's starting policy.
+        let reward_dir = dir.join("reward");
+        let mut args: Vec<String> = vec!["reward".into()];
+        if !cfg.reward.config.is_empty() {
+            args.extend(["--config".into(), cfg.reward.config.clone()]);
+        }
+        args.extend([
+            "--model".into(),
+            policy.clone(),
+            "--data".into(),
+            path_str(&rm_data),
+            "--out".into(),
+            path_str(&reward_dir),
+        ]);
+        for s in &cfg.reward.set {
+            args.extend(["--set".into(), s.clone()]);
+        }
+        stage(round, "reward", &args)?;
+        let rm_final = reward_dir.join("final");
+
+        // (5) RL against it; the reference is the round's starting policy.
+        let policy_dir = dir.join("policy");
+        let command = match cfg.rl.algorithm {
+            Algorithm::Ppo => "ppo",
+            Algorithm::Grpo => "grpo",
+        };
+        let mut args: Vec<String> = vec![command.into()];
+        if !cfg.rl.config.is_empty() {
+            args.extend(["--config".into(), cfg.rl.config.clone()]);
+        }
+        args.extend([
+            "--model".into(),
+            policy.clone(),
+            "--data".into(),
+            path_str(&dir.join("prompts.jsonl")),
+            "--out".into(),
+            path_str(&policy_dir),
+            "--set".into(),
+            format!("reference={}", quoted(&policy)),
+            "--set".into(),
+            format!("rewards=[{{kind=\"reward_model\", path={}}}]", quoted(&path_str(&rm_final))),
+        ]);
+        if cfg.rl.algorithm == Algorithm::Ppo {
+            args.extend(["--set".into(), format!("critic.model={}", quoted(&path_str(&rm_final)))]);
+        }
+        for s in &cfg.rl.set {
+            args.extend(["--set".into(), s.clone()]);
+        }
+        stage(round, command, &args)?;
+        let new_policy = path_str(&policy_dir.join("final"));
+
+        // (6) the new policy against the round's start and the original policy.
+        let eval_path = dir.join("eval.jsonl");
+        let mut args: Vec<String> = vec![
+            "eval".into(),
+            "--prompts".into(),
+            cfg.eval.prompts.clone(),
+            "--limit".into(),
+            cfg.eval.limit.to_string(),
+            "--verifier".into(),
+            cfg.eval.verifier.clone(),
+            "--max-new-tokens".into(),
+            cfg.eval.max_new_tokens.to_string(),
+            "--reward-model".into(),
+            path_str(&rm_final),
+            "--reference".into(),
+            policy.clone(),
+            "--baseline".into(),
+            "original".into(),
+            "--out".into(),
+            path_str(&eval_path),
+            "--model".into(),
+            format!("original={original}"),
+        ];
+        if round > 1 {
+            args.extend(["--model".into(), format!("start={policy}")]);
+        }
+        args.extend(["--model".into(), format!("round-{round}={new_policy}")]);
+        stage(round, "eval", &args)?;
+        let eval_rows: Vec<Value> = read_jsonl(&eval_path)?
+            .into_iter()
+            .map(|mut v| {
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("round".into(), json!(round));
+                }
+                v
+            })
+            .collect();
+        append_jsonl(&out.join("eval.jsonl"), &eval_rows)?;
+        let new_row = eval_rows.iter().find(|v| v["model"] == json!(format!("round-{round}")));
+
+        let reward_key = if cfg.rl.algorithm == Algorithm::Ppo { "reward/score" } else { "reward/mean" };
+        let summary = json!({
+            "round": round,
+            "start_policy": policy,
+            "policy": new_policy,
+            "prompts": prompts.len(),
+            "pairs": pairs.len(),
+            "replayed": replayed.len(),
+            "replayed_from": replayed_from,
+            "rm_rows": rm_rows.len(),
+            "rm_eval_accuracy": last_metric(&reward_dir, "eval/accuracy"),
+            "rl_reward": last_metric(&policy_dir, reward_key),
+            "rl_kl": last_metric(&policy_dir, "kl/sequence"),
+            "accuracy": new_row.and_then(|v| v["accuracy"].as_f64()),
+            "rm_reward": new_row.and_then(|v| v["rm_reward"].as_f64()),
+            "win_rate_rm_vs_original": new_row.and_then(|v| v["win_rate_rm"].as_f64()),
+            "win_rate_verifier_vs_original": new_row.and_then(|v| v["win_rate_verifier"].as_f64()),
+            "kl_to_start": new_row.and_then(|v| v["kl_to_reference"].as_f64()),
+        });
+        append_jsonl(&out.join("rounds.jsonl"), std::slice::from_ref(&summary))?;
+        summaries.push(summary);
+        policy = new_policy;
+    }
+
+    let mut args: Vec<String> = vec!["report".into()];
+    for round in 1..=cfg.rounds {
+        args.extend(["--run".into(), path_str(&out.join(format!("round-{round}")))]);
+    }
+    args.extend([
+        "--eval".into(),
+        path_str(&out.join("eval.jsonl")),
+        "--out".into(),
+        path_str(&out.join("report.html")),
+        "--title".into(),
+        format!("rlhf iterate: {}", out.display()),
+    ]);
+    stage(cfg.rounds, "report", &args)?;
+    print_table(&summaries);
+    println!("final policy: {policy}\nper-round summary: {}", out.join("rounds.jsonl").display());
+    Ok(())
+}
+
+fn print_table(rows: &[Value]) {
+    let num = |v: &Value, k: &str| v[k].as_f64().map_or("–".to_string(), |x| format!("{x:.3}"));
+    println!(
+        "{:>5} {:>6} {:>8} {:>7} {:>9} {:>8} {:>9} {:>9} {:>11}",
+        "round", "pairs", "replayed", "RM acc", "RL reward", "RL KL", "accuracy", "RM score", "RM win/orig"
+    );
+    for r in rows {
+        println!(
+            "{:>5} {:>6} {:>8} {:>7} {:>9} {:>8} {:>9} {:>9} {:>11}",
+            r["round"].to_string(),
+            r["pairs"].to_string(),
+            r["replayed"].to_string(),
+            num(r, "rm_eval_accuracy"),
+            num(r, "rl_reward"),
+            num(r, "rl_kl"),
+            num(r, "accuracy"),
+            num(r, "rm_reward"),
+            num(r, "win_rate_rm_vs_original"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(round: usize, n: usize) -> (usize, Vec<Value>) {
+        (round, (0..n).map(|i| json!({"round": round, "i": i})).collect())
+    }
+
+    #[test]
+    fn replay_takes_the_share_of_all_earlier_pairs_without_repeats() {
+        let earlier = [rows(1, 10), rows(2, 30)];
+        let (picked, from) = replay(&earlier, 0.25, 3, 3);
+        assert_eq!(picked.len(), 10);
+        assert_eq!(from.values().sum::<usize>(), 10);
+        let distinct: HashSet<String> = picked.iter().map(|v| v.to_string()).collect();
+        assert_eq!(distinct.len(), 10);
+        for (r, n) in &from {
+            assert_eq!(picked.iter().filter(|v| v["round"] == *r).count(), *n);
+        }
+        assert_eq!(replay(&earlier, 0.25, 3, 3).0, picked, "seeded");
+        assert_ne!(replay(&earlier, 0.25, 4, 3).0, picked, "another seed, another sample");
+        assert_eq!(replay(&earlier, 1.0, 3, 3).0.len(), 40);
+        assert!(replay(&earlier, 0.0, 3, 3).0.is_empty());
+        assert!(replay(&[], 0.5, 3, 1).0.is_empty());
+    }
+
+    #[test]
+    fn rounds_take_consecutive_prompt_slices_and_wrap() {
+        let lines: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        assert_eq!(round_prompts(&lines, 2, 1), ["0", "1"]);
+        assert_eq!(round_prompts(&lines, 2, 3), ["4", "0"]);
+        assert_eq!(round_prompts(&lines, 0, 2), lines);
+        assert_eq!(round_prompts(&lines, 9, 2), lines);
+    }
+}
