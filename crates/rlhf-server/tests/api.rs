@@ -186,7 +186,9 @@ fn refusals_are_4xx_with_a_message_and_store_nothing() {
         assert_eq!(stored(&f), 0, "{what}: a refused request stored something");
     }
     // Names and paths are checked too.
-    assert_eq!(call(&f, "POST", "/api/assignments/1%20OR%201=1", Some(&f.alice), Some(&good)).0, 400);
+    let (status, reply) = call(&f, "POST", "/api/assignments/1%20OR%201=1", Some(&f.alice), Some(&good));
+    assert_eq!(status, 400);
+    assert!(reply["error"].as_str().unwrap_or_default().contains("must be a number"), "{reply}");
     assert_eq!(call(&f, "GET", "/api/task", None, None).0, 401);
     assert_eq!(call(&f, "GET", "/api/admin/summary", Some(&f.alice), None).0, 403);
     assert_eq!(call(&f, "PUT", "/api/guidelines", Some(&f.alice), Some(r#"{"text": "mine"}"#)).0, 403);

@@ -9,7 +9,7 @@ use super::agreement::{self, AgreementReport};
 use super::db::{Allocation, Annotator, AnnotatorCounts, Decision, ItemCounts, LabelDb, Progress, Role, Task};
 use super::error::LabelError;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -215,11 +215,14 @@ impl AnswerBody {
 
 async fn answer(
     State(state): State<AppState>,
-    UrlPath(assignment): UrlPath<i64>,
+    assignment: Result<UrlPath<i64>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let who = authenticate(&state, &headers).await?;
+    let UrlPath(assignment) = assignment.map_err(|_| {
+        ApiError(StatusCode::BAD_REQUEST, "the assignment in the URL must be a number, as /api/task gave it".into())
+    })?;
     let (decision, comment) = parse_body::<AnswerBody>(body, state.opts.max_body_bytes)?.decision()?;
     let duplicate = with_db(&state, move |db| db.submit(&who, assignment, &decision, comment.as_deref())).await?;
     Ok(Json(json!({ "stored": true, "duplicate": duplicate })))
