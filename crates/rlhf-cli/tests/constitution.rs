@@ -7,8 +7,6 @@ mod common;
 
 use common::p;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,50 +24,22 @@ fn between<'a>(text: &'a str, from: &str, to: &str) -> &'a str {
 ///
 /// Returns the base URL and the number of requests served.
 fn fake_model() -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}/v1", listener.local_addr().unwrap());
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&hits);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let counter = Arc::clone(&counter);
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap();
-                    }
-                }
-                let mut body = vec![0; length];
-                reader.read_exact(&mut body).unwrap();
-                counter.fetch_add(1, Ordering::SeqCst);
-                let body: Value = serde_json::from_slice(&body).unwrap();
-                let user = body["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap();
-                let content = if user.contains("falls short of the principle") {
-                    format!("Fails {}", between(user, "Principle: ", "\n"))
-                } else if user.contains("Rewrite the response") {
-                    let response = between(user, "\nResponse: ", "\nCritique: ");
-                    if between(user, "\nRequest: ", "\nResponse: ").contains("SAME") {
-                        response.to_string()
-                    } else {
-                        format!("{response} + {}", between(user, "Principle: ", "\n"))
-                    }
-                } else {
-                    format!("Answer to {user}")
-                };
-                let reply = json!({"choices": [{"message": {"role": "assistant", "content": content}}]}).to_string();
-                let mut stream = stream;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-                    reply.len()
-                );
-            });
+    let base = common::fake_chat_endpoint(move |body, _| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let user = body["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap();
+        if user.contains("falls short of the principle") {
+            format!("Fails {}", between(user, "Principle: ", "\n"))
+        } else if user.contains("Rewrite the response") {
+            let response = between(user, "\nResponse: ", "\nCritique: ");
+            if between(user, "\nRequest: ", "\nResponse: ").contains("SAME") {
+                response.to_string()
+            } else {
+                format!("{response} + {}", between(user, "Principle: ", "\n"))
+            }
+        } else {
+            format!("Answer to {user}")
         }
     });
     (base, hits)

@@ -6,59 +6,18 @@ mod common;
 
 use common::{lines, p};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 
 /// A judge endpoint answering every chat completion with `verdict(a, b)`; returns its API root.
 fn fake_judge(verdict: fn(&str, &str) -> &'static str) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}/v1", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || answer(stream, verdict));
-        }
-    });
-    base
-}
-
-fn answer(stream: TcpStream, verdict: fn(&str, &str) -> &'static str) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let (mut length, mut line) = (0usize, String::new());
-    reader.read_line(&mut line).unwrap();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((name, value)) = line.trim_end().split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().unwrap();
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    let body: Value = serde_json::from_slice(&body).unwrap();
-    let user = body["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_string();
-    let between = |from: &str, to: &str| {
-        user.split(from).nth(1).and_then(|rest| rest.split(to).next()).unwrap_or_default().to_string()
-    };
-    let (a, b) = (between("[Response A]\n", "\n[Response B]\n"), between("[Response B]\n", "\nWhich response"));
-    let reply = json!({
-        "id": "x", "object": "chat.completion", "model": "fake",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("Verdict: {}", verdict(&a, &b))},
-            "finish_reason": "stop"}],
+    common::fake_chat_endpoint(move |body, _| {
+        let user = body["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_string();
+        let between = |from: &str, to: &str| {
+            user.split(from).nth(1).and_then(|rest| rest.split(to).next()).unwrap_or_default().to_string()
+        };
+        let (a, b) = (between("[Response A]\n", "\n[Response B]\n"), between("[Response B]\n", "\nWhich response"));
+        format!("Verdict: {}", verdict(&a, &b))
     })
-    .to_string();
-    let mut stream = stream;
-    let _ = stream.write_all(
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-            reply.len()
-        )
-        .as_bytes(),
-    );
 }
 
 fn prefer_longer(a: &str, b: &str) -> &'static str {

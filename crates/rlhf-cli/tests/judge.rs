@@ -6,8 +6,6 @@ mod common;
 
 use common::p;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -97,43 +95,15 @@ fn judges_every_pair_in_both_orders_and_reruns_from_the_cache() {
 /// A judge endpoint that prefers the longer response and records each request's Authorization
 /// header: (base URL, headers seen).
 fn fake_judge() -> (String, Arc<Mutex<Vec<Option<String>>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}/v1", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let keep = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let (mut length, mut auth) = (0, None);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                } else if lower.starts_with("authorization:") {
-                    auth = Some(line["authorization:".len()..].trim().to_string());
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let body: Value = serde_json::from_slice(&body).unwrap();
-            let user = body["messages"][1]["content"].as_str().unwrap().to_string();
-            let part = |from: &str, to: &str| user.split(from).nth(1).unwrap().split(to).next().unwrap().len();
-            let verdict =
-                if part("[Response A]\n", "\n[Response B]") > part("[Response B]\n", "\nWhich") { "A" } else { "B" };
-            keep.lock().unwrap().push(auth);
-            let reply = serde_json::json!({"choices": [{"message": {"role": "assistant", "content": format!("Longer wins.\n{verdict}")}}]})
-                .to_string();
-            let mut stream = stream;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-                reply.len()
-            );
-        }
+    let base = common::fake_chat_endpoint(move |body, auth| {
+        let user = body["messages"][1]["content"].as_str().unwrap().to_string();
+        let part = |from: &str, to: &str| user.split(from).nth(1).unwrap().split(to).next().unwrap().len();
+        let verdict =
+            if part("[Response A]\n", "\n[Response B]") > part("[Response B]\n", "\nWhich") { "A" } else { "B" };
+        keep.lock().unwrap().push(auth.map(str::to_string));
+        format!("Longer wins.\n{verdict}")
     });
     (base, seen)
 }
