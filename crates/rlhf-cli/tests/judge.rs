@@ -90,6 +90,27 @@ fn judges_every_pair_in_both_orders_and_reruns_from_the_cache() {
     assert_eq!((&second["cache_hits"], &second["http_calls"]), (&Value::from(8), &Value::from(0)), "{second}");
     assert_eq!(["preferences", "ties", "invalid"].map(|k| second[k].as_u64().unwrap()), outcomes);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), before);
+
+    // Logprob verdicts from the same server: other requests (one token, top_logprobs), so
+    // nothing comes from the text verdicts' cache; each reply keeps the letters' logprobs.
+    let mut lp_args = args.to_vec();
+    lp_args.extend(["--verdict", "logprobs", "--tie-margin", "0"]);
+    let third = counts(&common::ok(&lp_args));
+    assert_eq!((&third["cache_hits"], &third["http_calls"]), (&Value::from(0), &Value::from(8)), "{third}");
+    let cached = common::lines(&cache);
+    assert_eq!(cached.len(), 16);
+    for c in &cached[8..] {
+        let reply: Value = serde_json::from_str(c["reply"].as_str().unwrap()).unwrap();
+        assert!(reply["floor"].as_f64().is_some_and(|f| f <= 0.0), "{reply}");
+        for letter in ["A", "B"] {
+            assert!(reply[letter].is_null() || reply[letter].as_f64().unwrap() >= reply["floor"].as_f64().unwrap());
+        }
+    }
+    let outcomes = ["preferences", "ties", "invalid"].map(|k| third[k].as_u64().unwrap());
+    assert_eq!(outcomes.iter().sum::<u64>(), 4, "{third}");
+    for r in common::lines(&out) {
+        assert!(r["judge_log_odds"].as_f64().is_some_and(|s| s > 0.0), "margin 0: every row has log-odds > 0: {r}");
+    }
 }
 
 /// A judge endpoint that prefers the longer response and records each request's Authorization

@@ -220,10 +220,11 @@ fn bad_requests_get_openai_style_errors() {
     expect_error(chat_path, &chat(json!({"n": 0})), Some("n"));
     expect_error(chat_path, &chat(json!({"max_tokens": 0})), Some("max_tokens"));
     expect_error(chat_path, &chat(json!({"top_logprobs": 5})), Some("top_logprobs"));
+    expect_error(chat_path, &chat(json!({"logprobs": true, "top_logprobs": 21})), Some("top_logprobs"));
     expect_error(chat_path, &json!({"model": model, "max_tokens": 2}).to_string(), Some("messages"));
     expect_error(
         "/v1/completions",
-        &json!({"model": model, "prompt": "Hi", "max_tokens": 2, "logprobs": 5}).to_string(),
+        &json!({"model": model, "prompt": "Hi", "max_tokens": 2, "logprobs": 6}).to_string(),
         Some("logprobs"),
     );
     expect_error(

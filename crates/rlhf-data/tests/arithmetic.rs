@@ -84,7 +84,7 @@ fn every_written_file_loads_back() {
         let e = &sft.examples[0];
         let learned: Vec<u32> =
             e.input_ids.iter().zip(&e.loss_mask).filter(|(_, &m)| m == 1).map(|(&i, _)| i).collect();
-        assert_eq!(t.decode(&learned, false).unwrap(), format!("{}<|im_end|>\n", problems[0].correct_formatted));
+        assert_eq!(t.decode(&learned, false).unwrap(), format!("{}<|im_end|>", problems[0].correct_formatted));
 
         for name in ["prefs_format", "prefs_correctness"] {
             let groups = load_preferences(&file(name), &t, &o).unwrap().examples;

@@ -42,8 +42,11 @@ fn conversational_pair_response_is_the_template_suffix() {
     let t = tiny::tokenizer();
     let g = &load_preferences(&path, &t, &opts()).unwrap().examples[0];
     assert_eq!(g.prompt, enc(&t, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"));
-    assert_eq!(g.pairs[0].0, enc(&t, "hello<|im_end|>\n"));
-    assert_eq!(g.pairs[0].1, enc(&t, "go away<|im_end|>\n"));
+    // A response ends at its end-of-turn token, as a sampled one does (the template's "\n"
+    // after it is dropped), so a reward model is trained where PPO and eval will read it.
+    assert_eq!(g.pairs[0].0, enc(&t, "hello<|im_end|>"));
+    assert_eq!(g.pairs[0].1, enc(&t, "go away<|im_end|>"));
+    assert!(t.eos_ids().contains(g.pairs[0].0.last().unwrap()));
 }
 
 #[test]
@@ -73,7 +76,7 @@ fn implicit_prompts_are_the_shared_beginning() {
     assert_eq!(groups[0].prompt, enc(&t, "The sky is"));
     assert_eq!(groups[0].pairs[0].0, [enc(&t, " blue"), vec![2]].concat());
     assert_eq!(groups[1].prompt, enc(&t, "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"));
-    assert_eq!(groups[1].pairs[0].1, enc(&t, "bad<|im_end|>\n"));
+    assert_eq!(groups[1].pairs[0].1, enc(&t, "bad<|im_end|>"));
 }
 
 #[test]
@@ -137,9 +140,11 @@ fn sft_learns_every_assistant_turn_and_nothing_else() {
             false,
         )
         .unwrap();
-    assert_eq!(e.input_ids, enc(&t, &full));
+    // The whole rendering, up to the final end-of-turn token (where generation stops).
+    let full = full.strip_suffix('\n').unwrap();
+    assert_eq!(e.input_ids, enc(&t, full));
     let learned: Vec<u32> = e.input_ids.iter().zip(&e.loss_mask).filter(|(_, &m)| m == 1).map(|(&i, _)| i).collect();
-    assert_eq!(t.decode(&learned, false).unwrap(), "A1<|im_end|>\nA2<|im_end|>\n");
+    assert_eq!(t.decode(&learned, false).unwrap(), "A1<|im_end|>\nA2<|im_end|>");
     assert_eq!(examples[1].input_ids, [enc(&t, "P"), enc(&t, "C"), vec![2]].concat());
     assert_eq!(examples[1].loss_mask, vec![0, 1, 1]);
 }

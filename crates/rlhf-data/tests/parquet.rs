@@ -102,8 +102,8 @@ fn conversational_messages_column() {
         let ids: Vec<u32> = e.input_ids.iter().zip(&e.loss_mask).filter(|(_, &m)| m == 1).map(|(&id, _)| id).collect();
         t.decode(&ids, false).unwrap()
     };
-    assert_eq!(learned(0), "hello<|im_end|>\n");
-    assert_eq!(learned(1), "2<|im_end|>\n4<|im_end|>\n");
+    assert_eq!(learned(0), "hello<|im_end|>");
+    assert_eq!(learned(1), "2<|im_end|>\n4<|im_end|>");
     assert_eq!(examples[1].source.to_string(), format!("{}:row 1", path.display()));
 }
 

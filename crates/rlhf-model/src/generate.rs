@@ -6,7 +6,7 @@
 //! per-token logprobs (equal to [`crate::logprobs::token_logprobs`] on the same weights).
 
 use crate::model::CausalLm;
-use crate::sampling::{RowSampler, SamplingParams};
+use crate::sampling::{top_logprobs, RowSampler, SamplingParams};
 use candle_core::{bail, DType, Result, Tensor};
 
 #[derive(Clone, Debug)]
@@ -45,6 +45,9 @@ pub struct Generated {
     pub logprobs: Tensor,
     pub response_ids: Vec<Vec<u32>>,
     pub response_logprobs: Vec<Vec<f32>>,
+    /// Per row and generated token, the row's `top_logprobs` most likely tokens with their
+    /// logprobs (same temperature as `logprobs`); empty lists for rows that asked for none.
+    pub response_top_logprobs: Vec<Vec<Vec<(u32, f32)>>>,
     pub finish: Vec<FinishReason>,
 }
 
@@ -82,6 +85,7 @@ pub fn generate(
             sampling: cfg.sampling.clone(),
             stream: r as u64,
             max_new_tokens: cfg.max_new_tokens,
+            top_logprobs: 0,
         })
         .collect();
     generate_rows(model, &rows, &cfg.eos_token_ids, cfg.pad_token_id, stop, on_step)
@@ -96,6 +100,8 @@ pub struct RowSpec {
     /// Random stream of the row's sampler under `sampling.seed` (rows of one request differ here).
     pub stream: u64,
     pub max_new_tokens: usize,
+    /// Also record this many most likely alternatives per generated token (0: none).
+    pub top_logprobs: usize,
 }
 
 /// [`generate`] with per-row sampling and limits; a row that reaches its own limit finishes
@@ -141,6 +147,7 @@ pub fn generate_rows(
     let mut samplers: Vec<RowSampler> = rows.iter().map(|r| RowSampler::new(&r.sampling, r.stream)).collect();
     let mut responses: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut logprobs: Vec<Vec<f32>> = vec![Vec::new(); b];
+    let mut top: Vec<Vec<Vec<(u32, f32)>>> = vec![Vec::new(); b];
     let mut finish: Vec<Option<FinishReason>> = vec![None; b];
 
     let mut step_ids = to_tensor(&ids, &dev)?;
@@ -158,6 +165,10 @@ pub fn generate_rows(
                 continue;
             }
             let (tok, lp) = samplers[row].sample(&logits[row]);
+            if rows[row].top_logprobs > 0 {
+                let t = rows[row].sampling.temperature;
+                top[row].push(top_logprobs(&logits[row], t, rows[row].top_logprobs));
+            }
             responses[row].push(tok);
             logprobs[row].push(lp);
             next.push(tok);
@@ -202,6 +213,7 @@ pub fn generate_rows(
         logprobs: Tensor::from_vec(lp_flat, (b, n), &dev)?,
         response_ids: responses,
         response_logprobs: logprobs,
+        response_top_logprobs: top,
         finish: finish.into_iter().map(|f| f.unwrap_or(FinishReason::Length)).collect(),
     })
 }

@@ -31,5 +31,5 @@ pub use logprobs::{states_at, token_logprobs, token_logprobs_and_states_at, toke
 pub use lora::LoraConfig;
 pub use model::CausalLm;
 pub use ops::Kernels;
-pub use sampling::SamplingParams;
+pub use sampling::{top_logprobs, SamplingParams};
 pub use weights::Weights;

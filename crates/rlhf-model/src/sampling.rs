@@ -130,6 +130,27 @@ impl RowSampler {
     }
 }
 
+/// The `k` most likely tokens of one row of logits with their logprobs at `temperature` (0 =
+/// greedy, reported at 1, as [`RowSampler::sample`] does), most likely first. Servers return
+/// these as `top_logprobs`; an LLM judge reads its verdict from them.
+pub fn top_logprobs(logits: &[f32], temperature: f64, k: usize) -> Vec<(u32, f32)> {
+    let k = k.min(logits.len());
+    if k == 0 {
+        return vec![];
+    }
+    let inv_t = 1.0 / if temperature > 0.0 { temperature as f32 } else { 1.0 };
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * inv_t;
+    let lse = max + logits.iter().map(|&x| (x * inv_t - max).exp()).sum::<f32>().ln();
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+    if k < order.len() {
+        order.select_nth_unstable_by(k - 1, by_logit);
+        order.truncate(k);
+    }
+    order.sort_unstable_by(by_logit);
+    order.into_iter().map(|t| (t, logits[t as usize] * inv_t - lse)).collect()
+}
+
 fn argmax(xs: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &x) in xs.iter().enumerate() {
@@ -168,6 +189,21 @@ mod tests {
             let lse = z.iter().map(|x| x.exp()).sum::<f32>().ln();
             assert!((lp - (z[2] - lse)).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn top_logprobs_are_the_most_likely_tokens_of_the_tempered_distribution() {
+        let logits = [0.1f32, 2.0, -1.0, 1.5, 2.0];
+        let top = top_logprobs(&logits, 0.5, 3);
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 4, 3], "ties keep the lower id first");
+        let lse = logits.iter().map(|x| (x / 0.5).exp()).sum::<f32>().ln();
+        for (t, lp) in &top {
+            assert!((lp - (logits[*t as usize] / 0.5 - lse)).abs() < 1e-5);
+        }
+        let (tok, lp) = RowSampler::new(&SamplingParams::greedy(), 0).sample(&logits);
+        assert_eq!(top_logprobs(&logits, 0.0, 1)[0], (tok, lp), "greedy: the sampled token at temperature 1");
+        assert_eq!(top_logprobs(&logits, 1.0, 99).len(), 5);
+        assert!(top_logprobs(&logits, 1.0, 0).is_empty());
     }
 
     #[test]

@@ -124,9 +124,15 @@ fn rows_with_their_own_sampling_and_limits_match_running_alone() {
     let m = model(tiny::llama_config(V), DType::F32, 12);
     let warm = SamplingParams { temperature: 0.9, top_k: None, top_p: Some(0.9), seed: 7 };
     let rows = vec![
-        RowSpec { prompt: vec![1, 5, 9], sampling: SamplingParams::greedy(), stream: 0, max_new_tokens: 8 },
-        RowSpec { prompt: vec![4, 8, 2, 6, 3], sampling: warm.clone(), stream: 3, max_new_tokens: 3 },
-        RowSpec { prompt: vec![7, 7], sampling: warm, stream: 1, max_new_tokens: 5 },
+        RowSpec {
+            prompt: vec![1, 5, 9],
+            sampling: SamplingParams::greedy(),
+            stream: 0,
+            max_new_tokens: 8,
+            top_logprobs: 2,
+        },
+        RowSpec { prompt: vec![4, 8, 2, 6, 3], sampling: warm.clone(), stream: 3, max_new_tokens: 3, top_logprobs: 0 },
+        RowSpec { prompt: vec![7, 7], sampling: warm, stream: 1, max_new_tokens: 5, top_logprobs: 4 },
     ];
     let together = generate_rows(&m, &rows, &[], 0, None, &mut |_| {}).unwrap();
     for (i, row) in rows.iter().enumerate() {
@@ -140,6 +146,24 @@ fn rows_with_their_own_sampling_and_limits_match_running_alone() {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(d <= 1e-5, "row {i}: logprobs differ by {d}");
+        let top = &together.response_top_logprobs[i];
+        if row.top_logprobs == 0 {
+            assert!(top.is_empty(), "row {i} asked for no alternatives");
+            continue;
+        }
+        assert_eq!(top.len(), row.max_new_tokens, "row {i}: one list per generated token");
+        for (t, (alts, (&tok, &lp))) in
+            top.iter().zip(together.response_ids[i].iter().zip(&together.response_logprobs[i])).enumerate()
+        {
+            assert_eq!(alts.len(), row.top_logprobs);
+            assert!(alts.windows(2).all(|w| w[0].1 >= w[1].1), "row {i} token {t}: most likely first");
+            if row.sampling.temperature == 0.0 {
+                assert_eq!(alts[0].0, tok, "row {i} token {t}: greedy picks the top alternative");
+            }
+            if let Some(&(_, alt_lp)) = alts.iter().find(|a| a.0 == tok) {
+                assert!((alt_lp - lp).abs() <= 1e-6, "row {i} token {t}: same distribution as the logprob");
+            }
+        }
     }
 }
 

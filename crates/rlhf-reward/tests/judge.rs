@@ -3,7 +3,7 @@
 //! resumable cache and the API key.
 
 use rlhf_reward::judge::{
-    judge, parse_item, read_items, JudgeConfig, JudgeError, JudgeItem, Outcome, ReplyCache, Verdict,
+    judge, parse_item, read_items, JudgeConfig, JudgeError, JudgeItem, Outcome, ReplyCache, Verdict, VerdictMode,
 };
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -210,6 +210,67 @@ fn a_consistent_judge_prefers_the_longer_response_in_input_order() {
         .seen()
         .iter()
         .any(|s| s.body["messages"][1]["content"].as_str().unwrap().starts_with("[Prompt]\n2+2?\n")));
+}
+
+/// A one-token reply with alternatives: always "A" first, by `bias` nats over " B", and the
+/// letter of the longer response `lean` nats more likely than it would be otherwise.
+fn biased_logprobs(s: &Seen, bias: f64, lean: f64) -> Reply {
+    let towards_a = if s.a.len() > s.b.len() { lean } else { -lean };
+    let (a, b) = (-0.1 + towards_a / 2.0, -0.1 - bias - towards_a / 2.0);
+    let body = json!({
+        "id": "x", "object": "chat.completion", "model": "fake",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "A"}, "finish_reason": "length",
+            "logprobs": {"content": [{"token": "A", "logprob": a, "top_logprobs": [
+                {"token": "A", "logprob": a}, {"token": " B", "logprob": b}, {"token": "The", "logprob": -6.0}
+            ]}]}}],
+    });
+    Reply { status: 200, body: body.to_string(), headers: vec![], delay: Duration::ZERO }
+}
+
+#[test]
+fn logprob_verdicts_see_through_a_position_bias_that_text_verdicts_cannot() {
+    // Text verdicts from this judge are "A" every time: all ties (see the test above). Its
+    // logprobs still lean towards the longer response by 0.4 nats on top of a 3-nat A bias.
+    let leaning = fake(|_, s| biased_logprobs(s, 3.0, 0.4));
+    let mut cfg = config(&leaning);
+    cfg.verdict = VerdictMode::Logprobs { tie_margin: 0.05 };
+    let data = four_pairs();
+    let report = judge(&cfg, &data, None).unwrap();
+    assert_eq!((report.counts.preferences, report.counts.ties, report.counts.invalid), (4, 0, 0));
+    let rows = report.rows(&data, "judge-model");
+    let chosen: Vec<&str> = rows.iter().map(|r| r["chosen"].as_str().unwrap()).collect();
+    assert_eq!(chosen, ["deep blue", "a pale green", "a pale green", "It is 4."]);
+    for (r, j) in rows.iter().zip(&report.judgements) {
+        let s = j.log_odds().unwrap();
+        assert!((s.abs() - 0.4).abs() < 1e-9, "debiased log-odds {s}, want ±0.4");
+        assert!((r["judge_log_odds"].as_f64().unwrap() - 0.4).abs() < 1e-9, "{r}");
+    }
+    let body = &leaning.seen()[0].body;
+    assert_eq!(
+        (&body["max_tokens"], &body["logprobs"], &body["top_logprobs"], &body["temperature"]),
+        (&json!(1), &json!(true), &json!(20), &json!(0.0)),
+        "a one-token answer with OpenAI's maximum of alternatives"
+    );
+    assert!(body["messages"][1]["content"].as_str().unwrap().ends_with("Answer with the letter alone: A or B."));
+
+    // Within the margin it is a tie, from the same replies.
+    let weak = fake(|_, s| biased_logprobs(s, 3.0, 0.04));
+    let mut cfg = config(&weak);
+    cfg.verdict = VerdictMode::Logprobs { tie_margin: 0.05 };
+    let report = judge(&cfg, &data, None).unwrap();
+    assert_eq!((report.counts.preferences, report.counts.ties), (0, 4));
+}
+
+#[test]
+fn logprob_verdicts_need_an_endpoint_that_returns_top_logprobs() {
+    let fake = fake(|_, _| answer("A"));
+    let mut cfg = config(&fake);
+    cfg.concurrency = 1;
+    cfg.verdict = VerdictMode::Logprobs { tie_margin: 0.0 };
+    let err = judge(&cfg, &one_pair(), None).unwrap_err();
+    assert!(matches!(err, JudgeError::Protocol { .. }), "{err:?}");
+    assert!(err.to_string().contains("logprobs"), "{err}");
+    assert_eq!(fake.hits(), 1, "a reply without logprobs is not retried");
 }
 
 #[test]

@@ -57,6 +57,11 @@ pub struct PreferencesSection {
     pub guidelines: String,
     /// Judge: room for its reasoning before the verdict line.
     pub max_tokens: u32,
+    /// Judge: "text" (the reply's verdict line) or "logprobs" (P(A) vs P(B) of a one-token answer
+    /// in both orders; needs an endpoint with top_logprobs, e.g. `rlhf serve`).
+    pub verdict: String,
+    /// Judge, logprob verdicts: debiased log-odds within ± this many nats are ties.
+    pub tie_margin: f64,
     /// Labels: the labelling database. Each round queues its candidates there and trains on the
     /// pairs of items that no earlier round used.
     pub db: String,
@@ -71,6 +76,8 @@ impl Default for PreferencesSection {
             api_key_env: String::new(),
             guidelines: String::new(),
             max_tokens: 512,
+            verdict: "text".into(),
+            tie_margin: 0.05,
             db: String::new(),
         }
     }
@@ -196,6 +203,9 @@ fn check(cfg: &IterateConfig) -> Result<()> {
         Source::Judge => {
             need(&cfg.preferences.url, "preferences.url", "the judge's API root, e.g. http://127.0.0.1:8000/v1")?;
             need(&cfg.preferences.model, "preferences.model", "the judge's model name")?;
+            if !["text", "logprobs"].contains(&cfg.preferences.verdict.as_str()) {
+                bail!("preferences.verdict = {:?}: use \"text\" or \"logprobs\"", cfg.preferences.verdict);
+            }
         }
         Source::Labels => need(&cfg.preferences.db, "preferences.db", "the labelling database")?,
     }
@@ -347,6 +357,10 @@ fn preferences(
                 path_str(&pairs_path),
                 "--max-tokens".into(),
                 p.max_tokens.to_string(),
+                "--verdict".into(),
+                p.verdict.clone(),
+                "--tie-margin".into(),
+                p.tie_margin.to_string(),
             ];
             if !p.api_key_env.is_empty() {
                 args.extend(["--api-key-env".into(), p.api_key_env.clone()]);

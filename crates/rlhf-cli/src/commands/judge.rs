@@ -5,7 +5,7 @@
 use super::endpoint::EndpointArgs;
 use crate::progress;
 use anyhow::{bail, Context, Result};
-use rlhf_reward::judge::{judge_with_progress, read_items, Outcome, ReplyCache, Verdict};
+use rlhf_reward::judge::{judge_with_progress, read_items, Outcome, ReplyCache, Verdict, VerdictMode};
 use serde_json::json;
 use std::ffi::OsString;
 use std::io::Write;
@@ -33,9 +33,23 @@ pub struct Args {
     /// Room for the judge's reasoning before its verdict line.
     #[arg(long, default_value_t = 512)]
     max_tokens: u32,
+    /// How the verdict is read: `text` (the reply's last line, any endpoint) or `logprobs` (a
+    /// one-token answer whose top_logprobs give P(A) and P(B) in both orders; the difference of
+    /// the two orders' log-odds cancels a judge's position bias).
+    #[arg(long, value_enum, default_value_t = VerdictArg::Text)]
+    verdict: VerdictArg,
+    /// Logprob verdicts: debiased log-odds (nats) within ± this are ties.
+    #[arg(long, default_value_t = 0.05)]
+    tie_margin: f64,
     /// Print the counts as one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerdictArg {
+    Text,
+    Logprobs,
 }
 
 fn default_cache(out: &Path) -> PathBuf {
@@ -63,6 +77,12 @@ pub fn run(a: Args) -> Result<()> {
     let mut config = a.endpoint.config()?;
     config.max_tokens = a.max_tokens;
     config.concurrency = a.concurrency;
+    if a.verdict == VerdictArg::Logprobs {
+        if !(a.tie_margin >= 0.0 && a.tie_margin.is_finite()) {
+            bail!("--tie-margin must be ≥ 0 (nats), got {}", a.tie_margin);
+        }
+        config.verdict = VerdictMode::Logprobs { tie_margin: a.tie_margin };
+    }
     if let Some(path) = &a.guidelines {
         let text = std::fs::read_to_string(path).with_context(|| format!("--guidelines {}", path.display()))?;
         if text.trim().is_empty() {
@@ -139,6 +159,20 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("note: {} more replies without a verdict", invalid.len() - 3);
     }
 
+    // Logprob verdicts: how strongly the judge favours a position, and what is left after the swap.
+    let scores: Vec<(f64, f64)> = report
+        .judgements
+        .iter()
+        .filter_map(|j| match (&j.forward, &j.reversed, j.log_odds()) {
+            (Verdict::Scores { a: fa, b: fb }, Verdict::Scores { a: ra, b: rb }, Some(s)) => {
+                Some((((fa - fb) + (ra - rb)) / 2.0, s.abs()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mean = |f: fn(&(f64, f64)) -> f64| scores.iter().map(f).sum::<f64>() / scores.len().max(1) as f64;
+    let (position_bias, debiased) = (mean(|s| s.0), mean(|s| s.1));
+
     let c = report.counts;
     if a.json {
         println!(
@@ -148,6 +182,8 @@ pub fn run(a: Args) -> Result<()> {
                 "requests": c.requests, "cache_hits": c.cache_hits, "http_calls": c.http_calls,
                 "retries": c.retries, "rows": rows.len(), "out": a.out.display().to_string(),
                 "cache": cache_path.display().to_string(),
+                "position_bias": (!scores.is_empty()).then_some(position_bias),
+                "mean_abs_log_odds": (!scores.is_empty()).then_some(debiased),
             })
         );
     } else {
@@ -159,6 +195,13 @@ pub fn run(a: Args) -> Result<()> {
             "{} requests: {} from the cache, {} HTTP calls ({} retries)",
             c.requests, c.cache_hits, c.http_calls, c.retries
         );
+        if !scores.is_empty() {
+            println!(
+                "logprob verdicts: position bias {position_bias:+.3} nats (mean log-odds of A over B, cancelled by \
+                 the swap), mean |debiased log-odds| {debiased:.3} nats, tie margin {} nats",
+                a.tie_margin
+            );
+        }
         println!("wrote {} rows to {}", rows.len(), a.out.display());
     }
     Ok(())

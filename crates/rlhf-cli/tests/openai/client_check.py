@@ -109,6 +109,21 @@ def check_chat_logprobs(client, model):
         assert isinstance(e.token, str), f"entry {i}: token {e.token!r} is not a str"
         assert isinstance(e.logprob, (int, float)), f"entry {i}: logprob {e.logprob!r} is not a number"
         assert e.logprob <= 0, f"entry {i}: logprob {e.logprob} > 0"
+    # Alternatives: greedy, so the most likely alternative is the token taken, same logprob.
+    t = client.chat.completions.create(
+        model=model, messages=HI, max_tokens=8, temperature=0, logprobs=True, top_logprobs=3
+    )
+    tc = t.choices[0]
+    assert tc.message.content == c.message.content, "top_logprobs changed the greedy text"
+    for i, e in enumerate(tc.logprobs.content):
+        alts = e.top_logprobs
+        assert len(alts) == 3, f"entry {i}: {len(alts)} top_logprobs, want 3"
+        values = [a.logprob for a in alts]
+        assert values == sorted(values, reverse=True), f"entry {i}: top_logprobs not most likely first: {values}"
+        assert alts[0].token == e.token and abs(alts[0].logprob - e.logprob) < 1e-6, (
+            f"entry {i}: greedy took {e.token!r} ({e.logprob}) but the top alternative is "
+            f"{alts[0].token!r} ({alts[0].logprob})"
+        )
     return {"tokens": len(entries), "logprobs": [e.logprob for e in entries]}
 
 
@@ -167,6 +182,13 @@ def check_completions(client, model):
         f"{len(values)} token_logprobs for {lp.usage.completion_tokens} completion tokens"
     )
     assert all(isinstance(v, (int, float)) and v <= 0 for v in values), f"token_logprobs {values}"
+    top = client.completions.create(model=model, prompt="Once upon a time", max_tokens=5, temperature=0, logprobs=2)
+    alts = top.choices[0].logprobs.top_logprobs
+    assert len(alts) == len(values), f"{len(alts)} top_logprobs entries for {len(values)} tokens"
+    for i, (a, v) in enumerate(zip(alts, values)):
+        # Keyed by text: byte tokens that decode alike ("\ufffd") share a key, the likelier kept.
+        assert isinstance(a, dict) and 1 <= len(a) <= 2, f"entry {i}: top_logprobs {a!r}, want a dict of 2"
+        assert abs(max(a.values()) - v) < 1e-6, f"entry {i}: greedy token logprob {v} is not the top of {a}"
     return {"text": c.text, "token_logprobs": values}
 
 
@@ -192,8 +214,12 @@ def check_errors(client, model):
     return {
         "max_tokens=-1": expect_bad_request("max_tokens=-1", lambda: chat(model=model, messages=HI, max_tokens=-1)),
         "messages=[]": expect_bad_request("messages=[]", lambda: chat(model=model, messages=[], max_tokens=4)),
-        "completions logprobs=5": expect_bad_request(
-            "completions logprobs=5", lambda: comp(model=model, prompt="Hi", max_tokens=2, logprobs=5)
+        "completions logprobs=6": expect_bad_request(
+            "completions logprobs=6", lambda: comp(model=model, prompt="Hi", max_tokens=2, logprobs=6)
+        ),
+        "top_logprobs=21": expect_bad_request(
+            "top_logprobs=21",
+            lambda: chat(model=model, messages=HI, max_tokens=2, logprobs=True, top_logprobs=21),
         ),
     }
 

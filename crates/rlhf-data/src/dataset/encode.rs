@@ -76,9 +76,21 @@ pub(crate) fn encode_response(
             }
             let full: Vec<Message> = messages.iter().cloned().chain(turns).collect();
             let suffix = continuation(tok, rendered_prompt, &full, field)?;
-            encode(tok, &suffix, false, field)
+            Ok(through_last_eos(tok, encode(tok, &suffix, false, field)?))
         }
     }
+}
+
+/// Drops what a template renders after a response's final end-of-turn token (SmolLM2/Qwen add
+/// "\n" after `<|im_end|>`). Generation stops at that token, so a sampled response ends there;
+/// a reward model trained on sequences ending one token later reads its head at a position it
+/// never sees in PPO or evaluation (scores shifted by several std, rankings degraded).
+pub(crate) fn through_last_eos(tok: &Tokenizer, mut ids: Vec<u32>) -> Vec<u32> {
+    let eos = tok.eos_ids();
+    if let Some(last) = ids.iter().rposition(|id| eos.contains(id)) {
+        ids.truncate(last + 1);
+    }
+    ids
 }
 
 /// The text the chat template adds to `prefix` when it renders `full` (without a generation

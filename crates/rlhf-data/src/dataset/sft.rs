@@ -1,7 +1,9 @@
 //! SFT examples: `prompt` + `completion`, `messages` (every assistant turn is learned), or plain
 //! `text` (every token is learned).
 
-use super::encode::{check_length, continuation, encode, encode_prompt, encode_response, render, without_double_bos};
+use super::encode::{
+    check_length, continuation, encode, encode_prompt, encode_response, render, through_last_eos, without_double_bos,
+};
 use super::fields::{bad, messages, optional, required, string, text_or_messages, FieldResult};
 use crate::chat::Message;
 use crate::error::Location;
@@ -90,7 +92,11 @@ fn conversation(tok: &Tokenizer, messages: &[Message]) -> FieldResult<(Vec<u32>,
             context_ids = without_double_bos(tok, context_ids);
         }
         let reply = continuation(tok, &prompt, &messages[..=turn], FIELD)?;
-        let reply_ids = encode(tok, &reply, false, FIELD)?;
+        let mut reply_ids = encode(tok, &reply, false, FIELD)?;
+        if Some(&turn) == turns.last() {
+            // The sequence ends where generation would stop (see `through_last_eos`).
+            reply_ids = through_last_eos(tok, reply_ids);
+        }
         mask.extend(std::iter::repeat_n(0u8, context_ids.len()).chain(std::iter::repeat_n(1u8, reply_ids.len())));
         ids.extend(context_ids.into_iter().chain(reply_ids));
         rendered = prompt + &reply;

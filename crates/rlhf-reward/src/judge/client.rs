@@ -41,6 +41,18 @@ pub struct ChatClient {
     retries: AtomicU64,
 }
 
+/// Reads the wanted text from a chat-completion body, or says why it cannot.
+type Extract = dyn Fn(&Value) -> std::result::Result<String, String> + Sync;
+
+/// `choices[0].message.content`, the reply text.
+fn message_content(v: &Value) -> std::result::Result<String, String> {
+    match v.pointer("/choices/0/message/content") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(format!("choices[0].message.content is {}, not a string", super::prompt::kind(other))),
+        None => Err("no choices[0].message.content".into()),
+    }
+}
+
 /// Why one attempt failed, before it is known whether retries are left.
 enum Failure {
     Retry { error: Retryable, wait: Option<Duration> },
@@ -88,6 +100,18 @@ impl ChatClient {
     /// Sends one chat-completion body and returns `choices[0].message.content`, retrying as the
     /// module describes.
     pub fn complete(&self, body: &Value) -> Result<String> {
+        self.complete_with(body, &message_content)
+    }
+
+    /// Like [`Self::complete`], but returns the first answer token's letter scores
+    /// ([`super::prompt::letter_scores`]) for logprob verdicts.
+    pub fn complete_letter_scores(&self, body: &Value) -> Result<String> {
+        self.complete_with(body, &super::prompt::letter_scores)
+    }
+
+    /// Sends `body` with the retry policy; `extract` reads the wanted text from a 200's JSON
+    /// (its `Err` is a protocol error: the server answered, but not what we can use).
+    fn complete_with(&self, body: &Value, extract: &Extract) -> Result<String> {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -95,7 +119,7 @@ impl ChatClient {
             if attempts > 1 {
                 self.retries.fetch_add(1, Ordering::Relaxed);
             }
-            let (error, wait) = match self.attempt(body, attempts) {
+            let (error, wait) = match self.attempt(body, attempts, extract) {
                 Ok(reply) => return Ok(reply),
                 Err(Failure::Final(e)) => return Err(e),
                 Err(Failure::Retry { error, wait }) => (error, wait),
@@ -107,7 +131,7 @@ impl ChatClient {
         }
     }
 
-    fn attempt(&self, body: &Value, attempts: u32) -> std::result::Result<String, Failure> {
+    fn attempt(&self, body: &Value, attempts: u32, extract: &Extract) -> std::result::Result<String, Failure> {
         let mut request = self.agent.post(&self.endpoint);
         if let Some(auth) = &self.authorization {
             request = request.set("Authorization", auth);
@@ -122,7 +146,7 @@ impl ChatClient {
                     },
                     wait: None,
                 })?;
-                self.content(&text).map_err(Failure::Final)
+                self.content(&text, extract).map_err(Failure::Final)
             }
             Err(ureq::Error::Status(status, response)) => {
                 let wait = response.header("retry-after").and_then(parse_retry_after);
@@ -165,21 +189,13 @@ impl ChatClient {
         }
     }
 
-    /// The reply text of a 200 body.
-    fn content(&self, body: &str) -> Result<String> {
+    /// What `extract` reads from a 200 body.
+    fn content(&self, body: &str, extract: &Extract) -> Result<String> {
         let protocol =
             |message: String| JudgeError::Protocol { endpoint: self.endpoint.clone(), message: self.scrub(&message) };
         let v: Value = serde_json::from_str(body)
             .map_err(|e| protocol(format!("the body is not JSON ({e}): {}", snippet(body))))?;
-        match v.pointer("/choices/0/message/content") {
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(other) => Err(protocol(format!(
-                "choices[0].message.content is {}, not a string: {}",
-                super::prompt::kind(other),
-                snippet(body)
-            ))),
-            None => Err(protocol(format!("no choices[0].message.content in {}", snippet(body)))),
-        }
+        extract(&v).map_err(|why| protocol(format!("{why}: {}", snippet(body))))
     }
 
     fn give_up(&self, error: Retryable, attempts: u32) -> JudgeError {

@@ -2,7 +2,10 @@
 //!
 //! Every pair is judged twice, once in each order, because LLM judges favour a position: only a
 //! verdict that survives the swap becomes a preference; disagreement or a tie in either order is
-//! a [`Outcome::Tie`] and gives no pair. Replies go to an fsync'd [`ReplyCache`] as they arrive,
+//! a [`Outcome::Tie`] and gives no pair. A judge whose endpoint returns `top_logprobs` can instead
+//! give its verdict as numbers ([`VerdictMode::Logprobs`]): the log-odds of "A" over "B" in each
+//! order, whose difference cancels a constant position bias that would make every text verdict a
+//! tie (small judges answer "A" to almost everything). Replies go to an fsync'd [`ReplyCache`] as they arrive,
 //! so a run that dies (crash, quota, outage) resumes without paying for a call twice. Output rows
 //! have the same shape as the human labels' pairs export, with `annotator: "judge:<model>"`.
 
@@ -16,13 +19,30 @@ pub use cache::{cache_key, CacheLoad, ReplyCache};
 pub use client::{CallStats, ChatClient};
 pub use error::{JudgeError, Result};
 pub use input::{parse_item, read_items, Candidate, JudgeItem};
-pub use prompt::{pairwise_messages, parse_verdict, render_text, ChatMessage, Verdict, DEFAULT_GUIDELINES};
+pub use prompt::{
+    letter_scores, pairwise_messages, parse_scores, parse_verdict, render_text, ChatMessage, Verdict,
+    DEFAULT_GUIDELINES,
+};
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+
+/// How a verdict is read from the judge.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum VerdictMode {
+    /// From the reply's text (any endpoint; a rationale before the verdict line is fine).
+    Text,
+    /// From the first token's `top_logprobs` of a one-token answer: the two orders' log-odds of
+    /// "A" over "B" are combined as ((A−B)_forward − (A−B)_reversed) / 2, the position-debiased
+    /// log-odds of the first response; within ±`tie_margin` nats it is a tie.
+    Logprobs { tie_margin: f64 },
+}
+
+/// How many alternatives a logprob verdict asks for (OpenAI's maximum).
+pub const VERDICT_TOP_LOGPROBS: u32 = 20;
 
 /// Where the judge is and how to talk to it.
 #[derive(Clone)]
@@ -48,6 +68,7 @@ pub struct JudgeConfig {
     pub max_tokens: u32,
     /// Requests in flight at once.
     pub concurrency: usize,
+    pub verdict: VerdictMode,
 }
 
 impl JudgeConfig {
@@ -66,17 +87,30 @@ impl JudgeConfig {
             temperature: 0.0,
             max_tokens: 512,
             concurrency: 4,
+            verdict: VerdictMode::Text,
         }
     }
 
-    /// The request body for one ordering (its hash is the cache key).
+    /// The request body for one ordering (its hash is the cache key, so text and logprob
+    /// verdicts never share cached replies).
     pub fn request_body(&self, prompt: &str, a: &str, b: &str) -> Value {
-        json!({
-            "model": self.model,
-            "messages": pairwise_messages(&self.guidelines, prompt, a, b),
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        })
+        let messages = pairwise_messages(&self.guidelines, prompt, a, b, self.verdict);
+        match self.verdict {
+            VerdictMode::Text => json!({
+                "model": self.model,
+                "messages": messages,
+                "temperature": self.temperature,
+                "max_tokens": self.max_tokens,
+            }),
+            VerdictMode::Logprobs { .. } => json!({
+                "model": self.model,
+                "messages": messages,
+                "temperature": 0.0,
+                "max_tokens": 1,
+                "logprobs": true,
+                "top_logprobs": VERDICT_TOP_LOGPROBS,
+            }),
+        }
     }
 }
 
@@ -94,12 +128,13 @@ impl std::fmt::Debug for JudgeConfig {
             .field("temperature", &self.temperature)
             .field("max_tokens", &self.max_tokens)
             .field("concurrency", &self.concurrency)
+            .field("verdict", &self.verdict)
             .finish()
     }
 }
 
 /// What the two orderings of a pair add up to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// Response indices within the item.
     Prefer { chosen: usize, rejected: usize },
@@ -110,7 +145,7 @@ pub enum Outcome {
 }
 
 /// One pair of one item, with both verdicts.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PairJudgement {
     pub item: usize,
     pub first: usize,
@@ -122,10 +157,34 @@ pub struct PairJudgement {
     pub outcome: Outcome,
 }
 
-/// Combines the two orderings: A then B (first wins) or B then A (second wins) is a preference.
-pub fn combine(forward: &Verdict, reversed: &Verdict, first: usize, second: usize) -> Outcome {
+impl PairJudgement {
+    /// Logprob verdicts: the position-debiased log-odds that `first` is better.
+    pub fn log_odds(&self) -> Option<f64> {
+        debiased_log_odds(&self.forward, &self.reversed)
+    }
+}
+
+/// ((A−B) with `first` shown as A − (A−B) with `first` shown as B) / 2, for logprob verdicts.
+pub fn debiased_log_odds(forward: &Verdict, reversed: &Verdict) -> Option<f64> {
+    match (forward, reversed) {
+        (Verdict::Scores { a: fa, b: fb }, Verdict::Scores { a: ra, b: rb }) => Some(((fa - fb) - (ra - rb)) / 2.0),
+        _ => None,
+    }
+}
+
+/// Combines the two orderings. Text: A then B (first wins) or B then A (second wins) is a
+/// preference. Scores: the debiased log-odds decide, ties within ±`tie_margin`.
+pub fn combine(forward: &Verdict, reversed: &Verdict, first: usize, second: usize, tie_margin: f64) -> Outcome {
+    if let Some(s) = debiased_log_odds(forward, reversed) {
+        return match s {
+            s if s > tie_margin => Outcome::Prefer { chosen: first, rejected: second },
+            s if s < -tie_margin => Outcome::Prefer { chosen: second, rejected: first },
+            _ => Outcome::Tie,
+        };
+    }
     match (forward, reversed) {
         (Verdict::Invalid { .. }, _) | (_, Verdict::Invalid { .. }) => Outcome::Invalid,
+        (Verdict::Scores { .. }, _) | (_, Verdict::Scores { .. }) => Outcome::Invalid,
         (Verdict::A, Verdict::B) => Outcome::Prefer { chosen: first, rejected: second },
         (Verdict::B, Verdict::A) => Outcome::Prefer { chosen: second, rejected: first },
         _ => Outcome::Tie,
@@ -162,7 +221,7 @@ impl JudgeReport {
             .filter_map(|j| match j.outcome {
                 Outcome::Prefer { chosen, rejected } => {
                     let item = &items[j.item];
-                    Some(json!({
+                    let mut row = json!({
                         "prompt": item.prompt,
                         "chosen": item.responses[chosen].value,
                         "rejected": item.responses[rejected].value,
@@ -170,7 +229,12 @@ impl JudgeReport {
                         "annotator": format!("judge:{model}"),
                         "agreement": 1.0,
                         "orders": 2,
-                    }))
+                    });
+                    if let Some(s) = j.log_odds() {
+                        // Of the chosen over the rejected response.
+                        row["judge_log_odds"] = json!(s.abs());
+                    }
+                    Some(row)
                 }
                 _ => None,
             })
@@ -202,7 +266,13 @@ pub fn judge_with_progress(
     if config.model.trim().is_empty() {
         return Err(JudgeError::Config("judge model name is empty".into()));
     }
+    if let VerdictMode::Logprobs { tie_margin } = config.verdict {
+        if !(tie_margin >= 0.0 && tie_margin.is_finite()) {
+            return Err(JudgeError::Config(format!("judge tie margin must be ≥ 0 nats, got {tie_margin}")));
+        }
+    }
     let client = ChatClient::new(config)?;
+    let logprob_verdicts = matches!(config.verdict, VerdictMode::Logprobs { .. });
 
     // Plan: two request keys per pair; distinct keys are sent at most once. Bodies are rebuilt
     // when sent rather than kept, so a large input costs keys, not prompts, in memory.
@@ -249,7 +319,9 @@ pub fn judge_with_progress(
                     let Some(&(ref key, item, a, b)) = to_send.get(i) else { break };
                     let (item, a, b) = (&items[item], &items[item].responses[a], &items[item].responses[b]);
                     let body = config.request_body(&item.prompt_text, &a.text, &b.text);
-                    let stored = client.complete(&body).and_then(|reply| {
+                    let reply =
+                        if logprob_verdicts { client.complete_letter_scores(&body) } else { client.complete(&body) };
+                    let stored = reply.and_then(|reply| {
                         cache.map_or(Ok(()), |c| c.insert(key, &config.model, &reply)).map(|()| reply)
                     });
                     match stored {
@@ -281,13 +353,21 @@ pub fn judge_with_progress(
     let verdict = |key: &str| -> Verdict {
         // Every key got a reply or the run returned its error above.
         let reply = known.get(key).and_then(Option::as_deref).unwrap_or_default();
-        parse_verdict(reply)
+        if logprob_verdicts {
+            parse_scores(reply)
+        } else {
+            parse_verdict(reply)
+        }
+    };
+    let tie_margin = match config.verdict {
+        VerdictMode::Logprobs { tie_margin } => tie_margin,
+        VerdictMode::Text => 0.0,
     };
     let judgements: Vec<PairJudgement> = plan
         .into_iter()
         .map(|(item, first, second, fk, rk)| {
             let (forward, reversed) = (verdict(&fk), verdict(&rk));
-            let outcome = combine(&forward, &reversed, first, second);
+            let outcome = combine(&forward, &reversed, first, second, tie_margin);
             match outcome {
                 Outcome::Prefer { .. } => counts.preferences += 1,
                 Outcome::Tie => counts.ties += 1,
@@ -307,13 +387,28 @@ mod tests {
     #[test]
     fn only_a_verdict_that_survives_the_swap_is_a_preference() {
         let inv = Verdict::Invalid { reply: "?".into() };
-        assert_eq!(combine(&Verdict::A, &Verdict::B, 0, 1), Outcome::Prefer { chosen: 0, rejected: 1 });
-        assert_eq!(combine(&Verdict::B, &Verdict::A, 0, 1), Outcome::Prefer { chosen: 1, rejected: 0 });
-        assert_eq!(combine(&Verdict::A, &Verdict::A, 0, 1), Outcome::Tie);
-        assert_eq!(combine(&Verdict::B, &Verdict::B, 0, 1), Outcome::Tie);
-        assert_eq!(combine(&Verdict::Tie, &Verdict::B, 0, 1), Outcome::Tie);
-        assert_eq!(combine(&Verdict::A, &inv, 0, 1), Outcome::Invalid);
-        assert_eq!(combine(&inv, &Verdict::Tie, 0, 1), Outcome::Invalid);
+        let c = |f: &Verdict, r: &Verdict| combine(f, r, 0, 1, 0.0);
+        assert_eq!(c(&Verdict::A, &Verdict::B), Outcome::Prefer { chosen: 0, rejected: 1 });
+        assert_eq!(c(&Verdict::B, &Verdict::A), Outcome::Prefer { chosen: 1, rejected: 0 });
+        assert_eq!(c(&Verdict::A, &Verdict::A), Outcome::Tie);
+        assert_eq!(c(&Verdict::B, &Verdict::B), Outcome::Tie);
+        assert_eq!(c(&Verdict::Tie, &Verdict::B), Outcome::Tie);
+        assert_eq!(c(&Verdict::A, &inv), Outcome::Invalid);
+        assert_eq!(c(&inv, &Verdict::Tie), Outcome::Invalid);
+    }
+
+    #[test]
+    fn logprob_verdicts_cancel_a_constant_position_bias() {
+        let s = |a: f64, b: f64| Verdict::Scores { a, b };
+        // Always "A" by ~3 nats, but less so when the first response is shown second:
+        // forward A−B = 3.0, reversed A−B = 2.0 → first is better by (3 − 2)/2 = 0.5 nats.
+        let (f, r) = (s(-0.1, -3.1), s(-0.2, -2.2));
+        assert!((debiased_log_odds(&f, &r).unwrap() - 0.5).abs() < 1e-12);
+        assert_eq!(combine(&f, &r, 0, 1, 0.1), Outcome::Prefer { chosen: 0, rejected: 1 });
+        assert_eq!(combine(&r, &f, 0, 1, 0.1), Outcome::Prefer { chosen: 1, rejected: 0 });
+        assert_eq!(combine(&f, &r, 0, 1, 0.5), Outcome::Tie, "within the margin");
+        assert_eq!(combine(&f, &f, 0, 1, 0.0), Outcome::Tie, "identical orders carry no preference");
+        assert_eq!(combine(&f, &Verdict::A, 0, 1, 0.0), Outcome::Invalid, "mixed verdict kinds");
     }
 
     #[test]

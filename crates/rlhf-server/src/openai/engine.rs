@@ -16,6 +16,8 @@ pub struct Job {
     pub n: usize,
     pub sampling: SamplingParams,
     pub max_tokens: usize,
+    /// Alternatives per token to report (0: none).
+    pub top_logprobs: usize,
     pub stop: Vec<String>,
     pub events: UnboundedSender<Event>,
 }
@@ -33,6 +35,8 @@ pub enum Event {
         text: String,
         tokens: Vec<u32>,
         logprobs: Vec<f32>,
+        /// Per token, the `top_logprobs` most likely (token, logprob); empty if none were asked.
+        top_logprobs: Vec<Vec<(u32, f32)>>,
         finish_reason: &'static str,
     },
     Failed(String),
@@ -136,6 +140,7 @@ fn run_batch(model: &CausalLm, tok: &Tokenizer, jobs: Vec<Job>) {
                 sampling: job.sampling.clone(),
                 stream: choice as u64,
                 max_new_tokens: job.max_tokens,
+                top_logprobs: job.top_logprobs,
             });
             rows.push((j, choice));
         }
@@ -170,6 +175,7 @@ fn run_batch(model: &CausalLm, tok: &Tokenizer, jobs: Vec<Job>) {
             text: text[..end].to_string(),
             tokens: out.response_ids[row].clone(),
             logprobs: out.response_logprobs[row].clone(),
+            top_logprobs: out.response_top_logprobs[row].clone(),
             finish_reason,
         });
     }

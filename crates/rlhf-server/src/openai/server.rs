@@ -87,7 +87,15 @@ fn enqueue(state: &AppState, prompt: Vec<u32>, plan: &Plan) -> Result<UnboundedR
     let sampling = SamplingParams { temperature: plan.temperature, top_k: None, top_p: plan.top_p, seed: plan.seed };
     state
         .engine
-        .submit(Job { prompt, n: plan.n, sampling, max_tokens: plan.max_tokens, stop: plan.stop.clone(), events: tx })
+        .submit(Job {
+            prompt,
+            n: plan.n,
+            sampling,
+            max_tokens: plan.max_tokens,
+            top_logprobs: plan.top_logprobs,
+            stop: plan.stop.clone(),
+            events: tx,
+        })
         .map_err(server_error)?;
     Ok(rx)
 }
@@ -96,6 +104,7 @@ struct Choice {
     text: String,
     tokens: Vec<u32>,
     logprobs: Vec<f32>,
+    top_logprobs: Vec<Vec<(u32, f32)>>,
     finish_reason: &'static str,
 }
 
@@ -104,8 +113,8 @@ async fn collect(mut rx: UnboundedReceiver<Event>, n: usize) -> Result<Vec<Choic
     let mut choices: Vec<Option<Choice>> = (0..n).map(|_| None).collect();
     while choices.iter().any(Option::is_none) {
         match rx.recv().await {
-            Some(Event::Finished { choice, text, tokens, logprobs, finish_reason }) => {
-                choices[choice] = Some(Choice { text, tokens, logprobs, finish_reason });
+            Some(Event::Finished { choice, text, tokens, logprobs, top_logprobs, finish_reason }) => {
+                choices[choice] = Some(Choice { text, tokens, logprobs, top_logprobs, finish_reason });
             }
             Some(Event::Delta { .. }) => {}
             Some(Event::Failed(e)) => return Err(server_error(e)),
@@ -220,15 +229,28 @@ async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
     Ok(Json(body).into_response())
 }
 
+/// Chat's `logprobs.content`: each sampled token with its alternatives, as OpenAI shapes them.
 fn token_logprobs(tok: &Tokenizer, c: &Choice) -> Vec<Value> {
+    let entry = |t: u32, lp: f32| {
+        let text = token_text(tok, t);
+        json!({"token": text, "logprob": lp, "bytes": text.as_bytes()})
+    };
     c.tokens
         .iter()
         .zip(&c.logprobs)
-        .map(|(&t, &lp)| {
-            let text = tok.decode(&[t], false).unwrap_or_default();
-            json!({"token": text, "logprob": lp, "bytes": text.as_bytes(), "top_logprobs": []})
+        .enumerate()
+        .map(|(i, (&t, &lp))| {
+            let mut v = entry(t, lp);
+            let alts = c.top_logprobs.get(i).map_or(&[][..], Vec::as_slice);
+            v["top_logprobs"] = alts.iter().map(|&(a, alp)| entry(a, alp)).collect();
+            v
         })
         .collect()
+}
+
+/// One token's text on its own (special tokens included, so an EOS alternative is visible).
+fn token_text(tok: &Tokenizer, t: u32) -> String {
+    tok.decode(&[t], false).unwrap_or_default()
 }
 
 async fn completions(
@@ -267,9 +289,18 @@ async fn completions(
             "index": i,
             "text": c.text,
             "logprobs": if plan.logprobs {
-                let tokens: Vec<String> = c.tokens.iter().map(|&t| state.tok.decode(&[t], false).unwrap_or_default()).collect();
+                let tokens: Vec<String> = c.tokens.iter().map(|&t| token_text(&state.tok, t)).collect();
                 let offsets: Vec<usize> = tokens.iter().scan(0, |at, t| { let o = *at; *at += t.len(); Some(o) }).collect();
-                json!({"tokens": tokens, "token_logprobs": c.logprobs, "top_logprobs": null, "text_offset": offsets})
+                // Legacy shape: per token an object {token text: logprob} of the alternatives.
+                // Tokens that decode to the same text share a key; the likelier (first) one stays.
+                let top: Vec<Value> = c.top_logprobs.iter().map(|alts| {
+                    let mut map = serde_json::Map::new();
+                    for &(a, lp) in alts {
+                        map.entry(token_text(&state.tok, a)).or_insert(json!(lp));
+                    }
+                    Value::Object(map)
+                }).collect();
+                json!({"tokens": tokens, "token_logprobs": c.logprobs, "top_logprobs": top, "text_offset": offsets})
             } else { Value::Null },
             "finish_reason": c.finish_reason,
         })).collect::<Vec<_>>(),

@@ -6,6 +6,9 @@ use serde_json::Value;
 
 /// The most choices one request may ask for (each is a batch row).
 pub const MAX_N: usize = 16;
+/// OpenAI's limits on alternatives per token: 20 for chat, 5 for legacy completions.
+pub const MAX_TOP_LOGPROBS_CHAT: i64 = 20;
+pub const MAX_TOP_LOGPROBS_COMPLETIONS: i64 = 5;
 const MAX_STOPS: usize = 4;
 
 /// A refused request: the field at fault and why.
@@ -59,7 +62,7 @@ pub struct CompletionRequest {
     pub prompt: Value,
     #[serde(flatten)]
     pub common: Common,
-    /// Legacy completions: how many alternatives per token; we return the sampled token only.
+    /// Legacy completions: the logprob of each sampled token plus this many alternatives.
     #[serde(default)]
     pub logprobs: Option<i64>,
     #[serde(default)]
@@ -95,6 +98,8 @@ pub struct Plan {
     pub stop: Vec<String>,
     pub stream: bool,
     pub logprobs: bool,
+    /// Most likely alternatives per token returned with the logprobs (0: none).
+    pub top_logprobs: usize,
     pub seed: u64,
 }
 
@@ -118,8 +123,8 @@ pub fn text_of(content: &Value, field: &str) -> Result<String, BadRequest> {
 }
 
 impl Common {
-    /// `max_tokens` defaults to 256; `logprobs` is decided by the endpoint.
-    pub fn plan(&self, max_tokens: Option<i64>, logprobs: bool) -> Result<Plan, BadRequest> {
+    /// `max_tokens` defaults to 256; `logprobs` and `top_logprobs` are decided by the endpoint.
+    pub fn plan(&self, max_tokens: Option<i64>, logprobs: bool, top_logprobs: usize) -> Result<Plan, BadRequest> {
         let n = self.n.unwrap_or(1);
         if !(1..=MAX_N as i64).contains(&n) {
             return Err(BadRequest::new("n", format!("must be between 1 and {MAX_N}, got {n}")));
@@ -163,6 +168,7 @@ impl Common {
             stop,
             stream,
             logprobs,
+            top_logprobs,
             seed: self.seed.map_or_else(rand::random::<u64>, |s| s as u64),
         })
     }
@@ -173,34 +179,34 @@ impl ChatRequest {
         if self.messages.is_empty() {
             return Err(BadRequest::new("messages", "must contain at least one message"));
         }
-        if let Some(k) = self.top_logprobs.filter(|&k| k != 0) {
+        let logprobs = self.logprobs.unwrap_or(false);
+        let top = self.top_logprobs.unwrap_or(0);
+        if !(0..=MAX_TOP_LOGPROBS_CHAT).contains(&top) {
             return Err(BadRequest::new(
                 "top_logprobs",
-                format!(
-                    "alternatives per token are not supported (got {k}); use logprobs: true for the sampled tokens"
-                ),
+                format!("must be between 0 and {MAX_TOP_LOGPROBS_CHAT}, got {top}"),
             ));
         }
-        self.common.plan(self.max_completion_tokens, self.logprobs.unwrap_or(false))
+        if top > 0 && !logprobs {
+            return Err(BadRequest::new("top_logprobs", "needs logprobs: true"));
+        }
+        self.common.plan(self.max_completion_tokens, logprobs, top as usize)
     }
 }
 
 impl CompletionRequest {
     pub fn plan(&self) -> Result<Plan, BadRequest> {
-        let logprobs = match self.logprobs {
-            None | Some(0) => false,
-            Some(1) => true,
-            Some(k) => {
-                return Err(BadRequest::new(
-                    "logprobs",
-                    format!("only the sampled token's logprob is returned: use 0 or 1, got {k}"),
-                ))
-            }
-        };
+        let top = self.logprobs.unwrap_or(0);
+        if !(0..=MAX_TOP_LOGPROBS_COMPLETIONS).contains(&top) {
+            return Err(BadRequest::new(
+                "logprobs",
+                format!("must be between 0 and {MAX_TOP_LOGPROBS_COMPLETIONS}, got {top}"),
+            ));
+        }
         if self.echo == Some(true) {
             return Err(BadRequest::new("echo", "echo is not supported"));
         }
-        self.common.plan(None, logprobs)
+        self.common.plan(None, top > 0, top as usize)
     }
 
     pub fn prompt_text(&self) -> Result<String, BadRequest> {
