@@ -69,8 +69,22 @@ pub fn load_run(path: &Path) -> Result<Run> {
     Ok(Run { name: dir.display().to_string(), dir, rows })
 }
 
-/// Columns that name a row come first; the rest follow alphabetically.
-const NAMING: &[&str] = &["model", "name", "run", "round", "checkpoint"];
+/// Columns that name a row come first, then the headline metrics (what a reader compares across
+/// rounds: verifier accuracy, win rates, KL, length, reward); the rest follow alphabetically.
+const NAMING: &[&str] = &[
+    "model",
+    "name",
+    "run",
+    "round",
+    "checkpoint",
+    "accuracy",
+    "win_rate_verifier",
+    "win_rate_rm",
+    "win_rate_judge",
+    "kl_to_reference",
+    "mean_length",
+    "rm_reward",
+];
 
 /// A JSONL file of evaluation rows (e.g. `rlhf eval --out`), with every column any row has.
 pub fn load_eval(path: &Path) -> Result<EvalTable> {
@@ -83,6 +97,8 @@ pub fn load_eval(path: &Path) -> Result<EvalTable> {
             }
         }
     }
+    // A column with no value in any row (e.g. maj@K of a run without samples) says nothing.
+    columns.retain(|c| rows.iter().any(|r| r.get(c).is_some_and(|v| !v.is_null())));
     columns.sort_by_key(|c| (NAMING.iter().position(|n| n == c).unwrap_or(NAMING.len()), c.clone()));
     Ok(EvalTable { source: path.to_path_buf(), columns, rows })
 }
@@ -225,10 +241,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rlhf-report-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("eval.jsonl");
-        std::fs::write(&path, "{\"model\": \"sft\", \"accuracy\": 0.4333}\n{\"model\": \"grpo\", \"kl\": 0.9}\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "{\"model\": \"sft\", \"accuracy\": 0.4333, \"maj_at_k\": null}\n\
+             {\"model\": \"grpo\", \"kl\": 0.9, \"win_rate_rm\": 0.6}\n",
+        )
+        .unwrap();
         let t = load_eval(&path).unwrap();
-        assert_eq!(t.columns, vec!["model", "accuracy", "kl"]);
+        assert_eq!(t.columns, vec!["model", "accuracy", "win_rate_rm", "kl"], "headline first, all-null dropped");
         let html = render("t", &[], &[t]);
         assert!(html.contains("<td>0.433</td>") && html.contains("<td>–</td>"), "{html}");
         std::fs::write(&path, "{\"model\": 1}\nnot json\n").unwrap();
