@@ -28,6 +28,81 @@ fn prefer_longer(a: &str, b: &str) -> &'static str {
     }
 }
 
+fn prefer_digits(a: &str, b: &str) -> &'static str {
+    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).count();
+    match digits(a).cmp(&digits(b)) {
+        std::cmp::Ordering::Greater => "A",
+        std::cmp::Ordering::Less => "B",
+        std::cmp::Ordering::Equal => "tie",
+    }
+}
+
+/// The mean of the first and of the last `n` values of `key` in a metrics file.
+fn first_and_last(metrics: &Path, key: &str, n: usize) -> (f64, f64) {
+    let xs: Vec<f64> = lines(metrics).iter().filter_map(|r| r[key].as_f64()).collect();
+    assert!(xs.len() >= 2 * n, "{}: {} values of {key}", metrics.display(), xs.len());
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    (mean(&xs[..n]), mean(&xs[xs.len() - n..]))
+}
+
+/// A judge that prefers answers with more digits (a taste the tiny model can acquire): every
+/// round's PPO raises the reward of its reward model, and round 1's policy beats the original
+/// on held-out prompts under it. (Checked over seeds 1, 2, 3 and 7 with a release build.)
+#[test]
+fn each_round_raises_the_reward_the_judge_taught() {
+    let (dir, model, data) = common::setup("iterate-learns");
+    let url = fake_judge(prefer_digits);
+    let run = dir.join("run");
+    let cfg = dir.join("learns.toml");
+    let text = format!(
+        r#"policy = "{model}"
+out = "{out}"
+rounds = 2
+prompts = "{prompts}"
+prompts_per_round = 8
+k = 4
+temperatures = [1.0, 1.3]
+max_new_tokens = 8
+replay_share = 1.0
+seed = 7
+
+[preferences]
+source = "judge"
+url = "{url}"
+model = "fake"
+max_tokens = 16
+
+[reward]
+set = ["train.max_steps=30", "train.learning_rate=1e-3", "train.batch_size=4", "stats_examples=16", "data.eval_fraction=0.2", "train.save_steps=0"]
+
+[rl]
+algorithm = "ppo"
+set = ["train.max_steps=30", "train.learning_rate=5e-3", "ppo.prompts_per_step=4", "rollout.max_new_tokens=8", "eval_steps=0", "train.save_steps=0"]
+
+[eval]
+prompts = "{eval}"
+limit = 8
+verifier = "math"
+max_new_tokens = 8
+"#,
+        model = p(&model),
+        out = p(&run),
+        prompts = p(&data.join("prompts.jsonl")),
+        eval = p(&data.join("prompts_eval.jsonl")),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    common::ok(&["iterate", "--config", p(&cfg)]);
+    for r in 1..=2 {
+        let (first, last) = first_and_last(&run.join(format!("round-{r}/policy/metrics.jsonl")), "reward/rm", 5);
+        assert!(last > first, "round {r}: PPO's reward-model score fell from {first:.3} (first 5 steps) to {last:.3}");
+    }
+    let eval = lines(&run.join("eval.jsonl"));
+    let rm = |model: &str| {
+        eval.iter().find(|v| v["round"] == 1 && v["model"] == model).unwrap()["rm_reward"].as_f64().unwrap()
+    };
+    assert!(rm("round-1") > rm("original"), "held out: round 1 {} vs original {}", rm("round-1"), rm("original"));
+}
+
 /// Tiny settings: 3 prompts a round, K = 3, a few tokens, 2 reward-model steps, 2 PPO steps.
 fn config(dir: &Path, model: &Path, data: &Path, url: &str, out: &Path) -> std::path::PathBuf {
     let text = format!(
