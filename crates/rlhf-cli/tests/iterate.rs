@@ -53,45 +53,22 @@ fn each_round_raises_the_reward_the_judge_taught() {
     let (dir, model, data) = common::setup("iterate-learns");
     let url = fake_judge(prefer_digits);
     let run = dir.join("run");
-    let cfg = dir.join("learns.toml");
-    let text = format!(
-        r#"policy = "{model}"
-out = "{out}"
-rounds = 2
-prompts = "{prompts}"
-prompts_per_round = 8
-k = 4
-temperatures = [1.0, 1.3]
-max_new_tokens = 8
-replay_share = 1.0
-seed = 7
-
-[preferences]
-source = "judge"
-url = "{url}"
-model = "fake"
-max_tokens = 16
-
-[reward]
-set = ["train.max_steps=30", "train.learning_rate=1e-3", "train.batch_size=4", "stats_examples=16", "data.eval_fraction=0.2", "train.save_steps=0"]
-
-[rl]
-algorithm = "ppo"
-set = ["train.max_steps=30", "train.learning_rate=5e-3", "ppo.prompts_per_step=4", "rollout.max_new_tokens=8", "eval_steps=0", "train.save_steps=0"]
-
-[eval]
-prompts = "{eval}"
-limit = 8
-verifier = "math"
-max_new_tokens = 8
-"#,
-        model = p(&model),
-        out = p(&run),
-        prompts = p(&data.join("prompts.jsonl")),
-        eval = p(&data.join("prompts_eval.jsonl")),
-    );
-    std::fs::write(&cfg, text).unwrap();
-    common::ok(&["iterate", "--config", p(&cfg)]);
+    // The tiny settings of `config`, scaled up so a taste can be learned in two rounds.
+    let cfg = config(&dir, &model, &data, &url, &run);
+    let bigger = [
+        "prompts_per_round=8",
+        "k=4",
+        "max_new_tokens=8",
+        r#"reward.set=["train.max_steps=30", "train.learning_rate=1e-3", "train.batch_size=4", "stats_examples=16", "data.eval_fraction=0.2", "train.save_steps=0"]"#,
+        r#"rl.set=["train.max_steps=30", "train.learning_rate=5e-3", "ppo.prompts_per_step=4", "rollout.max_new_tokens=8", "eval_steps=0", "train.save_steps=0"]"#,
+        "eval.limit=8",
+        "eval.max_new_tokens=8",
+    ];
+    let mut args = vec!["iterate", "--config", p(&cfg)];
+    for set in &bigger {
+        args.extend(["--set", set]);
+    }
+    common::ok(&args);
     for r in 1..=2 {
         let (first, last) = first_and_last(&run.join(format!("round-{r}/policy/metrics.jsonl")), "reward/rm", 5);
         assert!(last > first, "round {r}: PPO's reward-model score fell from {first:.3} (first 5 steps) to {last:.3}");
