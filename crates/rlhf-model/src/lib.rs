@@ -20,6 +20,7 @@ pub mod logprobs;
 pub mod lora;
 pub mod model;
 pub mod ops;
+pub mod packing;
 pub mod sampling;
 pub mod tiny;
 pub mod weights;
@@ -31,5 +32,6 @@ pub use logprobs::{states_at, token_logprobs, token_logprobs_and_states_at, toke
 pub use lora::LoraConfig;
 pub use model::CausalLm;
 pub use ops::Kernels;
+pub use packing::{last_states_packed, response_logprobs_packed, response_states_packed, PackedRows};
 pub use sampling::{top_logprobs, SamplingParams};
 pub use weights::Weights;

@@ -155,6 +155,20 @@ impl CausalLm {
         h.reshape((b, t, self.config.hidden_size))
     }
 
+    /// Final hidden states `[B, T, d]` under a prepared attention context (packed rows, see
+    /// [`crate::packing`]): no KV cache, positions and mask as `ctx` gives them.
+    pub fn hidden_with_context(&self, ids: &Tensor, ctx: &AttnContext) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if ctx.batch() != b || ctx.new_tokens() != t || ctx.mask.dims() != [b, 1, t, t] {
+            candle_core::bail!("attention context {:?} does not fit ids [{b}, {t}]", ctx.mask.dims());
+        }
+        let h = match &self.arch {
+            Arch::Llama(m) => m.hidden(self.kernels, ids, ctx, None)?,
+            Arch::Gpt2(m) => m.hidden(self.kernels, ids, ctx, None)?,
+        };
+        h.reshape((b, t, self.config.hidden_size))
+    }
+
     /// `hidden: [N, d]` → logits `[N, V]` (no reshape of the large output: in training every
     /// reshape of the logits would cost an extra gradient buffer of the same size).
     pub fn logits_2d(&self, hidden: &Tensor) -> Result<Tensor> {

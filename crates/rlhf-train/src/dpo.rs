@@ -12,8 +12,8 @@
 use crate::error::Result as TrainResult;
 use crate::trainer::{MicroOutput, Objective};
 use candle_core::{bail, DType, Result, Tensor};
-use rlhf_data::{Batch, PairExample};
-use rlhf_model::{token_logprobs_at, CausalLm};
+use rlhf_data::PairExample;
+use rlhf_model::{response_logprobs_packed, CausalLm};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,14 +174,13 @@ pub struct DpoExample {
     pub ref_rejected: f64,
 }
 
-/// Sequence logprobs `[R]` of `prompt ++ response` rows: the sum over response tokens only.
+/// Sequence logprobs `[R]` of `prompt ++ response` rows: the sum over response tokens only. A
+/// pair's chosen and rejected share one pass over their prompt (packed).
 pub fn response_logps(model: &CausalLm, pad_id: u32, rows: &[(&[u32], &[u32])]) -> Result<Tensor> {
-    let batch = Batch::from_prompt_responses(rows.iter().copied(), pad_id, 1);
-    let (ids, mask, _) = batch.to_tensors(model.device())?;
-    let flat = batch.loss_positions();
-    let owner: Vec<u32> = flat.iter().map(|&(r, _)| r as u32).collect();
-    let lp = token_logprobs_at(model, &ids, &mask, 1.0, &flat)?; // [N]
-    let owner = Tensor::from_vec(owner, flat.len(), model.device())?;
+    let (lp, _) = response_logprobs_packed(model, rows, pad_id, 1.0)?; // [N]
+    let owner: Vec<u32> =
+        rows.iter().enumerate().flat_map(|(r, (_, resp))| std::iter::repeat_n(r as u32, resp.len())).collect();
+    let owner = Tensor::from_vec(owner, lp.dim(0)?, model.device())?;
     Tensor::zeros(rows.len(), lp.dtype(), model.device())?.index_add(&owner, &lp, 0)
     // [R]
 }

@@ -10,12 +10,12 @@ use crate::kl::{kl_value, KlController, KlControllerConfig, KlEstimator, KlPlace
 use crate::online::{self, due, step_prompts, HeldOutEval, PolicyObjective, PolicyRow, RlPrompt, RunInfo};
 use crate::online::{SampleLog, Session, StepEnds, StepTiming};
 use crate::policy_loss::{clipped_value_loss, explained_variance, ClipConfig};
-use crate::rollout::{self, decode_rows, response_batch, response_logprobs_rows, split_rows, to_f64};
+use crate::rollout::{self, decode_rows, response_logprobs_rows, split_rows, to_f64};
 use crate::rollout::{PromptRef, RolloutConfig, RolloutRow};
 use crate::trainer::{MicroOutput, Objective, StepReport, TrainConfig};
 use candle_core::{DType, Tensor, Var};
 use rlhf_data::Tokenizer;
-use rlhf_model::{states_at, CausalLm};
+use rlhf_model::{response_states_packed, CausalLm};
 use rlhf_reward::RewardSource;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -83,9 +83,7 @@ pub struct Critic<'a> {
 impl Critic<'_> {
     /// Values `[N]` of every response token of `rows`, row after row.
     pub fn values(&self, rows: &[(&[u32], &[u32])], pad_id: u32) -> Result<Tensor> {
-        let (batch, positions) = response_batch(rows, pad_id);
-        let (ids, mask, _) = batch.to_tensors(self.trunk.device())?;
-        let h = states_at(self.trunk, &ids, &mask, &positions)?; // [N, d]
+        let h = response_states_packed(self.trunk, rows, pad_id)?; // [N, d]
         Ok(h.matmul(&self.head.t()?)?.squeeze(1)?)
     }
 }

@@ -7,8 +7,9 @@ use crate::dpo::log_sigmoid;
 use crate::error::Result as TrainResult;
 use crate::trainer::{MicroOutput, Objective};
 use candle_core::{bail, DType, Result, Tensor};
-use rlhf_data::{Batch, PreferenceGroup};
-use rlhf_model::heads::{score_last_token, RewardStats};
+use rlhf_data::PreferenceGroup;
+use rlhf_model::heads::RewardStats;
+use rlhf_model::last_states_packed;
 use rlhf_model::CausalLm;
 use serde::Serialize;
 
@@ -87,16 +88,16 @@ fn score_groups(model: &CausalLm, head: &Tensor, pad_id: u32, groups: &[&Prefere
             }
         }
     }
-    let batch = Batch::from_prompt_responses(rows.iter().copied(), pad_id, 1);
-    let (ids, mask, _) = batch.to_tensors(model.device())?;
-    let scores = score_last_token(model, head, &ids, &mask)?; // [R]
+    // The group's responses share one pass over its prompt (packed).
+    let (last, _) = last_states_packed(model, &rows, pad_id)?; // [R, d]
+    let scores = last.matmul(&head.t()?)?.squeeze(1)?; // [R]
     let n = chosen.len();
     let dev = model.device();
     Ok(ScoredPairs {
         chosen: scores.index_select(&Tensor::from_vec(chosen, n, dev)?, 0)?,
         rejected: scores.index_select(&Tensor::from_vec(rejected, n, dev)?, 0)?,
         scores,
-        tokens: batch.num_real_tokens(),
+        tokens: rows.iter().map(|(p, r)| p.len() + r.len()).sum(),
     })
 }
 

@@ -2,15 +2,16 @@
 //! rows of (prompt, response, sampler logprobs, finish reason), then the per-token logprobs and
 //! values of those rows under any model, and their scores under any [`RewardSource`].
 //!
-//! Rows are kept unpadded on the host; each forward pads them right (prompt then response as
-//! token ids, never re-tokenised text — RLHF_DETAILS 4) and reads only response positions.
+//! Rows are kept unpadded on the host; each forward packs them (prompt then response as token
+//! ids, never re-tokenised text — RLHF_DETAILS 4), one prompt shared by all of its responses
+//! (`rlhf_model::packing`), and reads only response positions.
 
 use crate::error::Result;
 use candle_core::{DType, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use rlhf_data::{Batch, Tokenizer};
-use rlhf_model::{generate, token_logprobs_and_states_at, CausalLm, FinishReason, GenerationConfig, SamplingParams};
+use rlhf_data::Tokenizer;
+use rlhf_model::{generate, response_logprobs_packed, CausalLm, FinishReason, GenerationConfig, SamplingParams};
 use rlhf_reward::{RewardSource, Sample, Score};
 use serde::{Deserialize, Serialize};
 
@@ -119,26 +120,16 @@ pub fn rollout(
     Ok(out)
 }
 
-/// Response positions of a right-padded prompt+response batch: `(row, t)` of every response
-/// token, row after row — the order of every flat `[N]` tensor the trainers use.
-pub fn response_batch(rows: &[(&[u32], &[u32])], pad_id: u32) -> (Batch, Vec<(usize, usize)>) {
-    let batch = Batch::from_prompt_responses(rows.iter().copied(), pad_id, 1);
-    let positions = batch.loss_positions();
-    (batch, positions)
-}
-
 /// Per-token logprobs `[N]` of every response token of `rows` under `model` at `temperature`,
-/// flattened row after row, with the hidden states `[N, d]` that predicted them. A graph node
-/// when `model` is trainable.
+/// flattened row after row, with the hidden states `[N, d]` that predicted them. Rows with the
+/// same prompt run it once (packed). A graph node when `model` is trainable.
 pub fn response_logprobs(
     model: &CausalLm,
     rows: &[(&[u32], &[u32])],
     pad_id: u32,
     temperature: f64,
 ) -> Result<(Tensor, Tensor)> {
-    let (batch, positions) = response_batch(rows, pad_id);
-    let (ids, mask, _) = batch.to_tensors(model.device())?;
-    Ok(token_logprobs_and_states_at(model, &ids, &mask, temperature, &positions)?)
+    Ok(response_logprobs_packed(model, rows, pad_id, temperature)?)
 }
 
 /// [`response_logprobs`] without gradients, `forward_batch` rows per pass, as host rows.
