@@ -63,6 +63,30 @@ pub fn left_pad(prompts: &[Vec<u32>], pad: u32) -> (Vec<Vec<u32>>, Vec<Vec<u32>>
     (ids, mask)
 }
 
+/// Logits `[B][V]` at the last position of `hidden: [B, T, d]`, on the host.
+fn last_logits(model: &CausalLm, hidden: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let t = hidden.dim(1)?;
+    let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?; // [B, d]
+    model.logits(&last)?.to_dtype(DType::F32)?.to_vec2::<f32>()
+}
+
+/// The first row of each distinct value, and for every row the index of its distinct value.
+fn distinct_rows(rows: &[Vec<u32>]) -> (Vec<usize>, Vec<u32>) {
+    let mut first: std::collections::HashMap<&[u32], u32> = std::collections::HashMap::new();
+    let mut distinct = Vec::new();
+    let owner = rows
+        .iter()
+        .enumerate()
+        .map(|(r, row)| {
+            *first.entry(row.as_slice()).or_insert_with(|| {
+                distinct.push(r);
+                distinct.len() as u32 - 1
+            })
+        })
+        .collect();
+    (distinct, owner)
+}
+
 fn to_tensor(rows: &[Vec<u32>], dev: &candle_core::Device) -> Result<Tensor> {
     let cols = rows.first().map_or(0, Vec::len);
     Tensor::from_vec(rows.concat(), (rows.len(), cols), dev)
@@ -150,13 +174,22 @@ pub fn generate_rows(
     let mut top: Vec<Vec<Vec<(u32, f32)>>> = vec![Vec::new(); b];
     let mut finish: Vec<Option<FinishReason>> = vec![None; b];
 
+    let (distinct, owner) = distinct_rows(&ids);
     let mut step_ids = to_tensor(&ids, &dev)?;
     let mut steps = 0;
     while steps < cfg.max_new_tokens && finish.iter().any(Option::is_none) {
-        let hidden = model.hidden(&step_ids, &to_tensor(&mask, &dev)?, Some(&mut cache))?;
-        let t = hidden.dim(1)?;
-        let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?; // [B, d]
-        let logits = model.logits(&last)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let logits = if steps == 0 && distinct.len() < b {
+            // Rows with the same prompt (a GRPO group, n > 1 samples) prefill it once.
+            let pick = |rows: &[Vec<u32>]| distinct.iter().map(|&r| rows[r].clone()).collect::<Vec<_>>();
+            let mut shared = model.new_cache(p + cfg.max_new_tokens);
+            let hidden =
+                model.hidden(&to_tensor(&pick(&ids), &dev)?, &to_tensor(&pick(&mask), &dev)?, Some(&mut shared))?;
+            cache = shared.select_rows(&owner)?;
+            let per_prompt = last_logits(&model, &hidden)?;
+            owner.iter().map(|&u| per_prompt[u as usize].clone()).collect()
+        } else {
+            last_logits(&model, &model.hidden(&step_ids, &to_tensor(&mask, &dev)?, Some(&mut cache))?)?
+        };
         let mut next = Vec::with_capacity(b);
         for row in 0..b {
             if finish[row].is_some() {

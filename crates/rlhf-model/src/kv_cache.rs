@@ -56,4 +56,19 @@ impl KvCache {
         c.len = needed;
         Ok((kb.narrow(2, 0, needed)?, vb.narrow(2, 0, needed)?))
     }
+
+    /// A cache whose row i is this cache's row `rows[i]` (rows may repeat): the prompt of a
+    /// group is prefilled once and its keys and values copied to every sample of the group.
+    pub fn select_rows(&self, rows: &[u32]) -> Result<KvCache> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for c in &self.layers {
+            let pick = |t: &Option<Tensor>| -> Result<Option<Tensor>> {
+                t.as_ref()
+                    .map(|t| t.index_select(&Tensor::from_vec(rows.to_vec(), rows.len(), t.device())?, 0))
+                    .transpose()
+            };
+            layers.push(LayerCache { k: pick(&c.k)?, v: pick(&c.v)?, len: c.len });
+        }
+        Ok(KvCache { layers, capacity: self.capacity })
+    }
 }

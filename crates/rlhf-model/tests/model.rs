@@ -167,6 +167,39 @@ fn rows_with_their_own_sampling_and_limits_match_running_alone() {
     }
 }
 
+/// Rows that share a prompt (a GRPO group) prefill it once and copy its cache; each row still
+/// samples what it samples alone, on every family.
+#[test]
+fn rows_sharing_a_prompt_sample_what_they_sample_alone() {
+    use rlhf_model::{generate_rows, RowSpec};
+    for (name, cfg) in configs() {
+        let m = model(cfg, DType::F32, 21);
+        let warm = SamplingParams { temperature: 1.0, top_k: None, top_p: None, seed: 5 };
+        let spec = |prompt: &[u32], stream| RowSpec {
+            prompt: prompt.to_vec(),
+            sampling: warm.clone(),
+            stream,
+            max_new_tokens: 6,
+            top_logprobs: 0,
+        };
+        let (a, b): (&[u32], &[u32]) = (&[3, 1, 4, 1, 5], &[9, 2]);
+        let rows = vec![spec(a, 0), spec(b, 1), spec(a, 2), spec(a, 3), spec(b, 4)];
+        let together = generate_rows(&m, &rows, &[], 0, None, &mut |_| {}).unwrap();
+        let distinct: std::collections::HashSet<&Vec<u32>> = together.response_ids.iter().collect();
+        assert!(distinct.len() > 2, "{name}: the streams sample different responses");
+        for (i, row) in rows.iter().enumerate() {
+            let alone = generate_rows(&m, std::slice::from_ref(row), &[], 0, None, &mut |_| {}).unwrap();
+            assert_eq!(together.response_ids[i], alone.response_ids[0], "{name} row {i}: tokens");
+            let d = together.response_logprobs[i]
+                .iter()
+                .zip(&alone.response_logprobs[0])
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(d <= 1e-5, "{name} row {i}: logprobs differ by {d}");
+        }
+    }
+}
+
 #[test]
 fn padding_does_not_change_logprobs() {
     for (name, cfg) in configs() {

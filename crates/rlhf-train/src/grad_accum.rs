@@ -7,6 +7,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Var};
+use rayon::prelude::*;
 use rlhf_model::grads::{GradSink, Grads};
 use rlhf_model::ops::cpu::with_slice;
 
@@ -33,11 +34,35 @@ pub fn accumulate(sink: &GradSink, store: &GradStore, params: &[(String, Var)]) 
 pub fn global_norm(grads: &Grads, params: &[(String, Var)]) -> Result<f64> {
     let mut sum = 0f64;
     for (name, var) in params {
-        if let Some(s) = grads.with_f32(name, var, |g| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())? {
+        if let Some(s) = grads.with_f32(name, var, sum_of_squares)? {
             sum += s;
         }
     }
     Ok(sum.sqrt())
+}
+
+/// Elements per partial sum: the partials are added in chunk order, so the result does not
+/// depend on the number of threads (resumed runs stay bit-identical).
+const NORM_CHUNK: usize = 1 << 16;
+
+/// Σ x² in f64, in parallel over fixed chunks, each with 8 independent accumulators: one
+/// sequential chain of 135M dependent f64 additions costs 0.2 s per step on the default model.
+fn sum_of_squares(g: &[f32]) -> f64 {
+    let partials: Vec<f64> = g
+        .par_chunks(NORM_CHUNK)
+        .map(|chunk| {
+            let mut acc = [0f64; 8];
+            let lanes = chunk.chunks_exact(8);
+            let tail: f64 = lanes.remainder().iter().map(|&x| (x as f64) * (x as f64)).sum();
+            for v in lanes {
+                for (a, &x) in acc.iter_mut().zip(v) {
+                    *a += (x as f64) * (x as f64);
+                }
+            }
+            acc.iter().sum::<f64>() + tail
+        })
+        .collect();
+    partials.iter().sum()
 }
 
 /// The factor that brings a gradient of norm `norm` down to `max_norm` (PyTorch's
