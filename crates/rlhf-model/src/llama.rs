@@ -15,6 +15,7 @@ use crate::lora::{Dropout, Lora, Switches};
 use crate::ops::Kernels;
 use crate::weights::Weights;
 use candle_core::{DType, Result, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// HF module names in [`LayerParams`] order (each weight followed by its optional bias).
@@ -81,10 +82,12 @@ pub struct Llama {
     inv_freq: Vec<f64>,
     sink: Arc<GradSink>,
     lora: Option<Switches>,
+    /// Activation checkpointing of the fused layers (see `llama_layer.rs`), set by the owner.
+    checkpoint: Arc<AtomicBool>,
 }
 
 impl Llama {
-    pub fn new(cfg: &ModelConfig, w: &Weights, sink: Arc<GradSink>) -> Result<Self> {
+    pub fn new(cfg: &ModelConfig, w: &Weights, sink: Arc<GradSink>, checkpoint: Arc<AtomicBool>) -> Result<Self> {
         let layers = (0..cfg.num_hidden_layers).map(|i| layer_params(w, i)).collect::<Result<Vec<_>>>()?;
         let embed = w.get("model.embed_tokens.weight")?.clone();
         let lm_head = if cfg.tie_word_embeddings { embed.clone() } else { w.get("lm_head.weight")?.clone() };
@@ -97,6 +100,7 @@ impl Llama {
             inv_freq: rope_inv_freq(cfg),
             sink,
             lora: None,
+            checkpoint,
         })
     }
 
@@ -182,6 +186,7 @@ impl Llama {
             io.mask.contiguous()?,
             self.sink.clone(),
             train,
+            train && self.checkpoint.load(Ordering::Relaxed),
         );
         x.contiguous()?.apply_op2(&anchor, op)
     }

@@ -91,10 +91,15 @@ pub(crate) struct FusedLayer {
     pub sink: Arc<GradSink>,
     /// Keep activations for a backward pass (false when nothing needs gradients).
     pub train: bool,
+    /// Activation checkpointing: keep nothing but the input (which candle holds anyway) and
+    /// recompute the layer's forward in its backward. Same arithmetic, so the same gradients bit
+    /// for bit, for one more forward pass; the activations of one layer are live at a time.
+    pub checkpoint: bool,
     saved: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 impl FusedLayer {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         dims: LayerDims,
         params: LayerParams,
@@ -103,8 +108,9 @@ impl FusedLayer {
         mask: Tensor,
         sink: Arc<GradSink>,
         train: bool,
+        checkpoint: bool,
     ) -> Self {
-        Self { dims, params, cos, sin, mask, sink, train, saved: Mutex::new(None) }
+        Self { dims, params, cos, sin, mask, sink, train, checkpoint, saved: Mutex::new(None) }
     }
 }
 
@@ -374,26 +380,35 @@ fn with_slices<T: Real, R>(op: &FusedLayer, f: impl FnOnce(&Slices<T>) -> Result
 impl FusedLayer {
     fn forward<T: GradElem>(&self, x: &[T]) -> Result<Vec<T>> {
         let (y, saved) = with_slices(self, |s| Ok(layer_fwd(self.dims, s, x)))?;
-        if self.train {
+        if self.train && !self.checkpoint {
             *self.saved.lock().map_err(|_| candle_core::Error::Msg("poisoned lock".into()))? = Some(Box::new(saved));
         }
         Ok(y)
     }
 
     fn backward<T: GradElem>(&self, x: &Tensor, gy: &Tensor) -> Result<Tensor> {
-        let saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("poisoned lock".into()))?.take().ok_or_else(
-            || {
-                candle_core::Error::Msg(
-                    "fused llama layer: backward without saved activations (run it once per forward)".into(),
-                )
-            },
-        )?;
-        let saved = saved
-            .downcast::<Saved<T>>()
-            .map_err(|_| candle_core::Error::Msg("fused llama layer: dtype changed".into()))?;
+        let saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("poisoned lock".into()))?.take();
+        let saved = match saved {
+            Some(b) => Some(
+                b.downcast::<Saved<T>>()
+                    .map_err(|_| candle_core::Error::Msg("fused llama layer: dtype changed".into()))?,
+            ),
+            None if self.checkpoint => None,
+            None => bail!("fused llama layer: backward without saved activations (run it once per forward)"),
+        };
         let dx = crate::ops::cpu::with_slice::<T, _>(x, "fused llama layer", |xs| {
             crate::ops::cpu::with_slice::<T, _>(gy, "fused llama layer", |gs| {
-                with_slices(self, |s| layer_bwd(self.dims, s, &saved, xs, gs, &self.sink, &self.params))
+                with_slices(self, |s| {
+                    let recomputed;
+                    let sv: &Saved<T> = match &saved {
+                        Some(sv) => sv,
+                        None => {
+                            recomputed = layer_fwd(self.dims, s, xs).1;
+                            &recomputed
+                        }
+                    };
+                    layer_bwd(self.dims, s, sv, xs, gs, &self.sink, &self.params)
+                })
             })
         })???;
         Tensor::from_vec(dx, x.shape(), x.device())

@@ -14,6 +14,7 @@ use crate::weights::{self, Weights};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 enum Arch {
@@ -30,6 +31,8 @@ pub struct CausalLm {
     sink: Arc<GradSink>,
     /// LoRA adapters on top of (detached) `weights`, see `lora/`.
     lora: Option<Lora>,
+    /// Activation checkpointing (see [`Self::set_activation_checkpointing`]).
+    checkpoint: Arc<AtomicBool>,
 }
 
 impl CausalLm {
@@ -45,9 +48,10 @@ impl CausalLm {
         lora: Option<Lora>,
     ) -> Result<Self> {
         let sink = Arc::new(GradSink::default());
+        let checkpoint = Arc::new(AtomicBool::new(false));
         let arch = match config.family {
             Family::Llama => {
-                let mut llama = Llama::new(&config, &weights, sink.clone())?;
+                let mut llama = Llama::new(&config, &weights, sink.clone(), checkpoint.clone())?;
                 if let Some(lora) = &lora {
                     llama.attach_lora(lora);
                 }
@@ -56,7 +60,15 @@ impl CausalLm {
             Family::Gpt2 if lora.is_some() => candle_core::bail!("LoRA is implemented for the Llama family"),
             Family::Gpt2 => Arch::Gpt2(Gpt2::new(&config, &weights)?),
         };
-        Ok(Self { config, weights, arch, kernels, sink, lora })
+        Ok(Self { config, weights, arch, kernels, sink, lora, checkpoint })
+    }
+
+    /// Activation checkpointing for training forwards: fused Llama layers keep only their input
+    /// and recompute the rest in the backward pass (the same gradients, bit for bit, for one
+    /// more forward; the activation memory of one layer instead of all). Composed paths (GPT-2,
+    /// LoRA dropout, other devices) keep their activations either way.
+    pub fn set_activation_checkpointing(&self, on: bool) {
+        self.checkpoint.store(on, Ordering::Relaxed);
     }
 
     pub(crate) fn lora(&self) -> Option<&Lora> {

@@ -180,6 +180,7 @@ impl<'a> Session<'a> {
         ckpt_root: &Path,
     ) -> Result<Self> {
         cfg.validate()?;
+        model.set_activation_checkpointing(cfg.gradient_checkpointing);
         Ok(Self {
             params,
             opt: AdamW::new(params.to_vec(), cfg.adamw())?,

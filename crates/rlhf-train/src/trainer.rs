@@ -51,6 +51,9 @@ pub struct TrainConfig {
     pub save_steps: usize,
     /// Checkpoints kept (0 = all).
     pub save_total_limit: usize,
+    /// Recompute each decoder layer's activations in the backward pass instead of keeping them
+    /// (TRL's `gradient_checkpointing`): less memory, one more forward, identical gradients.
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainConfig {
@@ -73,6 +76,7 @@ impl Default for TrainConfig {
             eval_steps: 0,
             save_steps: 500,
             save_total_limit: 2,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -193,6 +197,7 @@ pub fn train<O: Objective>(
     let total = cfg.total_steps(train_set.len()) as u64;
     let schedule = cfg.schedule(total as usize);
     let mut opt = AdamW::new(params.to_vec(), cfg.adamw())?;
+    obj.model().set_activation_checkpointing(cfg.gradient_checkpointing);
     let fingerprint = Fingerprint::new(obj.model().config().to_hf_json(), params);
     let ckpt_root = run.dir.join("checkpoints");
     let mut start = 0u64;

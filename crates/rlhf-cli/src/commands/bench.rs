@@ -37,6 +37,10 @@ pub struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Trainer sections: recompute layer activations in the backward pass (TRL's
+    /// `gradient_checkpointing`, its SFT/reward/DPO default).
+    #[arg(long)]
+    gradient_checkpointing: bool,
 }
 
 pub fn median(xs: &[f64]) -> f64 {
@@ -152,8 +156,12 @@ fn section(a: &Args, name: &str) -> Result<Value> {
         "matmul" => matmul(),
         "decode" => decode(a),
         "train" => train(a),
-        "sft" | "reward" | "dpo" => super::bench_trainers::trainer_step(&a.model, name, a.train_steps),
-        "grpo" | "ppo" => super::bench_rl::rl_step(&a.model, name, a.train_steps, a.completions),
+        "sft" | "reward" | "dpo" => {
+            super::bench_trainers::trainer_step(&a.model, name, a.train_steps, a.gradient_checkpointing)
+        }
+        "grpo" | "ppo" => {
+            super::bench_rl::rl_step(&a.model, name, a.train_steps, a.completions, a.gradient_checkpointing)
+        }
         other => bail!("--only {other}: expected matmul, decode, train, sft, reward, dpo, grpo or ppo"),
     }
 }
@@ -178,6 +186,7 @@ pub fn run(a: Args) -> Result<()> {
             .args(["bench", "--model", &a.model, "--only", name])
             .args(["--train-steps", &a.train_steps.to_string(), "--decode-runs", &a.decode_runs.to_string()])
             .args(["--new-tokens", &a.new_tokens.to_string(), "--completions", &a.completions.to_string()])
+            .args(a.gradient_checkpointing.then_some("--gradient-checkpointing"))
             .stderr(std::process::Stdio::inherit())
             .output()
             .with_context(|| format!("running bench section {name}"))?;

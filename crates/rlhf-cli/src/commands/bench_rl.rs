@@ -29,7 +29,7 @@ impl RewardSource for RandomReward {
 }
 
 /// `which` = "grpo" (1 prompt × `completions`) or "ppo" (`completions` prompts, 1 epoch).
-pub fn rl_step(model_arg: &str, which: &str, steps: usize, completions: usize) -> Result<Value> {
+pub fn rl_step(model_arg: &str, which: &str, steps: usize, completions: usize, checkpointing: bool) -> Result<Value> {
     let loaded = loading::load(model_arg, &candle_core::Device::Cpu)?;
     let tok = &loaded.tokenizer;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -47,6 +47,7 @@ pub fn rl_step(model_arg: &str, which: &str, steps: usize, completions: usize) -
         lr_scheduler: ScheduleKind::Constant,
         max_steps: steps + 1,
         save_steps: 0,
+        gradient_checkpointing: checkpointing,
         ..TrainConfig::default()
     };
     let dir = std::env::temp_dir().join(format!("rlhf-bench-{which}-{}", std::process::id()));
@@ -103,7 +104,7 @@ pub fn rl_step(model_arg: &str, which: &str, steps: usize, completions: usize) -
     let step: Vec<f64> = times.iter().map(|t| t.0).collect();
     let rollout: Vec<f64> = times.iter().map(|t| t.1).collect();
     Ok(json!({
-        "trainer": which, "completions": completions, "new_tokens": 32,
+        "trainer": which, "completions": completions, "new_tokens": 32, "gradient_checkpointing": checkpointing,
         "step_s": super::bench::median(&step), "rollout_s": super::bench::median(&rollout), "samples_s": step,
         "peak_rss_mb": super::bench::peak_rss_mb(),
     }))

@@ -49,7 +49,7 @@ fn time_steps<O: Objective>(
     Ok((secs, losses))
 }
 
-pub fn trainer_step(model_arg: &str, which: &str, steps: usize) -> Result<Value> {
+pub fn trainer_step(model_arg: &str, which: &str, steps: usize, checkpointing: bool) -> Result<Value> {
     let loaded = loading::load(model_arg, &Device::Cpu)?;
     let vocab = loaded.model.config().vocab_size;
     let pad = loaded.tokenizer.pad_id();
@@ -65,6 +65,7 @@ pub fn trainer_step(model_arg: &str, which: &str, steps: usize) -> Result<Value>
                     source: loc(),
                 })
                 .collect();
+            model.set_activation_checkpointing(checkpointing);
             let mut obj = SftObjective { model: &model, pad_id: pad, eval_batch_size: BATCH };
             time_steps(&mut obj, &data.iter().collect::<Vec<_>>(), &params, steps)?
         }
@@ -82,6 +83,7 @@ pub fn trainer_step(model_arg: &str, which: &str, steps: usize) -> Result<Value>
                     source: loc(),
                 })
                 .collect();
+            model.set_activation_checkpointing(checkpointing);
             let mut obj = RewardObjective {
                 model: &model,
                 head: head.as_tensor().clone(),
@@ -104,6 +106,7 @@ pub fn trainer_step(model_arg: &str, which: &str, steps: usize) -> Result<Value>
             let data = precompute_reference(&loaded.model, pad, pairs, BATCH, |_| {})?;
             let (model, params) = loaded.model.trainable()?;
             drop(loaded.model);
+            model.set_activation_checkpointing(checkpointing);
             let mut obj =
                 DpoObjective { policy: &model, pad_id: pad, loss: DpoLossConfig::default(), eval_batch_size: BATCH };
             time_steps(&mut obj, &data.iter().collect::<Vec<_>>(), &params, steps)?
@@ -111,7 +114,7 @@ pub fn trainer_step(model_arg: &str, which: &str, steps: usize) -> Result<Value>
         other => anyhow::bail!("unknown trainer section {other}"),
     };
     Ok(json!({
-        "trainer": which, "batch": BATCH, "seq_len": PROMPT + RESPONSE,
+        "trainer": which, "batch": BATCH, "seq_len": PROMPT + RESPONSE, "gradient_checkpointing": checkpointing,
         "step_s": super::bench::median(&secs), "samples_s": secs, "losses": losses,
         "peak_rss_mb": super::bench::peak_rss_mb(),
     }))
