@@ -70,23 +70,6 @@ fn last_logits(model: &CausalLm, hidden: &Tensor) -> Result<Vec<Vec<f32>>> {
     model.logits(&last)?.to_dtype(DType::F32)?.to_vec2::<f32>()
 }
 
-/// The first row of each distinct value, and for every row the index of its distinct value.
-fn distinct_rows(rows: &[Vec<u32>]) -> (Vec<usize>, Vec<u32>) {
-    let mut first: std::collections::HashMap<&[u32], u32> = std::collections::HashMap::new();
-    let mut distinct = Vec::new();
-    let owner = rows
-        .iter()
-        .enumerate()
-        .map(|(r, row)| {
-            *first.entry(row.as_slice()).or_insert_with(|| {
-                distinct.push(r);
-                distinct.len() as u32 - 1
-            })
-        })
-        .collect();
-    (distinct, owner)
-}
-
 fn to_tensor(rows: &[Vec<u32>], dev: &candle_core::Device) -> Result<Tensor> {
     let cols = rows.first().map_or(0, Vec::len);
     Tensor::from_vec(rows.concat(), (rows.len(), cols), dev)
@@ -174,7 +157,7 @@ pub fn generate_rows(
     let mut top: Vec<Vec<Vec<(u32, f32)>>> = vec![Vec::new(); b];
     let mut finish: Vec<Option<FinishReason>> = vec![None; b];
 
-    let (distinct, owner) = distinct_rows(&ids);
+    let (distinct, owner) = crate::packing::distinct_rows(ids.iter().map(Vec::as_slice));
     let mut step_ids = to_tensor(&ids, &dev)?;
     let mut steps = 0;
     while steps < cfg.max_new_tokens && finish.iter().any(Option::is_none) {

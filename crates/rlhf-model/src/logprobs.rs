@@ -78,21 +78,6 @@ pub fn token_logprobs_and_states_at(
     Ok((model.kernels().gather_log_softmax(&logits, &target_ids, temperature)?, h))
 }
 
-/// Hidden states `[N, d]` before each target token, without the LM head (critics).
-pub fn states_at(
-    model: &CausalLm,
-    ids: &Tensor,
-    attention_mask: &Tensor,
-    targets: &[(usize, usize)],
-) -> Result<Tensor> {
-    let (b, t) = ids.dims2()?;
-    let (rows, _) = target_rows(targets, b, t)?;
-    let hidden = model.hidden(ids, attention_mask, None)?; // [B, T, d]
-    let d = hidden.dim(D::Minus1)?;
-    let n = rows.len();
-    hidden.reshape((b * t, d))?.index_select(&Tensor::from_vec(rows, n, ids.device())?, 0)
-}
-
 /// Flat indices of the positions that predict each target, and of the targets themselves.
 fn target_rows(targets: &[(usize, usize)], b: usize, t: usize) -> Result<(Vec<u32>, Vec<u32>)> {
     if targets.is_empty() {

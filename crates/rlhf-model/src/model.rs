@@ -160,9 +160,14 @@ impl CausalLm {
             );
         }
         let ctx = AttnContext::new(attention_mask, t, self.config.sliding_window, self.dtype())?;
+        self.hidden_in(ids, &ctx, cache)
+    }
+
+    fn hidden_in(&self, ids: &Tensor, ctx: &AttnContext, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
         let h = match &self.arch {
-            Arch::Llama(m) => m.hidden(self.kernels, ids, &ctx, cache)?,
-            Arch::Gpt2(m) => m.hidden(self.kernels, ids, &ctx, cache)?,
+            Arch::Llama(m) => m.hidden(self.kernels, ids, ctx, cache)?,
+            Arch::Gpt2(m) => m.hidden(self.kernels, ids, ctx, cache)?,
         };
         h.reshape((b, t, self.config.hidden_size))
     }
@@ -174,11 +179,7 @@ impl CausalLm {
         if ctx.batch() != b || ctx.new_tokens() != t || ctx.mask.dims() != [b, 1, t, t] {
             candle_core::bail!("attention context {:?} does not fit ids [{b}, {t}]", ctx.mask.dims());
         }
-        let h = match &self.arch {
-            Arch::Llama(m) => m.hidden(self.kernels, ids, ctx, None)?,
-            Arch::Gpt2(m) => m.hidden(self.kernels, ids, ctx, None)?,
-        };
-        h.reshape((b, t, self.config.hidden_size))
+        self.hidden_in(ids, ctx, None)
     }
 
     /// `hidden: [N, d]` → logits `[N, V]` (no reshape of the large output: in training every

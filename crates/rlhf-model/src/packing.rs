@@ -41,14 +41,10 @@ impl PackedRows {
         if let Some(i) = rows.iter().position(|(p, _)| p.is_empty()) {
             bail!("packing: row {i} has an empty prompt (its first token would have no context)");
         }
-        let mut group_of: HashMap<&[u32], usize> = HashMap::new();
-        let mut groups: Vec<Vec<usize>> = Vec::new();
-        for (i, (prompt, _)) in rows.iter().enumerate() {
-            let g = *group_of.entry(prompt).or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            });
-            groups[g].push(i);
+        let (distinct, owner) = distinct_rows(rows.iter().map(|(p, _)| *p));
+        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); distinct.len()];
+        for (i, &g) in owner.iter().enumerate() {
+            groups[g as usize].push(i);
         }
         let packed_len =
             |members: &[usize]| rows[members[0]].0.len() + members.iter().map(|&i| rows[i].1.len()).sum::<usize>();
@@ -133,6 +129,23 @@ impl PackedRows {
     fn index(v: &[u32], device: &Device) -> Result<Tensor> {
         Tensor::from_vec(v.to_vec(), v.len(), device)
     }
+}
+
+/// The first index of each distinct row, in order of appearance, and for every row the index
+/// of its distinct value (shared by packing and by generation's once-per-prompt prefill).
+pub(crate) fn distinct_rows<'a>(rows: impl Iterator<Item = &'a [u32]>) -> (Vec<usize>, Vec<u32>) {
+    let mut first: HashMap<&[u32], u32> = HashMap::new();
+    let mut distinct = Vec::new();
+    let owner = rows
+        .enumerate()
+        .map(|(r, row)| {
+            *first.entry(row).or_insert_with(|| {
+                distinct.push(r);
+                distinct.len() as u32 - 1
+            })
+        })
+        .collect();
+    (distinct, owner)
 }
 
 /// Final hidden states `[P·L, d]` of a packed batch.
