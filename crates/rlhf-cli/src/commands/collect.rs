@@ -15,12 +15,12 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("dest").required(true).args(["db", "out"])))]
 pub struct Args {
-    /// HF folder, .gguf file, or `default`.
+    /// Hub id ORG/NAME[@REVISION], HF folder, .gguf file, or `default`.
     #[arg(long)]
     model: String,
     /// Prompts (JSONL/JSON/Parquet with a `prompt` column: a string or a list of messages).
     #[arg(long)]
-    prompts: PathBuf,
+    prompts: String,
     /// Responses per prompt (2–9; a ranking of more is hard for people).
     #[arg(long, default_value_t = 4)]
     k: usize,
@@ -71,12 +71,18 @@ pub fn run(a: Args) -> Result<()> {
     }
     let loaded = loading::load(&a.model, &Device::Cpu)?;
     let tok = &loaded.tokenizer;
-    let mut prompts = load_prompts(&a.prompts, tok, &LoadOptions { max_length: 0, ..Default::default() })?.examples;
+    let mut prompts = crate::loading::load_dataset(
+        &a.prompts,
+        tok,
+        &LoadOptions { max_length: 0, ..Default::default() },
+        load_prompts,
+    )?
+    .examples;
     if a.limit > 0 {
         prompts.truncate(a.limit);
     }
     if prompts.is_empty() {
-        bail!("{}: no prompts", a.prompts.display());
+        bail!("{}: no prompts", a.prompts);
     }
     let mut sink = match (&a.db, &a.out) {
         (Some(db), _) => Sink::Db(LabelDb::open(db)?, db.clone()),

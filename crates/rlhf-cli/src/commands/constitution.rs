@@ -21,9 +21,10 @@ use std::sync::{Mutex, OnceLock};
 pub struct Args {
     #[command(flatten)]
     endpoint: EndpointArgs,
-    /// Prompts (JSONL or Parquet): `prompt` as a string or a list of chat messages.
+    /// Prompts (JSONL or Parquet, or a Hub dataset ORG/NAME[:SPLIT]): `prompt` as a string or a
+    /// list of chat messages.
     #[arg(long)]
-    data: PathBuf,
+    data: String,
     /// The constitution: one principle per non-empty line; lines starting with `#` are comments.
     #[arg(long)]
     principles: PathBuf,
@@ -322,7 +323,10 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--sft-out and --pairs-out are the same file ({})", a.sft_out.display());
     }
     let principles = read_principles(&a.principles)?;
-    let mut items = read_prompts(&a.data)?;
+    let mut items = Vec::new();
+    for file in crate::loading::dataset_files(&a.data)? {
+        items.extend(read_prompts(&file)?);
+    }
     if let Some(limit) = a.limit {
         items.truncate(limit);
     }

@@ -21,12 +21,12 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// `NAME=MODEL` (HF folder, .gguf or `default`); repeat for each model to compare.
+    /// `NAME=MODEL` (Hub id, HF folder, .gguf or `default`); repeat for each model to compare.
     #[arg(long = "model", required = true)]
     models: Vec<String>,
     /// Held-out prompts with an `answer` column.
     #[arg(long)]
-    prompts: PathBuf,
+    prompts: String,
     /// Score only the first N prompts (0 = all).
     #[arg(long, default_value_t = 100)]
     limit: usize,
@@ -56,7 +56,7 @@ pub struct Args {
     sample_temperature: f64,
     /// Held-out demonstrations (SFT format) for perplexity on their completion tokens.
     #[arg(long)]
-    text: Option<PathBuf>,
+    text: Option<String>,
 }
 
 struct Row {
@@ -94,7 +94,9 @@ pub fn run(a: Args) -> Result<()> {
     let reference_path = a.reference.clone().unwrap_or_else(|| named[0].1.clone());
     let reference = loading::load(&reference_path, &Device::Cpu)?;
     let tok = &reference.tokenizer;
-    let mut prompts = load_prompts(&a.prompts, tok, &LoadOptions { max_length: 0, ..Default::default() })?.examples;
+    let mut prompts =
+        loading::load_dataset(&a.prompts, tok, &LoadOptions { max_length: 0, ..Default::default() }, load_prompts)?
+            .examples;
     if a.limit > 0 {
         prompts.truncate(a.limit);
     }
@@ -111,7 +113,10 @@ pub fn run(a: Args) -> Result<()> {
             .with_context(|| format!("--baseline {b}: not one of the --model names"))?,
     };
     let text = match &a.text {
-        Some(path) => rlhf_data::load_sft(path, tok, &LoadOptions { max_length: 0, ..Default::default() })?.examples,
+        Some(path) => {
+            loading::load_dataset(path, tok, &LoadOptions { max_length: 0, ..Default::default() }, rlhf_data::load_sft)?
+                .examples
+        }
         None => vec![],
     };
     let mut rows = Vec::new();

@@ -9,7 +9,7 @@ use serde_json::json;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// HF folder, .gguf file, or `default` (SmolLM2-135M-Instruct).
+    /// Hub id ORG/NAME[@REVISION], HF folder, .gguf file, or `default` (SmolLM2-135M-Instruct).
     #[arg(long)]
     model: String,
     #[arg(long)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The base model the adapters were trained on: HF folder, .gguf file, or `default`.
+    /// The base model the adapters were trained on: Hub id, HF folder, .gguf file, or `default`.
     #[arg(long)]
     model: String,
     /// Adapter folder (adapter_config.json + adapter_model.safetensors).

@@ -13,7 +13,6 @@ use rlhf_train::ppo::{train_ppo, Critic, PpoConfig, PpoSetup};
 use rlhf_train::rollout::RolloutConfig;
 use rlhf_train::{ScheduleKind, TrainConfig};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -95,7 +94,8 @@ pub fn run(args: rl::RlArgs) -> Result<()> {
         (true, _) => (None, Tensor::zeros((1, d), DType::F32, &Device::Cpu)?),
         (false, true) => (Some(base.detached()?.trainable()?), Tensor::zeros((1, d), DType::F32, &Device::Cpu)?),
         (false, false) => {
-            let (m, h, _) = load_sequence_classifier(Path::new(&cfg.critic.model), DType::F32, &Device::Cpu)
+            let critic = crate::loading::resolve_model(&cfg.critic.model)?;
+            let (m, h, _) = load_sequence_classifier(&critic, DType::F32, &Device::Cpu)
                 .with_context(|| format!("loading the critic from {}", cfg.critic.model))?;
             let head = if cfg.critic.keep_head { h } else { h.zeros_like()? };
             (Some(m.trainable()?), head)

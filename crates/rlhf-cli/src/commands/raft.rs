@@ -25,7 +25,7 @@ pub struct Args {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftCommandConfig {
-    /// HF folder, .gguf file, or `default`.
+    /// Hub id ORG/NAME[@REVISION], HF folder, .gguf file, or `default`.
     pub model: String,
     /// Run folder: config.toml, rounds.jsonl, samples.jsonl, round-<r>/{metrics.jsonl,tb,final}.
     pub out: String,

@@ -5,27 +5,34 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use rlhf_data::{load_preferences, LoadOptions, Tokenizer};
 use rlhf_model::heads::{load_sequence_classifier, score_last_token};
-use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Reward-model folder written by `rlhf reward` (or any HF *ForSequenceClassification folder).
+    /// Reward-model folder written by `rlhf reward` (or any HF *ForSequenceClassification
+    /// folder), or its Hub id ORG/NAME[@REVISION].
     #[arg(long)]
-    model: PathBuf,
-    /// Pairs or rankings (.jsonl / .parquet).
+    model: String,
+    /// Pairs or rankings (.jsonl / .parquet), or a Hub dataset ORG/NAME[:SPLIT].
     #[arg(long)]
-    data: PathBuf,
+    data: String,
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (model, head, _) = load_sequence_classifier(&a.model, DType::F32, &Device::Cpu)
-        .with_context(|| format!("loading reward model {}", a.model.display()))?;
-    let tok = Tokenizer::load(&a.model)
-        .with_context(|| format!("loading the tokenizer of {}", a.model.display()))?
+    let path = crate::loading::resolve_model(&a.model)?;
+    let (model, head, _) = load_sequence_classifier(&path, DType::F32, &Device::Cpu)
+        .with_context(|| format!("loading reward model {}", path.display()))?;
+    let tok = Tokenizer::load(&path)
+        .with_context(|| format!("loading the tokenizer of {}", path.display()))?
         .with_model_config(model.config());
-    let groups = load_preferences(&a.data, &tok, &LoadOptions { max_length: 0, ..Default::default() })?.examples;
+    let groups = crate::loading::load_dataset(
+        &a.data,
+        &tok,
+        &LoadOptions { max_length: 0, ..Default::default() },
+        load_preferences,
+    )?
+    .examples;
     let (mut chosen, mut rejected) = (Vec::new(), Vec::new());
     let pairs: Vec<_> = groups.iter().flat_map(|g| g.pair_examples().collect::<Vec<_>>()).collect();
     for chunk in pairs.chunks(a.batch_size.max(1)) {

@@ -6,7 +6,6 @@ use rlhf_reward::format::{MatchMode, RegexReward, Target};
 use rlhf_reward::math::MathVerifier;
 use rlhf_reward::{Ensemble, EnsembleMode, EquationSteps, RewardModel, RewardSource};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -120,7 +119,7 @@ impl RewardSpec {
 
 impl RewardSpec {
     fn reward_model(&self, path: &str, pad_id: u32) -> Result<RewardModel> {
-        let rm = RewardModel::load(Path::new(path), pad_id, DType::F32, &Device::Cpu)
+        let rm = RewardModel::load(&crate::loading::resolve_model(path)?, pad_id, DType::F32, &Device::Cpu)
             .with_context(|| format!("loading reward model {path}"))?;
         Ok(rm.normalized(self.normalize)?)
     }

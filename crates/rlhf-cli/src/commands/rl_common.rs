@@ -37,7 +37,7 @@ impl RlArgs {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PromptData {
-    /// Prompts (`prompt`, optional `answer` / `tests`), .jsonl or .parquet.
+    /// Prompts (`prompt`, optional `answer` / `tests`), .jsonl or .parquet, or a Hub dataset ORG/NAME[:SPLIT].
     pub path: String,
     /// Held-out prompts scored during training by `[eval]` (empty: no evaluation).
     pub eval_path: String,
@@ -109,7 +109,7 @@ pub fn start<T: Serialize>(
 /// Loads a prompt file; a missing path is an error naming the key.
 pub fn load_prompt_file(path: &str, data: &PromptData, tok: &Tokenizer) -> Result<Vec<PromptExample>> {
     let opts = LoadOptions { max_length: data.max_prompt_length, on_bad_record: data.on_bad_record };
-    let loaded = load_prompts(Path::new(path), tok, &opts)?;
+    let loaded = crate::loading::load_dataset(path, tok, &opts, load_prompts)?;
     if !loaded.skipped.is_empty() {
         eprintln!("skipped {} bad record(s) in {path}:", loaded.skipped.len());
         for bad in loaded.skipped.iter().take(5) {

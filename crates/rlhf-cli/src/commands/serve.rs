@@ -10,7 +10,7 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// HF folder, .gguf file, or `default`.
+    /// Hub id ORG/NAME[@REVISION], HF folder, .gguf file, or `default`.
     #[arg(long)]
     model: String,
     #[arg(long, default_value_t = 8000)]

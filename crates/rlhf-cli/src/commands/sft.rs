@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SftConfig {
-    /// HF folder, .gguf file, or `default`.
+    /// Hub id ORG/NAME[@REVISION], HF folder, .gguf file, or `default`.
     pub model: String,
     /// Run folder: config.toml, metrics.jsonl, tb/, checkpoints/, final/.
     pub out: String,

@@ -24,10 +24,10 @@ pub struct TrainArgs {
     /// Override one key, e.g. `--set train.learning_rate=1e-5` (repeatable; wins over --config).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Shortcut for `--set model=…`: HF folder, .gguf file, or `default`.
+    /// Shortcut for `--set model=…`: Hub id ORG/NAME[@REVISION], HF folder, .gguf file, or `default`.
     #[arg(long)]
     pub model: Option<String>,
-    /// Shortcut for `--set data.path=…`.
+    /// Shortcut for `--set data.path=…`: a .jsonl / .parquet file or a Hub dataset ORG/NAME[:SPLIT].
     #[arg(long)]
     pub data: Option<String>,
     /// Shortcut for `--set data.eval_path=…`.
@@ -72,9 +72,9 @@ impl TrainArgs {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
-    /// Training file (.jsonl or .parquet).
+    /// Training file (.jsonl or .parquet) or Hub dataset `ORG/NAME[:SPLIT]`.
     pub path: String,
-    /// Held-out file; when empty, `eval_fraction` of the training file is held out.
+    /// Held-out file or Hub dataset; when empty, `eval_fraction` of the training data is held out.
     pub eval_path: String,
     pub eval_fraction: f64,
     /// Longest prompt + response in tokens (TRL: 1024); longer records are bad records.
@@ -168,10 +168,10 @@ pub fn load_split<T>(
             }
         }
     };
-    let train = loader(Path::new(&data.path), tok, &opts)?;
+    let train = loading::load_dataset(&data.path, tok, &opts, &loader)?;
     report("training", &train);
     if !data.eval_path.is_empty() {
-        let eval = loader(Path::new(&data.eval_path), tok, &opts)?;
+        let eval = loading::load_dataset(&data.eval_path, tok, &opts, &loader)?;
         report("eval", &eval);
         return Ok((train.examples, eval.examples));
     }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// HF folder, .gguf file, or `default`.
+    /// Hub id ORG/NAME[@REVISION], HF folder, .gguf file, or `default`.
     #[arg(long)]
     model: String,
     /// LoRA adapter folder to apply on top of --model.
@@ -20,7 +20,7 @@ pub struct Args {
     adapter: Option<PathBuf>,
     /// Prompts with an `answer` column (e.g. prompts_eval.jsonl from `rlhf data make arithmetic`).
     #[arg(long)]
-    prompts: PathBuf,
+    prompts: String,
     /// Score only the first N prompts (0 = all).
     #[arg(long, default_value_t = 0)]
     limit: usize,
@@ -45,7 +45,9 @@ pub fn run(a: Args) -> Result<()> {
             .detached()?,
         None => loaded.model.detached()?,
     };
-    let mut prompts = load_prompts(&a.prompts, tok, &LoadOptions { max_length: 0, ..Default::default() })?.examples;
+    let mut prompts =
+        loading::load_dataset(&a.prompts, tok, &LoadOptions { max_length: 0, ..Default::default() }, load_prompts)?
+            .examples;
     if a.limit > 0 {
         prompts.truncate(a.limit);
     }
