@@ -72,6 +72,12 @@ enum Command {
 }
 
 fn main() {
+    // candle records a backtrace in every error when RUST_BACKTRACE is set, and prints it inside
+    // the message: 50 lines under an error that already names its file and field. Library
+    // backtraces stay off unless RUST_LIB_BACKTRACE asks for them; panics keep theirs.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(a) => commands::generate::run(a),

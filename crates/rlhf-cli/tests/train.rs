@@ -43,7 +43,7 @@ fn sft_runs_resumes_and_explains_bad_input() {
     ok(&["sft", "--config", p(&cfg), "--resume", p(&run.join("checkpoints/step-000002"))]);
     let steps: Vec<u64> =
         metric_lines(&run).iter().filter_map(|m| m["loss"].as_f64().map(|_| m["step"].as_u64().unwrap())).collect();
-    assert_eq!(steps, vec![1, 2, 3, 4, 3, 4], "resumed from step 2, appended");
+    assert_eq!(steps, vec![1, 2, 3, 4], "resumed from step 2: the lines after it are replaced, not repeated");
 
     // Unknown key: named, with the nearest suggestion.
     let err = fails(&["sft", "--config", p(&cfg), "--out", p(&dir.join("x")), "--set", "train.lerning_rate=1"]);

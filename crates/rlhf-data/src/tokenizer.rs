@@ -194,6 +194,13 @@ impl Tokenizer {
         self
     }
 
+    /// The longest vocabulary entry in bytes: no token stands for more text than this (byte-level
+    /// pieces take 1–2 bytes per text byte, SentencePiece's `▁` 3 for a space), so a text of more
+    /// than `n ×` this many bytes cannot fit in `n` tokens.
+    pub fn max_token_bytes(&self) -> usize {
+        self.inner.get_vocab(true).keys().map(String::len).max().unwrap_or(1).max(1)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

@@ -259,6 +259,42 @@ fn bad_sft_and_prompt_records() {
 }
 
 #[test]
+fn a_line_that_is_not_utf8_is_one_bad_record() {
+    let dir = scratch("utf8");
+    let path = dir.join("p.jsonl");
+    let mut bytes = br#"{"prompt": "Q", "chosen": "a", "rejected": "b"}"#.to_vec();
+    bytes.extend_from_slice(b"\n{\"prompt\": \"\xff\xfe\", \"chosen\": \"a\", \"rejected\": \"b\"}\r\n");
+    bytes.extend_from_slice(br#"{"prompt": "Q", "chosen": "c", "rejected": "d"}"#);
+    std::fs::write(&path, bytes).unwrap();
+    let err = load_preferences(&path, &tiny::tokenizer(), &LoadOptions::default()).unwrap_err().to_string();
+    assert_eq!(err, format!("{}:2: not valid UTF-8 (byte 13 of the line)", path.display()));
+    let o = LoadOptions { on_bad_record: "skip".parse().unwrap(), ..LoadOptions::default() };
+    let loaded = load_preferences(&path, &tiny::tokenizer(), &o).unwrap();
+    assert_eq!((loaded.examples.len(), loaded.skipped.len()), (2, 1), "the lines around it still load");
+}
+
+#[test]
+fn a_record_too_long_for_max_length_is_refused_before_tokenising() {
+    let dir = scratch("huge");
+    let long = "7 ".repeat(2_500_000); // 5 MB
+    let record = serde_json::json!({"prompt": "Q", "chosen": long, "rejected": "b"}).to_string();
+    let path = write_lines(&dir, "p.jsonl", &[&record, r#"{"prompt": "Q", "chosen": "c", "rejected": "d"}"#]);
+    let tok = tiny::tokenizer();
+    let o = LoadOptions { max_length: 16, ..LoadOptions::default() };
+    let err = load_preferences(&path, &tok, &o).unwrap_err().to_string();
+    let bound = 16 * tok.max_token_bytes();
+    assert!(
+        err.starts_with(&format!("{}:1: 5000002 bytes of text cannot fit in max_length 16", path.display())),
+        "{err}"
+    );
+    assert!(err.contains(&format!("no token is longer than {} bytes", tok.max_token_bytes())) && bound < 5_000_002);
+    // At the bound the tokenizer decides, as before.
+    let o = LoadOptions { max_length: 1024, ..LoadOptions::default() };
+    let short = write_lines(&dir, "q.jsonl", &[r#"{"prompt": "Q", "chosen": "c", "rejected": "d"}"#]);
+    assert_eq!(load_preferences(&short, &tok, &o).unwrap().examples.len(), 1);
+}
+
+#[test]
 fn skip_mode_reports_every_bad_record() {
     let dir = scratch("skip");
     let path = write_lines(

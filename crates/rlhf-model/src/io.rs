@@ -21,3 +21,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     write().map_err(|e| ModelError::file(path, format!("cannot write: {e}")))
 }
+
+/// Gives a file the mode a plain `File::create` would (0666 less the umask). Files written
+/// through a temporary file (safetensors does) are created 0600; checkpoints and exported
+/// models should be as readable as the config files beside them.
+pub fn set_default_mode(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666 & !umask()))?;
+    }
+    Ok(())
+}
+
+/// The process umask, read without changing it (Linux reports it in /proc/self/status).
+#[cfg(unix)]
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string())))
+        .and_then(|v| u32::from_str_radix(&v, 8).ok())
+        .unwrap_or(0o022)
+}

@@ -56,6 +56,18 @@ impl Weights {
 
     /// Checks that every tensor the architecture needs is present with the right shape.
     pub fn validate(&self, cfg: &ModelConfig, source: &Path) -> Result<()> {
+        // Every layer holds at least one tensor: an absurd layer count in the config is refused
+        // here, before the list of expected names (one entry per tensor) is built.
+        if cfg.num_hidden_layers > self.tensors.len() {
+            return Err(ModelError::file(
+                source,
+                format!(
+                    "the config says num_hidden_layers = {}, but the weights hold only {} tensors",
+                    cfg.num_hidden_layers,
+                    self.tensors.len()
+                ),
+            ));
+        }
         for (name, shape) in expected_shapes(cfg) {
             match self.tensors.get(&name) {
                 None => {
@@ -245,6 +257,7 @@ pub fn save_hf(config: &ModelConfig, weights: &Weights, dir: &Path) -> Result<()
     let path = dir.join("model.safetensors");
     let tmp = crate::io::temp_path(&path);
     candle_core::safetensors::save(&out, &tmp).map_err(|e| ModelError::file(&tmp, format!("cannot write: {e}")))?;
+    crate::io::set_default_mode(&tmp).map_err(|e| ModelError::file(&tmp, format!("cannot set its mode: {e}")))?;
     std::fs::rename(&tmp, &path).map_err(|e| ModelError::file(&path, format!("cannot move into place: {e}")))?;
     Ok(())
 }

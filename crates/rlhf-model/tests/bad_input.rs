@@ -73,3 +73,17 @@ fn missing_weights_file_and_missing_path() {
     let err = load_err(&dir.join("does-not-exist"));
     assert!(err.contains("does-not-exist") && err.contains("no such file"), "{err}");
 }
+
+#[test]
+fn absurd_layer_count_is_refused_before_anything_is_allocated() {
+    let dir = saved_model("layers");
+    let cfg_path = dir.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["num_hidden_layers"] = serde_json::json!(1_000_000_000u64);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    // Before the fix this built 9·10⁹ expected tensor names and was killed for memory.
+    let start = std::time::Instant::now();
+    let err = load_err(&dir);
+    assert!(err.contains("num_hidden_layers = 1000000000") && err.contains("only"), "{err}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+}

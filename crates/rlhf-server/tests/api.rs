@@ -363,3 +363,21 @@ fn export_gives_c_k_2_pairs_drops_ties_and_leaves_out_flagged_items() {
     assert_eq!(rankings[1]["ranking"], json!([0, [1, 2], 3]));
     assert_eq!(rankings[1]["responses"][1], "answer 1 of 0");
 }
+
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let f = fixture("bearer-case", 1, Allocation::default());
+    let get =
+        |auth: &str| match ureq::get(&format!("http://{}/api/task", f.server.addr)).set("Authorization", auth).call() {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(s, _)) => s,
+            Err(e) => panic!("{e}"),
+        };
+    // RFC 7235: the scheme is a case-insensitive token.
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        assert_eq!(get(&format!("{scheme} {}", f.alice)), 200, "{scheme}");
+    }
+    assert_eq!(get(&format!("Basic {}", f.alice)), 401);
+    assert_eq!(get(&format!("Bearer{}", f.alice)), 401);
+    assert_eq!(get("bearer "), 401);
+}

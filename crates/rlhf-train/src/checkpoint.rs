@@ -106,6 +106,7 @@ pub fn save(
 
 fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
     candle_core::safetensors::save(tensors, path).map_err(|e| TrainError::file(path, format!("cannot write: {e}")))?;
+    rlhf_model::io::set_default_mode(path).map_err(|e| TrainError::file(path, format!("cannot set its mode: {e}")))?;
     if let Ok(f) = std::fs::File::open(path) {
         let _ = f.sync_all();
     }
@@ -144,6 +145,7 @@ fn save_moments(path: &Path, optimizer: &AdamW) -> Result<()> {
     });
     safetensors::serialize_to_file(views, None, path)
         .map_err(|e| TrainError::file(path, format!("cannot write: {e}")))?;
+    rlhf_model::io::set_default_mode(path).map_err(|e| TrainError::file(path, format!("cannot set its mode: {e}")))?;
     if let Ok(f) = std::fs::File::open(path) {
         let _ = f.sync_all();
     }

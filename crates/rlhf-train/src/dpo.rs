@@ -34,6 +34,21 @@ pub struct DpoLossConfig {
     pub label_smoothing: f64,
 }
 
+impl DpoLossConfig {
+    /// β must be a positive number: β < 0 trains towards the rejected answers while the reward
+    /// metrics still look right, β = 0 learns nothing. ε must be a flip probability below ½.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.beta.is_finite() && self.beta > 0.0) {
+            bail!("loss.beta must be a positive number (TRL's default is 0.1), got {}", self.beta);
+        }
+        let eps = self.label_smoothing;
+        if !(0.0..0.5).contains(&eps) {
+            bail!("loss.label_smoothing must be in [0, 0.5), got {eps}");
+        }
+        Ok(())
+    }
+}
+
 impl Default for DpoLossConfig {
     /// TRL's defaults.
     fn default() -> Self {
@@ -100,10 +115,8 @@ pub fn dpo_loss(cfg: &DpoLossConfig, p: &PairLogps) -> Result<DpoOutput> {
     if p.chosen_tokens.len() != b || p.rejected_tokens.len() != b {
         bail!("dpo_loss: {b} pairs but {} / {} completion lengths", p.chosen_tokens.len(), p.rejected_tokens.len());
     }
+    cfg.validate()?;
     let eps = cfg.label_smoothing;
-    if !(0.0..0.5).contains(&eps) {
-        bail!("dpo_loss: label_smoothing must be in [0, 0.5), got {eps}");
-    }
     let chosen_ratio = (p.chosen - p.ref_chosen.detach())?;
     let rejected_ratio = (p.rejected - p.ref_rejected.detach())?;
     let delta = (&chosen_ratio - &rejected_ratio)?;

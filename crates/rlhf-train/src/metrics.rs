@@ -1,11 +1,14 @@
 //! Per-step training metrics, written twice: `metrics.jsonl` (one JSON object per line, for scripts and
 //! the run report) and a TensorBoard event file under `tb/` (for live curves).
 //!
-//! A resumed run appends to the same `metrics.jsonl`, so the history before the resume is kept, and
-//! starts a new event file; TensorBoard shows the files of one folder as one run.
+//! A fresh run starts both anew (a reused folder's old lines and event files are removed). A
+//! resumed run keeps the lines up to its checkpoint's step and drops the later ones (they are
+//! logged again), and starts a new event file that opens with a restart marker at the next step,
+//! so TensorBoard, which shows the files of one folder as one run, drops the earlier file's values
+//! of the repeated steps.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,18 +32,41 @@ pub struct MetricsLogger {
 }
 
 impl MetricsLogger {
-    /// Opens (appending) `run_dir/metrics.jsonl` and creates a new event file in `run_dir/tb/`.
+    /// A fresh run: a new `run_dir/metrics.jsonl` and a new event file in `run_dir/tb/`; lines and
+    /// event files a previous run left in the folder are removed.
     pub fn create(run_dir: impl AsRef<Path>) -> Result<Self, MetricsError> {
-        let run_dir = run_dir.as_ref();
+        Self::open(run_dir.as_ref(), None)
+    }
+
+    /// A run resumed from a checkpoint at `step`: `metrics.jsonl` keeps its lines of steps ≤ `step`
+    /// (a line torn by the crash is dropped too), and the new event file starts with a restart
+    /// marker at `step + 1`.
+    pub fn resume(run_dir: impl AsRef<Path>, step: u64) -> Result<Self, MetricsError> {
+        Self::open(run_dir.as_ref(), Some(step))
+    }
+
+    fn open(run_dir: &Path, resumed_at: Option<u64>) -> Result<Self, MetricsError> {
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| MetricsError::Io { path, source }
         };
         fs::create_dir_all(run_dir).map_err(io_err(run_dir))?;
         let jsonl_path = run_dir.join("metrics.jsonl");
-        let jsonl = open_for_append(&jsonl_path).map_err(io_err(&jsonl_path))?;
         let tb_dir = run_dir.join("tb");
-        let events = EventWriter::create(&tb_dir, unix_time()).map_err(io_err(&tb_dir))?;
+        match resumed_at {
+            Some(step) => cut_after_step(&jsonl_path, step).map_err(io_err(&jsonl_path))?,
+            None => {
+                remove_if_present(&jsonl_path).map_err(io_err(&jsonl_path))?;
+                remove_event_files(&tb_dir).map_err(io_err(&tb_dir))?;
+            }
+        }
+        let jsonl = OpenOptions::new().append(true).create(true).open(&jsonl_path).map_err(io_err(&jsonl_path))?;
+        let time = unix_time();
+        let mut events = EventWriter::create(&tb_dir, time).map_err(io_err(&tb_dir))?;
+        if let Some(step) = resumed_at {
+            events.add_restart(step + 1, time).map_err(io_err(events.path()))?;
+            events.flush().map_err(io_err(&tb_dir))?;
+        }
         Ok(Self { jsonl: BufWriter::new(jsonl), jsonl_path, events })
     }
 
@@ -88,18 +114,50 @@ impl MetricsLogger {
     }
 }
 
-/// Opens for appending; a last line cut short by a crash is ended first so the next line stays valid JSON.
-fn open_for_append(path: &Path) -> io::Result<File> {
-    let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
-    if file.metadata()?.len() > 0 {
-        let mut last = [0u8; 1];
-        file.seek(SeekFrom::End(-1))?;
-        file.read_exact(&mut last)?;
-        if last[0] != b'\n' {
-            file.write_all(b"\n")?;
+/// Keeps the lines whose `step` is at most `step`, rewriting the file atomically; lines without a
+/// readable step (torn by a crash) go with the later ones.
+fn cut_after_step(path: &Path, step: u64) -> io::Result<()> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
+                .is_some_and(|s| s <= step)
+        })
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    let tmp = path.with_extension("jsonl.tmp");
+    fs::write(&tmp, kept)?;
+    fs::rename(&tmp, path)
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Removes the `events.out.tfevents.*` files of `dir` (nothing else in it).
+fn remove_event_files(dir: &Path) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with("events.out.tfevents.") {
+            remove_if_present(&entry.path())?;
         }
     }
-    Ok(file)
+    Ok(())
 }
 
 fn json_number(v: f64) -> String {
@@ -163,28 +221,36 @@ mod tests {
     }
 
     #[test]
-    fn resume_appends_lines_and_starts_a_new_event_file() {
+    fn resume_cuts_back_to_the_checkpoint_and_marks_the_restart() {
         let dir = temp_run_dir("resume");
         let first_events = {
             let mut logger = MetricsLogger::create(&dir).unwrap();
-            logger.log(1, &[("loss", 3.0)]).unwrap();
+            for step in 1..=3 {
+                logger.log(step, &[("loss", 4.0 - step as f64)]).unwrap();
+            }
             logger.event_file_path().to_path_buf()
         };
-        // A crash mid-line must not glue the resumed run's first line onto it.
+        // Killed mid-line after step 3; the checkpoint is at step 2.
         let jsonl = dir.join("metrics.jsonl");
-        OpenOptions::new().append(true).open(&jsonl).unwrap().write_all(b"{\"step\": 2, \"lo").unwrap();
+        OpenOptions::new().append(true).open(&jsonl).unwrap().write_all(b"{\"step\": 4, \"lo").unwrap();
 
-        let mut logger = MetricsLogger::create(&dir).unwrap();
-        logger.log(2, &[("loss", 2.0)]).unwrap();
+        let mut logger = MetricsLogger::resume(&dir, 2).unwrap();
+        logger.log(3, &[("loss", 0.5)]).unwrap();
         assert_ne!(logger.event_file_path(), first_events);
         assert_eq!(fs::read_dir(dir.join("tb")).unwrap().count(), 2);
+        let steps: Vec<(u64, f64)> =
+            read_lines(&jsonl).iter().map(|l| (l["step"].as_u64().unwrap(), l["loss"].as_f64().unwrap())).collect();
+        assert_eq!(steps, vec![(1, 3.0), (2, 2.0), (3, 0.5)], "each step once, the repeated one from the resume");
+        let events = read_events(logger.event_file_path());
+        assert_eq!((events[1].step, events[1].session_status), (3, Some(1)), "restart marker at step 3");
+        assert_eq!(events[2].scalars, vec![("loss".to_string(), 0.5)]);
 
-        let text = fs::read_to_string(&jsonl).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3);
-        assert_eq!(serde_json::from_str::<Value>(lines[0]).unwrap()["loss"], 3.0);
-        assert!(serde_json::from_str::<Value>(lines[1]).is_err(), "the torn line stays torn");
-        assert_eq!(serde_json::from_str::<Value>(lines[2]).unwrap()["loss"], 2.0);
+        // A fresh run in the same folder starts both files anew.
+        drop(logger);
+        let mut fresh = MetricsLogger::create(&dir).unwrap();
+        fresh.log(1, &[("loss", 9.0)]).unwrap();
+        assert_eq!(read_lines(&jsonl).len(), 1);
+        assert_eq!(fs::read_dir(dir.join("tb")).unwrap().count(), 1);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -5,8 +5,10 @@
 //! the file version `brain.Event:2`, the others a `Summary` of scalar values:
 //!
 //! ```text
-//! Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
+//! Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5;
+//!           SessionLog session_log = 7; }
 //! Summary { repeated Value value = 1; }
+//! SessionLog { SessionStatus status = 1; }   // START = 1
 //! Value   { string tag = 1; float simple_value = 2; }
 //! ```
 
@@ -65,6 +67,19 @@ impl EventWriter {
         put_fixed64(&mut event, 1, wall_time.to_bits());
         put_varint_field(&mut event, 2, step);
         put_bytes(&mut event, 5, &summary);
+        self.write_record(&event)
+    }
+
+    /// A `SessionLog { status: START }` event at `step`: TensorBoard then drops every value of
+    /// step ≥ `step` it read from earlier files of the run, as it does for a restarted job. A
+    /// resumed run writes it so the steps it repeats after its checkpoint are not shown twice.
+    pub fn add_restart(&mut self, step: u64, wall_time: f64) -> io::Result<()> {
+        let mut session_log = Vec::new();
+        put_varint_field(&mut session_log, 1, 1);
+        let mut event = Vec::new();
+        put_fixed64(&mut event, 1, wall_time.to_bits());
+        put_varint_field(&mut event, 2, step);
+        put_bytes(&mut event, 7, &session_log);
         self.write_record(&event)
     }
 
@@ -174,6 +189,8 @@ pub(crate) mod read {
         pub wall_time: f64,
         pub step: u64,
         pub file_version: Option<String>,
+        /// `SessionLog.status` (1 = START), when the event is a session log.
+        pub session_status: Option<u64>,
         /// (tag, simple_value) pairs of the event's summary.
         pub scalars: Vec<(String, f32)>,
     }
@@ -217,6 +234,12 @@ pub(crate) mod read {
                             }
                         }
                         event.scalars.push((tag.unwrap(), simple_value.unwrap()));
+                    }
+                }
+                (7, Field::Bytes(log)) => {
+                    for (field, value) in fields(log) {
+                        let (1, Field::Varint(status)) = (field, value) else { panic!("unexpected SessionLog field") };
+                        event.session_status = Some(status);
                     }
                 }
                 other => panic!("unexpected Event field {other:?}"),
@@ -323,6 +346,7 @@ mod tests {
                 wall_time: 1_700_000_001.5,
                 step: 0,
                 file_version: None,
+                session_status: None,
                 scalars: vec![("loss".into(), 2.5), ("lr".into(), 1e-5_f32)],
             }
         );

@@ -217,7 +217,9 @@ pub fn train<O: Objective>(
         checkpoint::restore(&dir, &state, params, &mut opt)?;
         start = state.step;
     }
-    let mut logger = MetricsLogger::create(run.dir).map_err(|e| TrainError::file(run.dir, e.to_string()))?;
+    let logger =
+        if run.resume.is_some() { MetricsLogger::resume(run.dir, start) } else { MetricsLogger::create(run.dir) };
+    let mut logger = logger.map_err(|e| TrainError::file(run.dir, e.to_string()))?;
     let micro = if cfg.micro_batch_size == 0 { cfg.batch_size } else { cfg.micro_batch_size };
     let mut last_loss = f64::NAN;
     let mut eval = Vec::new();

@@ -3,7 +3,7 @@
 
 use super::train_common::{self as common, DataConfig, LoraSection, TrainArgs};
 use crate::progress;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rlhf_data::{PairExample, PreferenceGroup};
 use rlhf_train::dpo::{precompute_reference, DpoLossConfig, DpoObjective};
 use rlhf_train::{RunOptions, TrainConfig};
@@ -46,6 +46,7 @@ fn flatten(groups: Vec<PreferenceGroup>) -> Vec<PairExample> {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let cfg: DpoConfig = args.load()?;
+    cfg.loss.validate()?;
     let dir = common::prepare_run_dir(&cfg.out, &cfg, args.resume.is_some())?;
     let loaded = common::load_model(&cfg.model)?;
     let tok = loaded.tokenizer;
@@ -54,7 +55,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     eprintln!("dpo: {} training / {} held-out pairs", train_pairs.len(), eval_pairs.len());
     let t = common::trainable(&loaded.model, &cfg.lora, cfg.train.seed)?;
     // The reference: a separate model, the frozen starting weights, or the LoRA base.
-    let separate = if cfg.reference.is_empty() { None } else { Some(common::load_model(&cfg.reference)?.model) };
+    let separate = match cfg.reference.is_empty() {
+        true => None,
+        false => Some(common::load_model(&cfg.reference).context("loading `reference`")?.model),
+    };
     let base_view;
     let reference = match (&separate, t.lora) {
         (Some(m), _) => m,

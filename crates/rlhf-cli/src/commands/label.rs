@@ -107,7 +107,7 @@ pub fn run(c: Command) -> Result<()> {
         }
         Command::Serve(a) => serve(a),
         Command::Stats { db, json } => {
-            let s = summary(&LabelDb::open(&db)?)?;
+            let s = summary(&LabelDb::open_existing(&db)?)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -121,14 +121,23 @@ pub fn run(c: Command) -> Result<()> {
                 "rankings" => ExportFormat::Rankings,
                 f => bail!("--format {f}: use `pairs` or `rankings`"),
             };
-            let (rows, counts) = export(&LabelDb::open(&db)?, format, ExportOptions { min_agreement })?;
+            let (rows, counts) = export(&LabelDb::open_existing(&db)?, format, ExportOptions { min_agreement })?;
+            // Written beside --out and renamed over it, so an existing file is replaced only
+            // by a complete export.
+            let tmp = out.with_file_name(format!(
+                ".{}.tmp-{}",
+                out.file_name().and_then(|n| n.to_str()).unwrap_or("export"),
+                std::process::id()
+            ));
             let mut w = std::io::BufWriter::new(
-                std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?,
+                std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
             );
             for row in &rows {
-                writeln!(w, "{row}").with_context(|| format!("writing {}", out.display()))?;
+                writeln!(w, "{row}").with_context(|| format!("writing {}", tmp.display()))?;
             }
             w.flush()?;
+            drop(w);
+            std::fs::rename(&tmp, &out).with_context(|| format!("moving the export into {}", out.display()))?;
             println!(
                 "{}: {} rows from {} rankings ({} flagged items left out, {} tied pairs dropped, {} below agreement {min_agreement})",
                 out.display(),

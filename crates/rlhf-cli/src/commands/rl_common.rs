@@ -108,6 +108,9 @@ pub fn start<T: Serialize>(
 
 /// Loads a prompt file; a missing path is an error naming the key.
 pub fn load_prompt_file(path: &str, data: &PromptData, tok: &Tokenizer) -> Result<Vec<PromptExample>> {
+    if data.max_prompt_length == 0 {
+        bail!("data.max_prompt_length must be at least 1: the longest prompt in tokens (TRL's default is 512)");
+    }
     let opts = LoadOptions { max_length: data.max_prompt_length, on_bad_record: data.on_bad_record };
     let loaded = crate::loading::load_dataset(path, tok, &opts, load_prompts)?;
     if !loaded.skipped.is_empty() {
@@ -171,7 +174,7 @@ pub fn check_no_dropout(lora: &LoraSection) -> Result<()> {
 pub fn reference_model(needed: bool, path: &str, t: &Trainable, base: CausalLm) -> Result<Option<CausalLm>> {
     Ok(match (needed, path.is_empty(), t.lora) {
         (false, _, _) => None,
-        (true, false, _) => Some(super::train_common::load_model(path)?.model),
+        (true, false, _) => Some(super::train_common::load_model(path).context("loading `reference`")?.model),
         (true, true, true) => Some(t.model.without_adapters()?),
         (true, true, false) => Some(base),
     })

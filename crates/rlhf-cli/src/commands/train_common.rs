@@ -64,9 +64,33 @@ impl TrainArgs {
         out
     }
 
+    /// The settings: `--config` (or, resuming without one, the run's own `config.toml`), then
+    /// the shortcut flags and `--set`.
     pub fn load<T: Serialize + DeserializeOwned + Default>(&self) -> Result<T> {
-        load_config(self.config.as_deref(), &self.overrides())
+        let config = match (&self.config, &self.resume) {
+            (Some(c), _) => Some(c.clone()),
+            // Settings given as flags stand alone; with none at all, the run's own are needed.
+            (None, Some(resume)) => match run_config_of(resume) {
+                Ok(found) => Some(found),
+                Err(_) if !self.overrides().is_empty() => None,
+                Err(e) => return Err(e),
+            },
+            (None, None) => None,
+        };
+        load_config(config.as_deref(), &self.overrides())
     }
+}
+
+/// The `config.toml` of the run a `--resume` path belongs to: the run folder itself or one of
+/// its `checkpoints/step-N` folders.
+fn run_config_of(resume: &Path) -> Result<PathBuf> {
+    let candidates = [resume.join("config.toml"), resume.join("../../config.toml")];
+    candidates.into_iter().find(|c| c.is_file()).with_context(|| {
+        format!(
+            "--resume {}: no config.toml in that run folder (or two levels above a checkpoint); give --config",
+            resume.display()
+        )
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -158,6 +182,9 @@ pub fn load_split<T>(
 ) -> Result<(Vec<T>, Vec<T>)> {
     if data.path.is_empty() {
         bail!("no training data: give --data FILE (or `data.path` in the config)");
+    }
+    if data.max_length == 0 {
+        bail!("data.max_length must be at least 1: the longest prompt + response in tokens (TRL's default is 1024)");
     }
     let opts = LoadOptions { max_length: data.max_length, on_bad_record: data.on_bad_record };
     let report = |what: &str, l: &Loaded<T>| {

@@ -72,24 +72,44 @@ pub struct Loaded<T> {
 
 /// SFT examples from `messages`, `prompt` + `completion`, or `text` columns.
 pub fn load_sft(path: &Path, tok: &Tokenizer, opts: &LoadOptions) -> Result<Loaded<SftExample>> {
-    load_with(path, opts, |record, source| sft::parse_sft(tok, record, source, opts.max_length))
+    load_with(path, tok, opts, |record, source| sft::parse_sft(tok, record, source, opts.max_length))
 }
 
 /// Pairs (explicit or implicit prompt) and K-wise rankings, one group per record.
 pub fn load_preferences(path: &Path, tok: &Tokenizer, opts: &LoadOptions) -> Result<Loaded<PreferenceGroup>> {
-    load_with(path, opts, |record, source| preferences::parse_preference(tok, record, source, opts.max_length))
+    load_with(path, tok, opts, |record, source| preferences::parse_preference(tok, record, source, opts.max_length))
 }
 
 /// Prompts with an optional reference `answer` or `tests`.
 pub fn load_prompts(path: &Path, tok: &Tokenizer, opts: &LoadOptions) -> Result<Loaded<PromptExample>> {
-    load_with(path, opts, |record, source| prompts::parse_prompt(tok, record, source, opts.max_length))
+    load_with(path, tok, opts, |record, source| prompts::parse_prompt(tok, record, source, opts.max_length))
+}
+
+/// The columns TRL's conventions tokenise.
+const TEXT_COLUMNS: [&str; 7] = ["prompt", "completion", "chosen", "rejected", "messages", "text", "responses"];
+
+/// Bytes of text in a record's tokenised columns (strings at any depth, e.g. message contents).
+fn text_bytes(record: &Map<String, Value>) -> usize {
+    fn walk(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.len(),
+            Value::Array(a) => a.iter().map(walk).sum(),
+            Value::Object(o) => o.values().map(walk).sum(),
+            _ => 0,
+        }
+    }
+    TEXT_COLUMNS.iter().filter_map(|c| record.get(*c)).map(walk).sum()
 }
 
 fn load_with<T>(
     path: &Path,
+    tok: &Tokenizer,
     opts: &LoadOptions,
     mut parse: impl FnMut(&Map<String, Value>, &Location) -> std::result::Result<T, RecordError>,
 ) -> Result<Loaded<T>> {
+    // A record with more text than `max_length` tokens can stand for is refused before it is
+    // tokenised: a 50 MB record would otherwise take seconds and gigabytes to be found too long.
+    let max_bytes = (opts.max_length > 0).then(|| opts.max_length.saturating_mul(tok.max_token_bytes()));
     if !path.is_file() {
         let what = if path.exists() { "not a file" } else { "no such file" };
         return Err(DataError::file(path, format!("cannot read dataset: {what}")));
@@ -99,6 +119,15 @@ fn load_with<T>(
     for_each_record(path, |location, record| {
         records += 1;
         let outcome = match record {
+            Ok(map) if max_bytes.is_some_and(|m| text_bytes(&map) > m) => Err(RecordError::Bad {
+                field: None,
+                reason: format!(
+                    "{} bytes of text cannot fit in max_length {} tokens (no token is longer than {} bytes)",
+                    text_bytes(&map),
+                    opts.max_length,
+                    tok.max_token_bytes()
+                ),
+            }),
             Ok(map) => parse(&map, &location),
             Err(reason) => Err(RecordError::Bad { field: None, reason }),
         };

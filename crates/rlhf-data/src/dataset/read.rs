@@ -25,13 +25,22 @@ pub fn for_each_record(path: &Path, mut visit: impl FnMut(Location, RawRecord) -
 
 fn read_json_lines(path: &Path, visit: &mut impl FnMut(Location, RawRecord) -> Result<()>) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| DataError::file(path, format!("cannot open: {e}")))?;
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| DataError::file(path, format!("cannot read line {}: {e}", i + 1)))?;
+    // Lines as bytes: a line that is not UTF-8 is one bad record, not the end of the file.
+    for (i, bytes) in BufReader::new(file).split(b'\n').enumerate() {
+        let bytes = bytes.map_err(|e| DataError::file(path, format!("cannot read line {}: {e}", i + 1)))?;
+        let location = Location { path: path.to_path_buf(), index: RecordIndex::Line(i + 1) };
+        let line = match std::str::from_utf8(&bytes) {
+            Ok(line) => line,
+            Err(e) => {
+                let reason = format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to() + 1);
+                visit(location, Err(reason))?;
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let location = Location { path: path.to_path_buf(), index: RecordIndex::Line(i + 1) };
-        let record = match serde_json::from_str::<Value>(&line) {
+        let record = match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(map)) => Ok(map),
             Ok(other) => Err(format!("expected a JSON object, found {}", json_type(&other))),
             Err(e) if i == 0 && line.trim_start().starts_with('[') => {

@@ -30,6 +30,7 @@ impl CausalLm {
         let tmp = crate::io::temp_path(&path);
         candle_core::safetensors::save(&tensors, &tmp)
             .map_err(|e| ModelError::file(&tmp, format!("cannot write: {e}")))?;
+        crate::io::set_default_mode(&tmp).map_err(|e| ModelError::file(&tmp, format!("cannot set its mode: {e}")))?;
         std::fs::rename(&tmp, &path).map_err(|e| ModelError::file(&path, format!("cannot move into place: {e}")))
     }
 

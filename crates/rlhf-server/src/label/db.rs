@@ -226,6 +226,18 @@ impl LabelDb {
         Ok(db)
     }
 
+    /// Opens a database that must already exist: the read-only commands (stats, export) would
+    /// otherwise create an empty one at a mistyped path and report or write nothing, exit 0.
+    pub fn open_existing(path: &Path) -> Result<LabelDb> {
+        if !path.is_file() {
+            return Err(LabelError::Io(format!(
+                "{}: no labelling database there (`rlhf collect --db` and `rlhf label add-annotator` create one)",
+                path.display()
+            )));
+        }
+        Self::open(path)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

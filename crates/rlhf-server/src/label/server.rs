@@ -96,7 +96,12 @@ fn bearer(headers: &HeaderMap) -> ApiResult<String> {
     let missing = || ApiError(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer <token>` header".into());
     let value = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
     let value = value.to_str().map_err(|_| missing())?;
-    let token = value.strip_prefix("Bearer ").ok_or_else(missing)?.trim();
+    // The scheme is case-insensitive (RFC 7235): `bearer x` is as valid as `Bearer x`.
+    let (scheme, token) = value.trim_start().split_once(' ').ok_or_else(missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(missing());
+    }
+    let token = token.trim();
     if token.is_empty() {
         return Err(missing());
     }

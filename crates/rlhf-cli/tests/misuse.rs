@@ -1,0 +1,135 @@
+//! What a careless or hostile user found (absurd settings, mistyped paths, resumes, environment):
+//! each case refused with an error naming the setting, or handled without losing anything.
+
+mod common;
+
+use common::{fails, ok, p, setup};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn dpo_refuses_a_beta_that_is_not_positive() {
+    let (dir, model, data) = setup("beta");
+    for beta in ["-1", "0", "nan"] {
+        let set = format!("loss.beta={beta}");
+        let out = p(&dir.join(format!("run{beta}"))).to_string();
+        let prefs = data.join("prefs_correctness.jsonl");
+        let err = fails(&["dpo", "--model", p(&model), "--data", p(&prefs), "--out", &out, "--set", &set]);
+        assert!(err.contains("loss.beta must be a positive number"), "β = {beta}: {err}");
+        assert!(!Path::new(&out).join("metrics.jsonl").exists(), "nothing trained with β = {beta}");
+    }
+}
+
+#[test]
+fn a_zero_max_length_is_refused_not_read_as_no_limit() {
+    let (dir, model, data) = setup("maxlen");
+    let sft = data.join("sft.jsonl");
+    let err = fails(&[
+        "sft",
+        "--model",
+        p(&model),
+        "--data",
+        p(&sft),
+        "--out",
+        p(&dir.join("a")),
+        "--set",
+        "data.max_length=0",
+    ]);
+    assert!(err.contains("data.max_length must be at least 1"), "{err}");
+    let prompts = data.join("prompts.jsonl");
+    let grpo = ["grpo", "--config", "examples/grpo.toml", "--model", p(&model), "--data", p(&prompts)];
+    let err = fails(&[&grpo[..], &["--out", p(&dir.join("b")), "--set", "data.max_prompt_length=0"]].concat());
+    assert!(err.contains("data.max_prompt_length must be at least 1"), "{err}");
+}
+
+#[test]
+fn a_missing_reference_is_blamed_on_reference() {
+    let (dir, model, data) = setup("reference");
+    let prefs = data.join("prefs_correctness.jsonl");
+    let out = dir.join("r");
+    let args = ["dpo", "--model", p(&model), "--data", p(&prefs), "--out", p(&out)];
+    let err = fails(&[&args[..], &["--set", "reference=\"/nonexistent\""]].concat());
+    assert!(err.contains("loading `reference`") && err.contains("/nonexistent"), "{err}");
+    assert!(!err.contains("--model"), "{err}");
+}
+
+#[test]
+fn resume_without_config_reads_the_runs_own_config() {
+    let (dir, model, data) = setup("resume-config");
+    let run = dir.join("run");
+    let sft = data.join("sft.jsonl");
+    let sets = ["--set", "train.max_steps=4", "--set", "train.batch_size=4", "--set", "train.save_steps=2"];
+    ok(&[&["sft", "--model", p(&model), "--data", p(&sft), "--out", p(&run)][..], &sets[..]].concat());
+    ok(&["sft", "--resume", p(&run.join("checkpoints/step-000002"))]);
+    ok(&["sft", "--resume", p(&run)]);
+    let steps: Vec<u64> = common::lines(&run.join("metrics.jsonl"))
+        .iter()
+        .filter(|m| m["loss"].is_number())
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3, 4], "each step once after two resumes");
+    let err = fails(&["sft", "--resume", p(&dir.join("elsewhere"))]);
+    assert!(err.contains("no config.toml") && err.contains("give --config"), "{err}");
+}
+
+#[test]
+fn label_stats_and_export_never_create_a_database_or_clobber_the_output() {
+    let dir = common::tempdir("label-typo");
+    let typo = dir.join("lables.db");
+    let out = dir.join("pairs.jsonl");
+    std::fs::write(&out, "{\"kept\": true}\n").unwrap();
+    let err = fails(&["label", "stats", "--db", p(&typo)]);
+    assert!(err.contains("lables.db") && err.contains("no labelling database"), "{err}");
+    let err = fails(&["label", "export", "--db", p(&typo), "--format", "pairs", "--out", p(&out)]);
+    assert!(err.contains("no labelling database"), "{err}");
+    assert!(!typo.exists(), "no empty database was created");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "{\"kept\": true}\n", "the earlier export is intact");
+}
+
+#[test]
+fn errors_stay_short_with_rust_backtrace_set() {
+    let (_, bad, _) = setup("backtrace");
+    // A model whose vocabulary is smaller than its tokenizer's: the embedding lookup fails inside
+    // candle, whose errors record a backtrace.
+    let weights = bad.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    for t in tensors.values_mut() {
+        if t.dims().len() == 2 && t.dims()[0] > 100 {
+            *t = t.narrow(0, 0, 8).unwrap().contiguous().unwrap();
+        }
+    }
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    let cfg_path = bad.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["vocab_size"] = 8.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rlhf"))
+        .args(["generate", "--model", p(&bad), "--prompt", "zzzz"])
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.starts_with("error: "), "{err}");
+    assert!(err.lines().count() <= 3, "no backtrace under the message:\n{err}");
+}
+
+#[test]
+fn saved_weights_and_checkpoints_are_as_readable_as_their_configs() {
+    let (dir, model, data) = setup("modes");
+    let run = dir.join("run");
+    let sft = data.join("sft.jsonl");
+    let sets = ["--set", "train.max_steps=1", "--set", "train.batch_size=2", "--set", "train.save_steps=1"];
+    ok(&[&["sft", "--model", p(&model), "--data", p(&sft), "--out", p(&run)][..], &sets[..]].concat());
+    let mode = |f: &Path| std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+    let config_mode = mode(&run.join("final/config.json"));
+    for file in [
+        "final/model.safetensors",
+        "checkpoints/step-000001/params.safetensors",
+        "checkpoints/step-000001/optimizer.safetensors",
+    ] {
+        assert_eq!(mode(&run.join(file)), config_mode, "{file}");
+    }
+    assert_ne!(config_mode & 0o044, 0, "readable by others under the usual umask");
+}
