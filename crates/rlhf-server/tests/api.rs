@@ -41,7 +41,7 @@ fn fixture(name: &str, items: usize, allocation: Allocation) -> Fixture {
     let alice = db.add_annotator("alice", Role::Annotator).unwrap();
     let bob = db.add_annotator("bob", Role::Annotator).unwrap();
     let admin = db.add_annotator("lead", Role::Admin).unwrap();
-    let opts = ServerOptions { allocation, max_body_bytes: 4096 };
+    let opts = ServerOptions { allocation, max_body_bytes: 4096, ..ServerOptions::default() };
     let server = spawn("127.0.0.1:0".parse().unwrap(), &path, opts).unwrap();
     Fixture { server, path, alice, bob, admin }
 }
@@ -380,4 +380,31 @@ fn the_bearer_scheme_is_case_insensitive() {
     assert_eq!(get(&format!("Basic {}", f.alice)), 401);
     assert_eq!(get(&format!("Bearer{}", f.alice)), 401);
     assert_eq!(get("bearer "), 401);
+}
+
+#[test]
+fn a_connection_that_never_finishes_its_headers_is_closed() {
+    use std::io::{Read, Write};
+    let path = temp_db("slowloris");
+    let opts = ServerOptions { header_timeout: std::time::Duration::from_millis(500), ..ServerOptions::default() };
+    let server = spawn("127.0.0.1:0".parse().unwrap(), &path, opts).unwrap();
+    let mut slow = std::net::TcpStream::connect(server.addr).unwrap();
+    slow.write_all(b"GET /api/task HTTP/1.1\r\nHost: x\r\nX-Never: ").unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = Vec::new();
+    // The server ends the connection (EOF, possibly after a 408) instead of waiting for ever.
+    let _ = slow.read_to_end(&mut buf);
+    let waited = start.elapsed();
+    assert!(waited < std::time::Duration::from_secs(10), "closed after {waited:?}");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    // Meanwhile complete requests are served as before.
+    let status = match ureq::get(&format!("http://{}/api/task", server.addr)).call() {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(s, _)) => s,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(status, 401);
+    server.stop().unwrap();
 }

@@ -164,6 +164,7 @@ pub fn server_options(a: &ServeArgs) -> Result<ServerOptions> {
     Ok(ServerOptions {
         allocation: Allocation { overlap: a.overlap, overlap_annotators: a.overlap_annotators },
         max_body_bytes: a.max_body_kib.max(1) * 1024,
+        ..ServerOptions::default()
     })
 }
 

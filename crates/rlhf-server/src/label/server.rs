@@ -33,11 +33,17 @@ pub struct ServerOptions {
     pub allocation: Allocation,
     /// Larger request bodies get 413 before they are read.
     pub max_body_bytes: usize,
+    /// A connection that has not sent a request's headers within this time is closed.
+    pub header_timeout: std::time::Duration,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { allocation: Allocation::default(), max_body_bytes: 64 * 1024 }
+        ServerOptions {
+            allocation: Allocation::default(),
+            max_body_bytes: 64 * 1024,
+            header_timeout: crate::http::HEADER_READ_TIMEOUT,
+        }
     }
 }
 
@@ -327,7 +333,8 @@ pub async fn serve(
     opts: ServerOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(db, opts)).with_graceful_shutdown(shutdown).await
+    let header_timeout = opts.header_timeout;
+    crate::http::serve(listener, router(db, opts), header_timeout, shutdown).await
 }
 
 /// A server on its own runtime thread (tests, and the CLI's foreground `serve`).

@@ -342,6 +342,7 @@ pub fn run(
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         on_listening(listener.local_addr()?);
-        axum::serve(listener, router(model, tok, opts)).await
+        let forever = std::future::pending::<()>();
+        crate::http::serve(listener, router(model, tok, opts), crate::http::HEADER_READ_TIMEOUT, forever).await
     })
 }
