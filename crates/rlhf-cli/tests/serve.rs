@@ -241,3 +241,39 @@ fn bad_requests_get_openai_style_errors() {
         assert_eq!(r.json()["choices"][0]["message"]["role"], "assistant", "{}", r.body);
     }
 }
+
+/// A client that sends a long prompt and leaves: the prefill stops at its next chunk instead of
+/// running to the end, and the server then answers the next request.
+#[test]
+fn a_long_prefill_stops_when_its_client_leaves() {
+    let server = common::spawn_listening(&["serve", "--model", "default", "--port", "0"]);
+    let prompt = "hello ".repeat(4000);
+    let body = json!({"model": "default", "prompt": prompt, "max_tokens": 1, "temperature": 0}).to_string();
+    let addr = server.base.strip_prefix("http://").unwrap().to_string();
+    {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    } // the client leaves
+    let start = Instant::now();
+    let log = loop {
+        let log = server.log();
+        if log.contains("generation stopped") || start.elapsed() > Duration::from_secs(240) {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let line =
+        log.lines().find(|l| l.contains("generation stopped")).unwrap_or_else(|| panic!("never stopped:\n{log}"));
+    let done: usize =
+        line.split("prefill (").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    assert!(done < 4000, "stopped after {done} prompt tokens, before the end of the prompt: {line}");
+    let model = model_name(&server);
+    let small = json!({"model": model, "prompt": "Hi", "max_tokens": 2, "temperature": 0}).to_string();
+    assert_eq!(http(&server.base, "POST", "/v1/completions", Some(&small)).status, 200);
+}

@@ -22,7 +22,19 @@ pub struct GenerationConfig {
 /// Decides, after each new token, whether a row is done (e.g. stop strings decoded by a tokenizer).
 pub trait StopCondition {
     fn should_stop(&self, row: usize, response: &[u32]) -> bool;
+
+    /// Whether nobody waits for any row any more (a server's clients all went away): checked
+    /// between prefill chunks and before each step, it ends generation with an error.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
+
+/// Prompts longer than this are prefilled in chunks of this many tokens: attention scores then
+/// take `heads × chunk × prompt` floats instead of `heads × prompt²` (an 8,000-token prompt
+/// needed 5.8 GB at once), and a cancellation is seen within one chunk. Shorter prompts, every
+/// rollout of the training examples among them, take one pass as before.
+pub const PREFILL_CHUNK: usize = 512;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FinishReason {
@@ -121,6 +133,50 @@ pub fn generate_rows(
     stop: Option<&dyn StopCondition>,
     on_step: &mut dyn FnMut(usize),
 ) -> Result<Generated> {
+    generate_rows_chunked(model, rows, eos_token_ids, pad_token_id, stop, on_step, PREFILL_CHUNK)
+}
+
+/// The prompt columns `[B, P]` through the model into `cache`, `chunk` columns at a time (the mask
+/// of each pass covers every column so far); returns the last pass's hidden states.
+fn prefill(
+    model: &CausalLm,
+    ids: &[Vec<u32>],
+    mask: &[Vec<u32>],
+    cache: &mut crate::kv_cache::KvCache,
+    chunk: usize,
+    stop: Option<&dyn StopCondition>,
+) -> Result<Tensor> {
+    let dev = model.device().clone();
+    let p = ids[0].len();
+    let mut start = 0;
+    loop {
+        if stop.is_some_and(|s| s.cancelled()) {
+            bail!("generation cancelled during the prefill ({start} of {p} prompt tokens done): nobody waits for it any more");
+        }
+        let end = if p <= chunk { p } else { (start + chunk).min(p) };
+        let part = |rows: &[Vec<u32>], from: usize| rows.iter().map(|r| r[from..end].to_vec()).collect::<Vec<_>>();
+        let hidden =
+            model.hidden(&to_tensor(&part(ids, start), &dev)?, &to_tensor(&part(mask, 0), &dev)?, Some(cache))?;
+        if end == p {
+            return Ok(hidden);
+        }
+        start = end;
+    }
+}
+
+/// [`generate_rows`] with the prefill chunk size as a parameter (tests use small ones).
+pub fn generate_rows_chunked(
+    model: &CausalLm,
+    rows: &[RowSpec],
+    eos_token_ids: &[u32],
+    pad_token_id: u32,
+    stop: Option<&dyn StopCondition>,
+    on_step: &mut dyn FnMut(usize),
+    prefill_chunk: usize,
+) -> Result<Generated> {
+    if prefill_chunk == 0 {
+        bail!("generate: the prefill chunk must be at least one token");
+    }
     if rows.is_empty() {
         bail!("generate: no prompts");
     }
@@ -165,12 +221,16 @@ pub fn generate_rows(
             // Rows with the same prompt (a GRPO group, n > 1 samples) prefill it once.
             let pick = |rows: &[Vec<u32>]| distinct.iter().map(|&r| rows[r].clone()).collect::<Vec<_>>();
             let mut shared = model.new_cache(p + cfg.max_new_tokens);
-            let hidden =
-                model.hidden(&to_tensor(&pick(&ids), &dev)?, &to_tensor(&pick(&mask), &dev)?, Some(&mut shared))?;
+            let hidden = prefill(&model, &pick(&ids), &pick(&mask), &mut shared, prefill_chunk, stop)?;
             cache = shared.select_rows(&owner)?;
             let per_prompt = last_logits(&model, &hidden)?;
             owner.iter().map(|&u| per_prompt[u as usize].clone()).collect()
+        } else if steps == 0 {
+            last_logits(&model, &prefill(&model, &ids, &mask, &mut cache, prefill_chunk, stop)?)?
         } else {
+            if stop.is_some_and(|s| s.cancelled()) {
+                bail!("generation cancelled: nobody waits for it any more");
+            }
             last_logits(&model, &model.hidden(&step_ids, &to_tensor(&mask, &dev)?, Some(&mut cache))?)?
         };
         let mut next = Vec::with_capacity(b);

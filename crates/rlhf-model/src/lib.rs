@@ -27,7 +27,10 @@ pub mod weights;
 
 pub use config::{Family, ModelConfig};
 pub use error::{ModelError, Result};
-pub use generate::{generate, generate_rows, FinishReason, Generated, GenerationConfig, RowSpec, StopCondition};
+pub use generate::{
+    generate, generate_rows, generate_rows_chunked, FinishReason, Generated, GenerationConfig, RowSpec, StopCondition,
+    PREFILL_CHUNK,
+};
 pub use logprobs::{token_logprobs, token_logprobs_and_states_at, token_logprobs_at, token_logprobs_tail};
 pub use lora::LoraConfig;
 pub use model::CausalLm;

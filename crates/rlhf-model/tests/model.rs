@@ -375,3 +375,68 @@ fn logprobs_at_chosen_positions_equal_the_full_table() {
         assert!(rlhf_model::token_logprobs_at(&m, &ids, &mask, 0.7, &[(0, 0)]).is_err(), "position 0 has no context");
     }
 }
+
+/// Long prompts are prefilled in chunks; the chunks' keys and values in the cache and the last
+/// chunk's logits equal one whole pass (padded rows, shared prompts and sliding windows included).
+#[test]
+fn chunked_prefill_samples_what_one_pass_samples() {
+    use rlhf_model::{generate_rows_chunked, RowSpec};
+    let mut windowed = tiny::llama_config(V);
+    windowed.sliding_window = Some(3);
+    for (name, cfg) in configs().into_iter().chain([("llama, window 3", windowed)]) {
+        let m = model(cfg, DType::F32, 8);
+        let warm = SamplingParams { temperature: 1.0, top_k: None, top_p: None, seed: 3 };
+        let spec = |prompt: Vec<u32>, stream| RowSpec {
+            prompt,
+            sampling: warm.clone(),
+            stream,
+            max_new_tokens: 5,
+            top_logprobs: 0,
+        };
+        let long: Vec<u32> = (0..23).map(|i| (i * 7 + 3) % 16 + 1).collect();
+        let short: Vec<u32> = long[..9].to_vec();
+        let rows = vec![spec(long.clone(), 0), spec(short, 1), spec(long, 2)];
+        let whole = generate_rows_chunked(&m, &rows, &[], 0, None, &mut |_| {}, 1000).unwrap();
+        for chunk in [1, 4, 7] {
+            let chunked = generate_rows_chunked(&m, &rows, &[], 0, None, &mut |_| {}, chunk).unwrap();
+            assert_eq!(chunked.response_ids, whole.response_ids, "{name}, chunks of {chunk}: tokens");
+            let d = chunked
+                .response_logprobs
+                .iter()
+                .flatten()
+                .zip(whole.response_logprobs.iter().flatten())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(d <= 1e-5, "{name}, chunks of {chunk}: logprobs differ by {d}");
+        }
+    }
+}
+
+/// A cancelled generation stops between prefill chunks with an error saying how far it got.
+#[test]
+fn a_cancelled_prefill_stops_between_chunks() {
+    use rlhf_model::{generate_rows_chunked, RowSpec, StopCondition};
+    struct CancelAfter(std::cell::Cell<usize>);
+    impl StopCondition for CancelAfter {
+        fn should_stop(&self, _: usize, _: &[u32]) -> bool {
+            false
+        }
+        fn cancelled(&self) -> bool {
+            let left = self.0.get();
+            self.0.set(left.saturating_sub(1));
+            left == 0
+        }
+    }
+    let (_, cfg) = configs().into_iter().next().unwrap();
+    let m = model(cfg, DType::F32, 8);
+    let row = RowSpec {
+        prompt: (1..=20).collect(),
+        sampling: SamplingParams { temperature: 0.0, top_k: None, top_p: None, seed: 0 },
+        stream: 0,
+        max_new_tokens: 3,
+        top_logprobs: 0,
+    };
+    let stop = CancelAfter(std::cell::Cell::new(2));
+    let err = generate_rows_chunked(&m, &[row], &[], 0, Some(&stop), &mut |_| {}, 5).err().unwrap().to_string();
+    assert!(err.contains("cancelled during the prefill (10 of 20 prompt tokens done)"), "{err}");
+}

@@ -128,9 +128,19 @@ impl StopCondition for Streamer<'_> {
         }
         stopped
     }
+
+    /// Every client of the batch went away: a long prefill stops at its next chunk.
+    fn cancelled(&self) -> bool {
+        self.jobs.iter().all(|job| job.events.is_closed())
+    }
 }
 
 fn run_batch(model: &CausalLm, tok: &Tokenizer, jobs: Vec<Job>) {
+    // Requests whose clients left while they queued are not started.
+    let jobs: Vec<Job> = jobs.into_iter().filter(|job| !job.events.is_closed()).collect();
+    if jobs.is_empty() {
+        return;
+    }
     let mut specs = vec![];
     let mut rows = vec![];
     for (j, job) in jobs.iter().enumerate() {
@@ -150,6 +160,7 @@ fn run_batch(model: &CausalLm, tok: &Tokenizer, jobs: Vec<Job>) {
     let out = match out {
         Ok(o) => o,
         Err(e) => {
+            eprintln!("serve: generation stopped: {e}");
             for job in &jobs {
                 let _ = job.events.send(Event::Failed(format!("generation failed: {e}")));
             }
