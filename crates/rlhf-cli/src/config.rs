@@ -452,4 +452,38 @@ mod tests {
         assert_eq!(edit_distance("beta", "btea"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
     }
+
+    /// Mutated example configs (and `--set` values) parse into their command's settings or fail
+    /// with an error, never a panic.
+    #[test]
+    fn fuzzed_configs_never_panic() {
+        use crate::commands::{dpo, grpo, iterate, ppo, raft, reward, sft};
+        use rlhf_model::fuzz::{cases, Mutator};
+        fn check<T: Serialize + DeserializeOwned + Default>(example: &str, seed: u64, text: &[u8]) {
+            let path = std::env::temp_dir().join(format!("rlhf-config-fuzz-{}-{example}", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            let set = format!("train.{}", String::from_utf8_lossy(&text[..text.len().min(40)]));
+            let outcome = std::panic::catch_unwind(|| {
+                let _ = load_config::<T>(Some(&path), &[]);
+                let _ = load_config::<T>(None, std::slice::from_ref(&set));
+            });
+            assert!(outcome.is_ok(), "{example} seed {seed}: panicked");
+        }
+        let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples"));
+        for seed in 0..cases(200) as u64 {
+            for name in ["sft", "reward", "dpo", "grpo", "ppo", "raft", "iterate"] {
+                let valid = std::fs::read(root.join(format!("{name}.toml"))).unwrap();
+                let text = Mutator::new(seed).mutate(&valid);
+                match name {
+                    "sft" => check::<sft::SftConfig>(name, seed, &text),
+                    "reward" => check::<reward::RewardConfig>(name, seed, &text),
+                    "dpo" => check::<dpo::DpoConfig>(name, seed, &text),
+                    "grpo" => check::<grpo::GrpoCommandConfig>(name, seed, &text),
+                    "ppo" => check::<ppo::PpoCommandConfig>(name, seed, &text),
+                    "raft" => check::<raft::RaftCommandConfig>(name, seed, &text),
+                    _ => check::<iterate::IterateConfig>(name, seed, &text),
+                }
+            }
+        }
+    }
 }

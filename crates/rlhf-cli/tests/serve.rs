@@ -277,3 +277,30 @@ fn a_long_prefill_stops_when_its_client_leaves() {
     let small = json!({"model": model, "prompt": "Hi", "max_tokens": 2, "temperature": 0}).to_string();
     assert_eq!(http(&server.base, "POST", "/v1/completions", Some(&small)).status, 200);
 }
+
+/// Mutated chat and completion bodies get a 2xx or 4xx answer with an OpenAI-shaped error,
+/// never a 5xx or a dead server.
+#[test]
+fn fuzzed_requests_get_answers_or_errors() {
+    use rlhf_model::fuzz::{cases, Mutator};
+    let server = serve("fuzz");
+    let model = model_name(&server);
+    let valid = [
+        (
+            "/v1/chat/completions",
+            json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0.7, "n": 2, "stop": ["x"], "logprobs": true, "top_logprobs": 2}),
+        ),
+        ("/v1/completions", json!({"model": model, "prompt": "Once", "max_tokens": 3, "logprobs": 2, "seed": 7})),
+    ];
+    for seed in 0..cases(150) as u64 {
+        let mut m = Mutator::new(seed);
+        let (path, body) = &valid[m.below(valid.len())];
+        let body = String::from_utf8_lossy(&m.mutate(body.to_string().as_bytes())).into_owned();
+        let r = http(&server.base, "POST", path, Some(&body));
+        assert!(r.status < 500, "seed {seed}: {path} {body:?} → {} {}", r.status, r.body);
+        if r.status >= 400 {
+            assert!(r.json()["error"]["message"].is_string(), "seed {seed}: {}", r.body);
+        }
+    }
+    assert_eq!(http(&server.base, "GET", "/v1/models", None).status, 200, "still serving");
+}

@@ -53,8 +53,11 @@ impl Tokenizer {
         if !tj.exists() {
             return Err(DataError::file(&tj, "missing (the model folder needs an HF tokenizer.json)"));
         }
-        let inner =
-            tokenizers::Tokenizer::from_file(&tj).map_err(|e| DataError::file(&tj, format!("cannot load: {e}")))?;
+        // The `tokenizers` crate panics on some malformed files (seen: a decoder section whose
+        // string holds a control character); that is an error naming the file here.
+        let inner = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_file(&tj))
+            .map_err(|_| DataError::file(&tj, "cannot load: malformed tokenizer (the parser gave up)"))?
+            .map_err(|e| DataError::file(&tj, format!("cannot load: {e}")))?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: Value = if cfg_path.exists() {
             let text = std::fs::read_to_string(&cfg_path)

@@ -344,3 +344,62 @@ fn on_bad_record_deserialises_from_lowercase() {
     assert_eq!((o.on_bad_record, o.max_length), (OnBadRecord::Skip, 1024));
     assert!("ignore".parse::<OnBadRecord>().is_err());
 }
+
+/// Mutated JSON lines (broken syntax, wrong types, odd bytes) are bad records or errors naming
+/// the file, never a panic, in both bad-record modes and for every kind of dataset.
+#[test]
+fn fuzzed_jsonl_records_never_panic() {
+    use rlhf_model::fuzz::{cases, Mutator};
+    let dir = scratch("jsonl-fuzz");
+    let valid = [
+        r#"{"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"}"#,
+        r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}"#,
+        r#"{"prompt": "Q", "completion": "A", "answer": 3}"#,
+        r#"{"prompt": "Q", "responses": ["a", "b", "c"], "ranking": [2, 0, 1]}"#,
+        r#"{"text": "plain text"}"#,
+    ]
+    .join("\n");
+    let t = tiny::tokenizer();
+    let path = dir.join("case.jsonl");
+    for seed in 0..cases(2000) as u64 {
+        std::fs::write(&path, Mutator::new(seed).mutate(valid.as_bytes())).unwrap();
+        for mode in [OnBadRecord::Fail, OnBadRecord::Skip] {
+            let o = LoadOptions { on_bad_record: mode, max_length: 64 };
+            let outcome = std::panic::catch_unwind(|| {
+                let a = load_preferences(&path, &t, &o).err();
+                let b = load_sft(&path, &t, &o).err();
+                let c = load_prompts(&path, &t, &o).err();
+                [a, b, c].into_iter().flatten().map(|e| e.to_string()).collect::<Vec<_>>()
+            });
+            let errors = outcome.unwrap_or_else(|_| panic!("seed {seed}, {mode:?}: loading panicked"));
+            for e in errors {
+                assert!(e.contains("case.jsonl") || e.starts_with("chat template"), "seed {seed}: {e}");
+            }
+        }
+    }
+}
+
+/// Mutated `tokenizer.json` and `tokenizer_config.json` load or fail with an error, never a panic;
+/// a tokenizer that loads encodes and renders its chat template without one either.
+#[test]
+fn fuzzed_tokenizer_files_never_panic() {
+    use rlhf_model::fuzz::{cases, Mutator};
+    let dir = scratch("tokenizer-fuzz");
+    tiny::tokenizer().save_hf(&dir).unwrap();
+    for file in ["tokenizer.json", "tokenizer_config.json"] {
+        let path = dir.join(file);
+        let valid = std::fs::read(&path).unwrap();
+        for seed in 0..cases(300) as u64 {
+            std::fs::write(&path, Mutator::new(seed).mutate(&valid)).unwrap();
+            let outcome = std::panic::catch_unwind(|| {
+                if let Ok(t) = Tokenizer::load(&dir) {
+                    let ids = t.encode("What is 2 + 2? Héllo", true);
+                    let _ = ids.map(|ids| t.decode(&ids, false));
+                    let _ = t.apply_chat_template(&[Message::new("user", "Hi")], true);
+                }
+            });
+            assert!(outcome.is_ok(), "{file} seed {seed}: panicked");
+        }
+        std::fs::write(&path, &valid).unwrap();
+    }
+}

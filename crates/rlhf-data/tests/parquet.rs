@@ -130,3 +130,32 @@ fn rankings_with_list_columns() {
     let r = |s: &str| [t.encode(s, false).unwrap(), vec![2]].concat();
     assert_eq!(g.pairs, vec![(r("b"), r("c")), (r("b"), r("a")), (r("c"), r("a"))]);
 }
+
+/// Mutated Parquet files (footer, page headers, lengths, truncations) are errors naming the file
+/// or bad records, never a panic.
+#[test]
+fn fuzzed_parquet_files_never_panic() {
+    use rlhf_model::fuzz::{cases, Mutator};
+    let dir = scratch("parquet-fuzz");
+    let path = dir.join("pairs.parquet");
+    let schema = "message schema {
+        REQUIRED BYTE_ARRAY prompt (UTF8);
+        REQUIRED BYTE_ARRAY chosen (UTF8);
+        REQUIRED BYTE_ARRAY rejected (UTF8);
+    }";
+    let text = |v: Vec<&'static str>| Column::Text(v, vec![], vec![]);
+    write_parquet(&path, schema, vec![text(vec!["Q0", "Q1"]), text(vec!["a", "b"]), text(vec!["x", "y"])]);
+    let valid = std::fs::read(&path).unwrap();
+    let case = dir.join("case.parquet");
+    let t = tiny::tokenizer();
+    let skip = LoadOptions { on_bad_record: OnBadRecord::Skip, ..LoadOptions::default() };
+    for seed in 0..cases(1000) as u64 {
+        std::fs::write(&case, Mutator::new(seed).mutate(&valid)).unwrap();
+        let outcome = std::panic::catch_unwind(|| load_preferences(&case, &t, &skip).map(|_| ()));
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => assert!(e.to_string().contains("case.parquet"), "seed {seed}: {e}"),
+            Err(_) => panic!("seed {seed}: reading a mutated Parquet file panicked"),
+        }
+    }
+}

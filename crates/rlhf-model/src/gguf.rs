@@ -121,10 +121,26 @@ impl GgufFile {
 
     /// A tensor dequantised to f32 on the CPU, in candle's (row-major, HF-order) shape.
     pub fn dequantized(&self, name: &str) -> Result<Tensor> {
+        self.check_tensor_info(name)?;
         let mut f = File::open(&self.path).map_err(|e| self.err(format!("cannot open: {e}")))?;
         let q =
             self.content.tensor(&mut f, name, &Device::Cpu).map_err(|e| self.err(format!("tensor `{name}`: {e}")))?;
         q.dequantize(&Device::Cpu).map_err(|e| self.err(format!("tensor `{name}`: cannot dequantise: {e}")))
+    }
+
+    /// The shape a tensor's header declares must describe data that can be read: no zero or
+    /// overflowing dimension (candle's reader reinterprets the bytes of an empty or wrapped-around
+    /// size without checking alignment, which is undefined behaviour).
+    fn check_tensor_info(&self, name: &str) -> Result<()> {
+        let info =
+            self.content.tensor_infos.get(name).ok_or_else(|| self.err(format!("no tensor `{name}` in the file")))?;
+        let dims = info.shape.dims();
+        let elems = dims.iter().try_fold(1usize, |acc, &d| if d == 0 { None } else { acc.checked_mul(d) });
+        let bytes = elems.and_then(|n| (n / info.ggml_dtype.block_size()).checked_mul(info.ggml_dtype.type_size()));
+        if bytes.is_none() {
+            return Err(self.err(format!("tensor `{name}`: shape {dims:?} is empty or too large to read")));
+        }
+        Ok(())
     }
 
     /// The model architecture (`general.architecture`).

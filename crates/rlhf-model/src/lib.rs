@@ -6,6 +6,7 @@ pub mod attention;
 pub mod config;
 pub mod default_model;
 pub mod error;
+pub mod fuzz;
 pub mod generate;
 pub mod gguf;
 pub mod gpt2;

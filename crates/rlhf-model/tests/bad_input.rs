@@ -87,3 +87,28 @@ fn absurd_layer_count_is_refused_before_anything_is_allocated() {
     assert!(err.contains("num_hidden_layers = 1000000000") && err.contains("only"), "{err}");
     assert!(start.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// Mutated `config.json` and `model.safetensors` bytes are errors naming a file, never a panic.
+#[test]
+fn fuzzed_config_and_safetensors_never_panic() {
+    use rlhf_model::fuzz::{cases, Mutator};
+    let dir = saved_model("fuzz");
+    for file in ["config.json", "model.safetensors"] {
+        let path = dir.join(file);
+        let valid = std::fs::read(&path).unwrap();
+        for seed in 0..cases(1000) as u64 {
+            let bytes = Mutator::new(seed).mutate(&valid);
+            std::fs::write(&path, &bytes).unwrap();
+            let outcome = std::panic::catch_unwind(|| CausalLm::load(&dir, DType::F32, &Device::Cpu).map(|_| ()));
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains(&dir.display().to_string()), "{file} seed {seed}: no path in `{msg}`");
+                }
+                Err(_) => panic!("{file} seed {seed}: loading panicked"),
+            }
+        }
+        std::fs::write(&path, &valid).unwrap();
+    }
+}

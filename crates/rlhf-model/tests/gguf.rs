@@ -202,3 +202,27 @@ fn bad_gguf_files_are_reported_with_their_path() {
     let err = CausalLm::load(&cut, DType::F32, &Device::Cpu).err().unwrap().to_string();
     assert!(err.contains("truncated.gguf") && err.contains("tensor"), "{err}");
 }
+
+/// Mutated GGUF files (header counts, string lengths, shapes, offsets, truncations) are errors
+/// naming the file, never a panic or an unbounded allocation. (Seed 924 gave a tensor a zero
+/// dimension, which candle's reader turned into a misaligned slice: undefined behaviour.)
+#[test]
+fn fuzzed_gguf_files_never_panic() {
+    use rlhf_model::fuzz::{cases, Mutator};
+    let cfg = config();
+    let w = rlhf_model::tiny::random_weights(&cfg, 5, 0.1, DType::F32).unwrap();
+    let path = tmp("fuzz-base.gguf");
+    write_gguf(&cfg, &w, &path);
+    let valid = std::fs::read(&path).unwrap();
+    let case_path = tmp("fuzz-case.gguf");
+    for seed in 0..cases(1000) as u64 {
+        let bytes = Mutator::new(seed).mutate(&valid);
+        std::fs::write(&case_path, &bytes).unwrap();
+        let outcome = std::panic::catch_unwind(|| CausalLm::load(&case_path, DType::F32, &Device::Cpu).map(|_| ()));
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => assert!(e.to_string().contains("fuzz-case.gguf"), "seed {seed}: error without the file: {e}"),
+            Err(_) => panic!("seed {seed}: loading a mutated GGUF panicked"),
+        }
+    }
+}

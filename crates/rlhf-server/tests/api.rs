@@ -408,3 +408,33 @@ fn a_connection_that_never_finishes_its_headers_is_closed() {
     assert_eq!(status, 401);
     server.stop().unwrap();
 }
+
+/// Mutated request bodies and paths get a 2xx or 4xx answer, never a 5xx, and the server keeps
+/// serving.
+#[test]
+fn fuzzed_requests_never_break_the_server() {
+    use rlhf_model::fuzz::{cases, Mutator};
+    let f = fixture("fuzz", 4, Allocation::default());
+    let t = task(&f, &f.alice);
+    let a = t["assignment"].as_i64().unwrap();
+    let submit = submit_body(&[ids(&t)]);
+    let bodies = [
+        (format!("/api/assignments/{a}"), "POST", submit.clone()),
+        ("/api/login".to_string(), "POST", json!({"token": f.bob}).to_string()),
+        ("/api/guidelines".to_string(), "PUT", json!({"text": "Be kind."}).to_string()),
+    ];
+    for seed in 0..cases(300) as u64 {
+        let mut m = Mutator::new(seed);
+        let (path, method, body) = &bodies[m.below(bodies.len())];
+        let body = String::from_utf8_lossy(&m.mutate(body.as_bytes())).into_owned();
+        let token = [&f.alice, &f.admin][m.below(2)];
+        let (status, _) = call(&f, method, path, Some(token), Some(&body));
+        assert!(status < 500, "seed {seed}: {method} {path} {body:?} → {status}");
+        let path = String::from_utf8_lossy(&m.mutate(path.as_bytes())).into_owned();
+        if path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic()) {
+            let (status, _) = call(&f, "GET", &path, Some(token), None);
+            assert!(status < 500, "seed {seed}: GET {path} → {status}");
+        }
+    }
+    assert_eq!(call(&f, "GET", "/api/task", Some(&f.bob), None).0, 200, "still serving");
+}

@@ -53,10 +53,21 @@ fn read_json_lines(path: &Path, visit: &mut impl FnMut(Location, RawRecord) -> R
     Ok(())
 }
 
+/// The `parquet` crate panics on some malformed files (seen: an RLE run indexing past its
+/// buffer); such a panic becomes an error naming the file and row.
+fn unpanicked<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(DataError::file(path, format!("{what}: malformed Parquet data (the reader gave up)"))))
+}
+
 fn read_parquet(path: &Path, visit: &mut impl FnMut(Location, RawRecord) -> Result<()>) -> Result<()> {
-    let reader =
-        SerializedFileReader::try_from(path).map_err(|e| DataError::file(path, format!("cannot read Parquet: {e}")))?;
-    for (row_index, row) in reader.into_iter().enumerate() {
+    let reader = unpanicked(path, "cannot read Parquet", || {
+        SerializedFileReader::try_from(path).map_err(|e| DataError::file(path, format!("cannot read Parquet: {e}")))
+    })?;
+    let mut rows = reader.into_iter().enumerate();
+    loop {
+        let next = unpanicked(path, "cannot read Parquet", || Ok(rows.next()))?;
+        let Some((row_index, row)) = next else { break };
         let row = row.map_err(|e| DataError::file(path, format!("row {row_index}: cannot read Parquet: {e}")))?;
         let map = row.get_column_iter().map(|(name, field)| (name.clone(), field_to_json(field))).collect();
         visit(Location { path: path.to_path_buf(), index: RecordIndex::Row(row_index) }, Ok(map))?;
