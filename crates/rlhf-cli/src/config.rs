@@ -37,8 +37,35 @@ impl fmt::Display for Origin {
     }
 }
 
-/// Loads `T` from its defaults, an optional TOML file and `key=value` overrides (see the module docs).
+/// A mistake in how the command was called or configured (a bad flag value, an unknown key, a
+/// setting out of range): the process exits with status 2, as for an unknown flag, instead of
+/// the 1 of a failure while running.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// `message` as a [`UsageError`].
+pub fn usage(message: impl fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message.to_string()))
+}
+
+/// Loads `T` from its defaults, an optional TOML file and `key=value` overrides (see the module
+/// docs); every error is a [`UsageError`].
 pub fn load_config<T: Serialize + DeserializeOwned + Default>(
+    file: Option<&Path>,
+    sets: &[String],
+) -> anyhow::Result<T> {
+    load_config_inner(file, sets).map_err(|e| usage(format!("{e:#}")))
+}
+
+fn load_config_inner<T: Serialize + DeserializeOwned + Default>(
     file: Option<&Path>,
     sets: &[String],
 ) -> anyhow::Result<T> {

@@ -106,6 +106,8 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        // 2 for how the command was called or configured (as clap does for flags), 1 for failures.
+        let usage = e.chain().any(|cause| cause.downcast_ref::<config::UsageError>().is_some());
+        std::process::exit(if usage { 2 } else { 1 });
     }
 }

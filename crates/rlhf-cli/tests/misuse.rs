@@ -133,3 +133,23 @@ fn saved_weights_and_checkpoints_are_as_readable_as_their_configs() {
     }
     assert_ne!(config_mode & 0o044, 0, "readable by others under the usual umask");
 }
+
+#[test]
+fn exit_codes_tell_usage_from_failure() {
+    let (dir, model, data) = setup("exit-codes");
+    let sft = data.join("sft.jsonl");
+    let out = dir.join("run");
+    let base = ["sft", "--model", p(&model), "--data", p(&sft), "--out", p(&out)];
+    let code = |extra: &[&str]| common::rlhf(&[&base[..], extra].concat()).status.code();
+    assert_eq!(code(&["--bogus-flag"]), Some(2), "an unknown flag");
+    assert_eq!(code(&["--set", "train.lerning_rate=1"]), Some(2), "an unknown key");
+    assert_eq!(code(&["--set", "train.learning_rate=\"fast\""]), Some(2), "a value of the wrong type");
+    assert_eq!(code(&["--set", "data.max_length=0"]), Some(2), "a setting out of range");
+    let prefs = data.join("prefs_correctness.jsonl");
+    let dpo = ["dpo", "--model", p(&model), "--data", p(&prefs), "--out", p(&out), "--set", "loss.beta=-1"];
+    assert_eq!(common::rlhf(&dpo).status.code(), Some(2), "β ≤ 0");
+    let missing = dir.join("missing.jsonl");
+    let out2 = dir.join("run2");
+    let run = ["sft", "--model", p(&model), "--data", p(&missing), "--out", p(&out2)];
+    assert_eq!(common::rlhf(&run).status.code(), Some(1), "a missing file is a failure while running");
+}

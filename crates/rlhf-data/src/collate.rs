@@ -2,7 +2,7 @@
 //! target is never mistaken for padding), with attention and loss masks.
 //!
 //! Right padding is safe in training because the model derives positions from the attention
-//! mask (`cumsum − 1`); generation pads on the left instead (RLHF_DETAILS 2).
+//! mask (`cumsum − 1`); generation pads on the left instead (docs/ARCHITECTURE.md, detail 2).
 
 use crate::dataset::{PairExample, SftExample};
 use candle_core::{Device, Tensor};
@@ -92,7 +92,7 @@ impl Batch {
         self.attention_mask.iter().filter(|&&m| m != 0).count()
     }
 
-    /// Real tokens per row; `len − 1` is the last real token a reward head reads (RLHF_DETAILS 9).
+    /// Real tokens per row; `len − 1` is the last real token a reward head reads (docs/ARCHITECTURE.md, detail 9).
     pub fn row_lengths(&self) -> Vec<usize> {
         self.attention_mask
             .chunks(self.seq_len.max(1))

@@ -170,7 +170,7 @@ impl Tokenizer {
         t
     }
 
-    /// A pad id distinct from every EOS id (RLHF_DETAILS 3): the declared one if it differs from
+    /// A pad id distinct from every EOS id (docs/ARCHITECTURE.md, detail 3): the declared one if it differs from
     /// EOS, else a special token that is not EOS (e.g. `<|endoftext|>` next to `<|im_end|>`),
     /// else id 0. Padding is always masked; this only keeps "pad" and "end" apart.
     fn choose_pad(&self, declared: Option<u32>) -> u32 {

@@ -1,7 +1,7 @@
 //! What every attention layer shares: positions and the additive mask derived from the
 //! attention mask, rotary tables, and the scaled-dot-product core with grouped KV heads.
 //!
-//! Positions are `cumsum(mask) − 1` clamped at 0 (ARCHITECTURE.md "Padding"), in generation and
+//! Positions are `cumsum(mask) − 1` clamped at 0 (docs/ARCHITECTURE.md, "Padding and positions"), in generation and
 //! in training alike, so a left-padded row gets exactly the positions it would get alone.
 
 use crate::config::{ModelConfig, RopeScaling};

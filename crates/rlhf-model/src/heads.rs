@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// HF's name for the head of a sequence classifier.
 pub const SCORE_WEIGHT: &str = "score.weight";
-/// Reward statistics saved next to a reward model (RLHF_DETAILS 12).
+/// Reward statistics saved next to a reward model (docs/ARCHITECTURE.md, detail 12).
 pub const REWARD_STATS_FILE: &str = "reward_stats.json";
 
 /// Mean and standard deviation of raw scores over a reference set: RL normalises rewards with
@@ -24,7 +24,7 @@ pub struct RewardStats {
     pub count: usize,
 }
 
-/// `[1, d]` head weight initialised N(0, 1/√(d+1)) (RLHF_DETAILS 10; no bias, as HF's `score`).
+/// `[1, d]` head weight initialised N(0, 1/√(d+1)) (docs/ARCHITECTURE.md, detail 10; no bias, as HF's `score`).
 pub fn init_scalar_head(d: usize, seed: u64, dtype: DType, device: &Device) -> Result<Tensor> {
     let std = 1.0 / ((d + 1) as f64).sqrt();
     let normal = Normal::new(0.0, std).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
@@ -46,7 +46,7 @@ pub fn last_real_positions(attention_mask: &Tensor) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// Scores `[B]`: `head · h` at the last real token of each row (RLHF_DETAILS 9).
+/// Scores `[B]`: `head · h` at the last real token of each row (docs/ARCHITECTURE.md, detail 9).
 pub fn score_last_token(model: &CausalLm, head: &Tensor, ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
     let (b, t) = ids.dims2()?;
     let hidden = model.hidden(ids, attention_mask, None)?; // [B, T, d]

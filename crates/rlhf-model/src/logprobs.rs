@@ -1,4 +1,4 @@
-//! The one per-token log-probability function (ARCHITECTURE.md "Shared contracts"). Sampling
+//! The one per-token log-probability function (docs/ARCHITECTURE.md, "The one logprob path"). Sampling
 //! bookkeeping, reference models, every policy update and evaluation go through it.
 
 use crate::model::CausalLm;

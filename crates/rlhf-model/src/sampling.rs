@@ -3,7 +3,7 @@
 //!
 //! The log-probability returned with a token is always that of the *full* distribution at the
 //! sampling temperature — exactly what [`crate::logprobs::token_logprobs`] recomputes. Top-k/top-p
-//! truncation changes the distribution actually sampled from; RLHF_DETAILS 30 asks us to keep
+//! truncation changes the distribution actually sampled from; docs/ARCHITECTURE.md, detail 30 asks us to keep
 //! that mismatch visible rather than hide it in the logprobs.
 
 use rand::{Rng, SeedableRng};

@@ -8,7 +8,7 @@ use crate::error::{Result, TrainError};
 use serde::{Deserialize, Serialize};
 
 /// r_t = −β·kl_t on every response token, plus the sequence score on the last one
-/// (RLHF_DETAILS 13). Rows `[n_i]`; an empty row stays empty (its score has nowhere to go).
+/// (docs/ARCHITECTURE.md, detail 13). Rows `[n_i]`; an empty row stays empty (its score has nowhere to go).
 pub fn kl_penalised_rewards(kl: &[Vec<f64>], scores: &[f64], kl_coef: f64) -> Vec<Vec<f64>> {
     kl.iter()
         .zip(scores)
@@ -70,7 +70,7 @@ pub fn gae(rewards: &[Vec<f64>], values: &[Vec<f64>], gamma: f64, lam: f64) -> (
     (advantages, returns)
 }
 
-/// Which std divides the group-centred rewards (RLHF_DETAILS 21).
+/// Which std divides the group-centred rewards (docs/ARCHITECTURE.md, detail 21).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StdScale {
@@ -103,7 +103,7 @@ pub struct GroupAdvantages {
     pub rewards: Vec<f64>,
     /// The std used (or, for `StdScale::None`, the group std, for logging).
     pub std_rewards: Vec<f64>,
-    /// The std is ≈ 0 (|std| ≤ 1e-8): the group carries no learning signal (RLHF_DETAILS 24).
+    /// The std is ≈ 0 (|std| ≤ 1e-8): the group carries no learning signal (docs/ARCHITECTURE.md, detail 24).
     pub is_std_zero: Vec<bool>,
 }
 

@@ -1,4 +1,4 @@
-//! Loss aggregation as per-token weights (RLHF_DETAILS 7 and 23).
+//! Loss aggregation as per-token weights (docs/ARCHITECTURE.md, details 7 and 23).
 //!
 //! Every aggregation of GRPO/PPO is linear in the per-token losses, so it can be written as
 //! loss = Σ_t w_t·l_t. Weights are computed once from the WHOLE batch; a micro-batch then

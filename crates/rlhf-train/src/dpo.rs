@@ -179,7 +179,7 @@ pub fn dpo_loss(cfg: &DpoLossConfig, p: &PairLogps) -> Result<DpoOutput> {
 // ---- Training objective --------------------------------------------------------------------
 
 /// A preference pair with its reference sequence logprobs, computed once before training
-/// (RLHF_DETAILS 29): the reference never changes, so one pass over the data replaces a
+/// (docs/ARCHITECTURE.md, detail 29): the reference never changes, so one pass over the data replaces a
 /// reference forward on every step.
 pub struct DpoExample {
     pub pair: PairExample,

@@ -30,7 +30,7 @@ pub enum AdvantageEstimator {
     Rloo,
 }
 
-/// What to do with responses cut off at `max_new_tokens` (RLHF_DETAILS 25).
+/// What to do with responses cut off at `max_new_tokens` (docs/ARCHITECTURE.md, detail 25).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Truncation {

@@ -3,7 +3,7 @@
 //! Tensors are the trainers' flattened `[N]` response tokens of one micro-batch; the scalar losses
 //! are Σ_t w_t·l_t with weights from [`crate::aggregate::token_weights`], so micro-batch losses
 //! add up to the batch loss. Statistics are host sums and counts for the same reason: merge the
-//! micro-batches, then take means (RLHF_DETAILS 26: watch KL and clip fractions, not the loss).
+//! micro-batches, then take means (docs/ARCHITECTURE.md, detail 26: watch KL and clip fractions, not the loss).
 
 use crate::kl::{kl_tensor, KlEstimator};
 use candle_core::{DType, Tensor};

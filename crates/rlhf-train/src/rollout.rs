@@ -3,7 +3,7 @@
 //! values of those rows under any model, and their scores under any [`RewardSource`].
 //!
 //! Rows are kept unpadded on the host; each forward packs them (prompt then response as token
-//! ids, never re-tokenised text — RLHF_DETAILS 4), one prompt shared by all of its responses
+//! ids, never re-tokenised text — docs/ARCHITECTURE.md, detail 4), one prompt shared by all of its responses
 //! (`rlhf_model::packing`), and reads only response positions.
 
 use crate::error::Result;
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub struct RolloutConfig {
     /// Longest response; a response that reaches it is truncated (see `truncation`).
     pub max_new_tokens: usize,
-    /// Sampling temperature; logprobs everywhere are computed at it (RLHF_DETAILS 1).
+    /// Sampling temperature; logprobs everywhere are computed at it (docs/ARCHITECTURE.md, detail 1).
     pub temperature: f64,
     pub top_k: Option<usize>,
     pub top_p: Option<f64>,
@@ -248,7 +248,7 @@ pub fn minibatches(n: usize, size: usize, seed: u64) -> Vec<Vec<usize>> {
 }
 
 /// Sampler-vs-trainer logprob mismatch over all tokens: (mean |Δ|, max |Δ|). Nonzero only
-/// through top-k/top-p truncation or numerical drift (RLHF_DETAILS 30).
+/// through top-k/top-p truncation or numerical drift (docs/ARCHITECTURE.md, detail 30).
 pub fn logprob_mismatch(rows: &[RolloutRow], trainer: &[Vec<f64>]) -> (f64, f64) {
     let (mut sum, mut max, mut n) = (0f64, 0f64, 0usize);
     for (r, t) in rows.iter().zip(trainer) {

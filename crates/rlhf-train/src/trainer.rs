@@ -276,7 +276,7 @@ pub struct BatchOutcome {
 
 /// Forward + backward of `batch` in micro-batches of `micro` examples, leaving the batch's
 /// gradient in the model's gradient sink: each micro-batch loss is divided by the *batch's*
-/// normaliser, so the sum of micro-batch gradients is the whole batch's gradient (RLHF_DETAILS 7).
+/// normaliser, so the sum of micro-batch gradients is the whole batch's gradient (docs/ARCHITECTURE.md, detail 7).
 pub fn accumulate_batch<O: Objective>(
     obj: &mut O,
     batch: &[&O::Example],

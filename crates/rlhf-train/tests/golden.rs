@@ -1,5 +1,5 @@
 //! DPO-family and Bradley–Terry losses against values computed by TRL 1.16's own code in float64
-//! (fixtures/golden, see its README), plus the invariants and gradients of RLHF_DETAILS 6 and 27.
+//! (fixtures/golden, see its README), plus the invariants and gradients of docs/ARCHITECTURE.md, details 6 and 27.
 
 use candle_core::{Device, Tensor, Var};
 use rlhf_model::gradcheck::check_gradients;

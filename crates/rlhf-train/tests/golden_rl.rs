@@ -1,5 +1,5 @@
 //! GRPO/PPO pieces against fixtures/golden (TRL 1.16's own GRPO code and an independent PPO
-//! reference, float64; conventions in its README), plus the invariants of RLHF_DETAILS 6, 7, 13–26.
+//! reference, float64; conventions in its README), plus the invariants of docs/ARCHITECTURE.md, details 6, 7, 13–26.
 //! Golden inputs are (B, T) with masks; we select the masked positions into the trainers' flattened
 //! `[N]` / ragged-row forms, never reading a padded slot.
 

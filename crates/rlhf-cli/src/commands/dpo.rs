@@ -46,7 +46,7 @@ fn flatten(groups: Vec<PreferenceGroup>) -> Vec<PairExample> {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let cfg: DpoConfig = args.load()?;
-    cfg.loss.validate()?;
+    cfg.loss.validate().map_err(crate::config::usage)?;
     let dir = common::prepare_run_dir(&cfg.out, &cfg, args.resume.is_some())?;
     let loaded = common::load_model(&cfg.model)?;
     let tok = loaded.tokenizer;

@@ -23,7 +23,7 @@ pub struct CriticSection {
     /// The critic's learning rate (0 = the policy's).
     pub learning_rate: f64,
     /// Start from the reward model's score head too. Off by default: the value head starts at 0
-    /// (RLHF_DETAILS 16), because the returns are built from normalised rewards while the RM
+    /// (docs/ARCHITECTURE.md, detail 16), because the returns are built from normalised rewards while the RM
     /// head predicts raw scores — starting far off, with value clipping slowing the correction.
     pub keep_head: bool,
     /// Put a zero-initialised value head on the policy's own trunk (one model, one backward of

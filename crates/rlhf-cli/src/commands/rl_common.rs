@@ -109,7 +109,9 @@ pub fn start<T: Serialize>(
 /// Loads a prompt file; a missing path is an error naming the key.
 pub fn load_prompt_file(path: &str, data: &PromptData, tok: &Tokenizer) -> Result<Vec<PromptExample>> {
     if data.max_prompt_length == 0 {
-        bail!("data.max_prompt_length must be at least 1: the longest prompt in tokens (TRL's default is 512)");
+        return Err(crate::config::usage(
+            "data.max_prompt_length must be at least 1: the longest prompt in tokens (TRL's default is 512)",
+        ));
     }
     let opts = LoadOptions { max_length: data.max_prompt_length, on_bad_record: data.on_bad_record };
     let loaded = crate::loading::load_dataset(path, tok, &opts, load_prompts)?;
@@ -160,7 +162,7 @@ pub fn held_out<'a>(examples: &'a [PromptExample], eval: &EvalSection, pad_id: u
     }))
 }
 
-/// RL phases run without dropout (ARCHITECTURE.md): a LoRA dropout setting is refused.
+/// RL phases run without dropout (docs/ARCHITECTURE.md, "Phases without dropout"): a LoRA dropout setting is refused.
 pub fn check_no_dropout(lora: &LoraSection) -> Result<()> {
     if lora.enabled && lora.dropout != 0.0 {
         bail!("lora.dropout = {}: RL phases run without dropout (set it to 0)", lora.dropout);

@@ -184,7 +184,9 @@ pub fn load_split<T>(
         bail!("no training data: give --data FILE (or `data.path` in the config)");
     }
     if data.max_length == 0 {
-        bail!("data.max_length must be at least 1: the longest prompt + response in tokens (TRL's default is 1024)");
+        return Err(crate::config::usage(
+            "data.max_length must be at least 1: the longest prompt + response in tokens (TRL's default is 1024)",
+        ));
     }
     let opts = LoadOptions { max_length: data.max_length, on_bad_record: data.on_bad_record };
     let report = |what: &str, l: &Loaded<T>| {

@@ -1,4 +1,4 @@
-//! The tokenisation contract shared by every dataset kind (RLHF_DETAILS 4, 5).
+//! The tokenisation contract shared by every dataset kind (docs/ARCHITECTURE.md, details 4, 5).
 //!
 //! Prompt and response are tokenised separately and joined as token ids, never as strings, so the
 //! tokens a trainer scores are exactly those a policy would have generated after that prompt.
@@ -128,7 +128,7 @@ pub(crate) fn encode(tok: &Tokenizer, text: &str, add_special: bool, field: &str
 }
 
 /// Drops a second BOS: a template that renders `bos_token` plus a tokenizer that adds one
-/// otherwise yields `[BOS, BOS, …]`, a silent distribution shift (RLHF_DETAILS 5).
+/// otherwise yields `[BOS, BOS, …]`, a silent distribution shift (docs/ARCHITECTURE.md, detail 5).
 pub(crate) fn without_double_bos(tok: &Tokenizer, mut ids: Vec<u32>) -> Vec<u32> {
     if let Some(bos) = tok.bos_id() {
         if ids.len() >= 2 && ids[0] == bos && ids[1] == bos {

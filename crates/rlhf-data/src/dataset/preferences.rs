@@ -18,7 +18,7 @@ pub struct PairExample {
     pub source: Location,
 }
 
-/// All comparisons of one prompt, kept together so they land in one batch (RLHF_DETAILS 11): a
+/// All comparisons of one prompt, kept together so they land in one batch (docs/ARCHITECTURE.md, detail 11): a
 /// plain pair is a group of one, a ranking of K responses a group of C(K,2).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PreferenceGroup {
