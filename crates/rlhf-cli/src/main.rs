@@ -78,6 +78,7 @@ fn main() {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(a) => commands::generate::run(a),
@@ -110,4 +111,22 @@ fn main() {
         let usage = e.chain().any(|cause| cause.downcast_ref::<config::UsageError>().is_some());
         std::process::exit(if usage { 2 } else { 1 });
     }
+}
+
+/// `rlhf … | head`: when the reader of stdout goes away, `println!` panics on the broken pipe.
+/// Such a run ends quietly with the status a shell gives a process killed by SIGPIPE (141), as
+/// `yes | head` does; every other panic is reported as usual. (The Rust runtime ignores SIGPIPE so
+/// that writes to sockets and child processes return errors; restoring the signal would let a
+/// sandboxed program that exits early kill its parent.)
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message =
+            payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
+        if message.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
 }

@@ -153,3 +153,19 @@ fn exit_codes_tell_usage_from_failure() {
     let run = ["sft", "--model", p(&model), "--data", p(&missing), "--out", p(&out2)];
     assert_eq!(common::rlhf(&run).status.code(), Some(1), "a missing file is a failure while running");
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    let (_, model, _) = setup("pipe");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rlhf"))
+        .args(["logprobs", "--model", p(&model), "--text", "1 + 1 = 2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before the first line, as after `| head -0`
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    assert_eq!(result.status.code(), Some(141));
+}
