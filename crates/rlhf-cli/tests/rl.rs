@@ -195,6 +195,13 @@ fn reward_model_then_ppo_then_eval() {
         }
         assert!(r["perplexity"].as_f64().unwrap() > 1.0, "{r}");
     }
+    // Paired significance against the baseline: none against itself, an interval around the
+    // difference for the other row, and the verdict line in the table.
+    assert_eq!((rows[0]["accuracy_diff"].as_f64(), rows[0]["mcnemar_p"].as_f64()), (Some(0.0), Some(1.0)));
+    assert_eq!(rows[0]["accuracy_diff_ci95"], serde_json::json!([0.0, 0.0]));
+    let (d, ci) = (rows[1]["accuracy_diff"].as_f64().unwrap(), &rows[1]["accuracy_diff_ci95"]);
+    assert!(ci[0].as_f64().unwrap() <= d && d <= ci[1].as_f64().unwrap(), "{}", rows[1]);
+    assert!(table.contains("McNemar") && table.contains("  ppo "), "{table}");
 }
 
 #[test]

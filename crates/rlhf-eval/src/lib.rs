@@ -3,6 +3,7 @@
 
 pub mod metrics;
 pub mod report;
+pub mod significance;
 pub mod svg;
 
 pub use report::{load_eval, load_run, render, EvalTable, Run};

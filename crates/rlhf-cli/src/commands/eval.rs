@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use rlhf_data::{load_prompts, LoadOptions, PromptExample};
 use rlhf_eval::metrics::{majority, pearson, repeats, rm_verifier_disagreements, win_rate};
+use rlhf_eval::significance::{discordant, mcnemar_exact, paired_bootstrap, PairedDifference, RESAMPLES};
 use rlhf_model::CausalLm;
 use rlhf_reward::math::{extract_final_answer, last_integer};
 use rlhf_reward::RewardSource;
@@ -144,18 +145,32 @@ pub fn run(a: Args) -> Result<()> {
             (by_verifier, by_rm)
         })
         .collect();
+    // Accuracy against the baseline on the same problems: the difference, its paired-bootstrap
+    // interval and McNemar's exact p.
+    let versus: Vec<Option<(PairedDifference, f64)>> = rows
+        .iter()
+        .map(|r| {
+            let d = paired_bootstrap(&r.verifier_scores, &base.verifier_scores, RESAMPLES, 0)?;
+            let (only_r, only_base) = discordant(&r.verifier_scores, &base.verifier_scores);
+            Some((d, mcnemar_exact(only_r, only_base)))
+        })
+        .collect();
     print_table(&rows, &wins, &named[baseline].0, a.reward_model.is_some(), &a, &reference_path);
+    print_significance(&rows, &versus, baseline, prompts.len());
     if let Some(out) = &a.out {
         let text: String = rows
             .iter()
             .zip(&wins)
-            .map(|(r, (wv, wr))| {
+            .zip(&versus)
+            .map(|((r, (wv, wr)), vs)| {
                 let v = json!({"model": r.name, "accuracy": r.accuracy, "well_formatted": r.format,
                     "rm_reward": r.rm, "kl_to_reference": r.kl, "mean_length": r.length, "prompts": prompts.len(),
                     "baseline": named[baseline].0, "win_rate_verifier": wv, "win_rate_rm": wr,
                     "pass_at_1": r.pass_at_1, "maj_at_k": r.maj_at_k, "samples": a.samples,
                     "length_rm_correlation": r.length_rm_correlation, "repetition_rate": r.repetition,
-                    "rm_prefers_wrong": r.rm_prefers_wrong, "perplexity": r.perplexity});
+                    "rm_prefers_wrong": r.rm_prefers_wrong, "perplexity": r.perplexity,
+                    "accuracy_diff": vs.map(|(d, _)| d.diff), "accuracy_diff_ci95": vs.map(|(d, _)| [d.lo, d.hi]),
+                    "mcnemar_p": vs.map(|(_, p)| p)});
                 format!("{v}\n")
             })
             .collect();
@@ -273,6 +288,22 @@ fn evaluate(
         rm_prefers_wrong,
         perplexity: None,
     })
+}
+
+fn print_significance(rows: &[Row], versus: &[Option<(PairedDifference, f64)>], baseline: usize, n: usize) {
+    println!(
+        "accuracy vs {} on the same {n} problems (difference, 95% interval of a paired bootstrap, McNemar's exact p):",
+        rows[baseline].name
+    );
+    for (i, (r, vs)) in rows.iter().zip(versus).enumerate() {
+        let Some((d, p)) = vs.filter(|_| i != baseline) else { continue };
+        let verdict = match d.sign() {
+            1 => "better",
+            -1 => "worse",
+            _ => "within the noise",
+        };
+        println!("  {:<12} {:+.3} [{:+.3}, {:+.3}]  p = {p:.4}  {verdict}", r.name, d.diff, d.lo, d.hi);
+    }
 }
 
 fn opt(v: Option<f64>, width: usize) -> String {
