@@ -44,21 +44,22 @@ fn write_parquet(path: &Path, schema: &str, columns: Vec<Column>) {
     writer.close().unwrap();
 }
 
-#[test]
-fn string_pairs_and_a_bad_row() {
-    let dir = scratch("parquet-pairs");
-    let path = dir.join("pairs.parquet");
+/// `prompt` / `chosen` / `rejected` string columns.
+fn write_pairs(path: &Path, prompts: Vec<&'static str>, chosen: Vec<&'static str>, rejected: Vec<&'static str>) {
     let schema = "message schema {
         REQUIRED BYTE_ARRAY prompt (UTF8);
         REQUIRED BYTE_ARRAY chosen (UTF8);
         REQUIRED BYTE_ARRAY rejected (UTF8);
     }";
     let text = |v: Vec<&'static str>| Column::Text(v, vec![], vec![]);
-    write_parquet(
-        &path,
-        schema,
-        vec![text(vec!["Q0", "Q1", "Q2"]), text(vec!["a", "b", "c"]), text(vec!["x", "", "z"])],
-    );
+    write_parquet(path, schema, vec![text(prompts), text(chosen), text(rejected)]);
+}
+
+#[test]
+fn string_pairs_and_a_bad_row() {
+    let dir = scratch("parquet-pairs");
+    let path = dir.join("pairs.parquet");
+    write_pairs(&path, vec!["Q0", "Q1", "Q2"], vec!["a", "b", "c"], vec!["x", "", "z"]);
     let t = tiny::tokenizer();
     let err = load_preferences(&path, &t, &LoadOptions::default()).unwrap_err().to_string();
     assert_eq!(err, format!("{}:row 1: field \"rejected\": empty response", path.display()));
@@ -138,13 +139,7 @@ fn fuzzed_parquet_files_never_panic() {
     use rlhf_model::fuzz::{cases, Mutator};
     let dir = scratch("parquet-fuzz");
     let path = dir.join("pairs.parquet");
-    let schema = "message schema {
-        REQUIRED BYTE_ARRAY prompt (UTF8);
-        REQUIRED BYTE_ARRAY chosen (UTF8);
-        REQUIRED BYTE_ARRAY rejected (UTF8);
-    }";
-    let text = |v: Vec<&'static str>| Column::Text(v, vec![], vec![]);
-    write_parquet(&path, schema, vec![text(vec!["Q0", "Q1"]), text(vec!["a", "b"]), text(vec!["x", "y"])]);
+    write_pairs(&path, vec!["Q0", "Q1"], vec!["a", "b"], vec!["x", "y"]);
     let valid = std::fs::read(&path).unwrap();
     let case = dir.join("case.parquet");
     let t = tiny::tokenizer();

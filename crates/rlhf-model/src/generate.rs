@@ -153,7 +153,7 @@ fn prefill(
         if stop.is_some_and(|s| s.cancelled()) {
             bail!("generation cancelled during the prefill ({start} of {p} prompt tokens done): nobody waits for it any more");
         }
-        let end = if p <= chunk { p } else { (start + chunk).min(p) };
+        let end = (start + chunk).min(p);
         let part = |rows: &[Vec<u32>], from: usize| rows.iter().map(|r| r[from..end].to_vec()).collect::<Vec<_>>();
         let hidden =
             model.hidden(&to_tensor(&part(ids, start), &dev)?, &to_tensor(&part(mask, 0), &dev)?, Some(cache))?;
@@ -214,7 +214,8 @@ pub fn generate_rows_chunked(
     let mut finish: Vec<Option<FinishReason>> = vec![None; b];
 
     let (distinct, owner) = crate::packing::distinct_rows(ids.iter().map(Vec::as_slice));
-    let mut step_ids = to_tensor(&ids, &dev)?;
+    // The tokens sampled last, fed at the next step (the prompts go through `prefill` first).
+    let mut step_ids: Option<Tensor> = None;
     let mut steps = 0;
     while steps < cfg.max_new_tokens && finish.iter().any(Option::is_none) {
         let logits = if steps == 0 && distinct.len() < b {
@@ -231,7 +232,8 @@ pub fn generate_rows_chunked(
             if stop.is_some_and(|s| s.cancelled()) {
                 bail!("generation cancelled: nobody waits for it any more");
             }
-            last_logits(&model, &model.hidden(&step_ids, &to_tensor(&mask, &dev)?, Some(&mut cache))?)?
+            let step = step_ids.as_ref().expect("a step after the prefill has its sampled tokens");
+            last_logits(&model, &model.hidden(step, &to_tensor(&mask, &dev)?, Some(&mut cache))?)?
         };
         let mut next = Vec::with_capacity(b);
         for row in 0..b {
@@ -259,7 +261,7 @@ pub fn generate_rows_chunked(
         }
         steps += 1;
         on_step(steps);
-        step_ids = Tensor::from_vec(next, (b, 1), &dev)?;
+        step_ids = Some(Tensor::from_vec(next, (b, 1), &dev)?);
     }
 
     let n = steps;

@@ -109,7 +109,8 @@ fn load_with<T>(
 ) -> Result<Loaded<T>> {
     // A record with more text than `max_length` tokens can stand for is refused before it is
     // tokenised: a 50 MB record would otherwise take seconds and gigabytes to be found too long.
-    let max_bytes = (opts.max_length > 0).then(|| opts.max_length.saturating_mul(tok.max_token_bytes()));
+    let token_bytes = tok.max_token_bytes();
+    let max_bytes = (opts.max_length > 0).then(|| opts.max_length.saturating_mul(token_bytes));
     if !path.is_file() {
         let what = if path.exists() { "not a file" } else { "no such file" };
         return Err(DataError::file(path, format!("cannot read dataset: {what}")));
@@ -119,16 +120,16 @@ fn load_with<T>(
     for_each_record(path, |location, record| {
         records += 1;
         let outcome = match record {
-            Ok(map) if max_bytes.is_some_and(|m| text_bytes(&map) > m) => Err(RecordError::Bad {
-                field: None,
-                reason: format!(
-                    "{} bytes of text cannot fit in max_length {} tokens (no token is longer than {} bytes)",
-                    text_bytes(&map),
-                    opts.max_length,
-                    tok.max_token_bytes()
-                ),
-            }),
-            Ok(map) => parse(&map, &location),
+            Ok(map) => match max_bytes.map(|m| (m, text_bytes(&map))) {
+                Some((m, bytes)) if bytes > m => Err(RecordError::Bad {
+                    field: None,
+                    reason: format!(
+                        "{bytes} bytes of text cannot fit in max_length {} tokens (no token is longer than {token_bytes} bytes)",
+                        opts.max_length
+                    ),
+                }),
+                _ => parse(&map, &location),
+            },
             Err(reason) => Err(RecordError::Bad { field: None, reason }),
         };
         match outcome {
