@@ -137,12 +137,15 @@ class OtherLoad:
         return round(max(0.0, other / dt), 3)
 
 
+DTYPE = torch.float32  # --dtype
+
+
 def load_model(gguf: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        str(gguf.parent), gguf_file=gguf.name, dtype=DTYPE
     )
     return model, tok
 
@@ -155,9 +158,9 @@ def load_model(gguf: Path):
 def bench_matmul(args):
     n = MATMUL_N
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=g, dtype=torch.float32)
-    b = torch.randn(n, n, generator=g, dtype=torch.float32)
-    c = torch.empty(n, n, dtype=torch.float32)
+    a = torch.randn(n, n, generator=g, dtype=torch.float32).to(DTYPE)
+    b = torch.randn(n, n, generator=g, dtype=torch.float32).to(DTYPE)
+    c = torch.empty(n, n, dtype=DTYPE)
     for _ in range(3):
         torch.matmul(a, b, out=c)
     mon = OtherLoad()
@@ -171,7 +174,7 @@ def bench_matmul(args):
     emit({
         "bench": "matmul_gflops",
         "shape": [n, n, n],
-        "dtype": "float32",
+        "dtype": str(DTYPE).removeprefix("torch."),
         "threads": torch.get_num_threads(),
         "samples_s": secs,
         "samples_gflops": gflops,
@@ -316,7 +319,7 @@ def run_children(args):
                "--threads", str(args.threads),
                "--matmul-repeats", str(args.matmul_repeats),
                "--decode-repeats", str(args.decode_repeats),
-               "--train-repeats", str(args.train_repeats)]
+               "--train-repeats", str(args.train_repeats), "--dtype", args.dtype]
         if args.gguf:
             cmd.append(args.gguf)
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
@@ -342,7 +345,7 @@ def run_children(args):
         "transformers": tf_version,
         "cpu": cpu_name(),
         "threads": args.threads,
-        "dtype": "float32",
+        "dtype": str(DTYPE).removeprefix("torch."),
         "matmul_gflops": results.get("matmul_gflops", {}).get("median"),
         "decode_tokens_per_s_b1": results.get("decode_tokens_per_s_b1", {}).get("median"),
         "decode_tokens_per_s_b8": results.get("decode_tokens_per_s_b8", {}).get("median"),
@@ -362,6 +365,8 @@ def main():
     ap.add_argument("gguf", nargs="?", help=f"path to {GGUF_NAME} "
                     "(default: $RLHF_HOME/models/...; RLHF_HOME=~/.cache/rlhf)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                    help="weights and matmul operands: fp32, or bf16 (what a user runs on a CPU with AMX)")
     ap.add_argument("--only", choices=["matmul", "decode", "train"],
                     help="run one benchmark in this process")
     ap.add_argument("--matmul-repeats", type=int, default=20)
@@ -370,6 +375,8 @@ def main():
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
+    global DTYPE
+    DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     if args.only == "matmul":
         bench_matmul(args)
     elif args.only == "decode":

@@ -57,6 +57,8 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--completions", type=int, default=4, help="GRPO: completions (of one prompt) per step")
+    ap.add_argument("--prec", choices=["fp32", "amp", "bf16"], default="fp32",
+                    help="fp32; amp: bf16=True (autocast over fp32 weights); bf16: also load the model in bf16")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     tok = AutoTokenizer.from_pretrained(a.model)
@@ -68,7 +70,7 @@ def main():
     bad = text_of(tok, HALF - 1, "cherry")
     common = dict(
         output_dir="/tmp/trl-bench", per_device_train_batch_size=BATCH, max_steps=a.steps + 1, use_cpu=True,
-        bf16=False, fp16=False, report_to=[], save_strategy="no", logging_steps=1000, dataloader_num_workers=0,
+        bf16=a.prec != "fp32", fp16=False, report_to=[], save_strategy="no", logging_steps=1000, dataloader_num_workers=0,
         max_length=2 * HALF,
     )
     timer = StepTimer()
@@ -76,14 +78,14 @@ def main():
         from trl import SFTConfig, SFTTrainer
 
         ds = Dataset.from_list([{"prompt": prompt, "completion": good}] * n)
-        model = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=dtype(a))
         trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=ds, processing_class=tok,
                              callbacks=[timer])
     elif a.trainer == "reward":
         from trl import RewardConfig, RewardTrainer
 
         ds = Dataset.from_list([{"prompt": prompt, "chosen": good, "rejected": bad}] * n)
-        model = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=1, torch_dtype=torch.float32)
+        model = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=1, torch_dtype=dtype(a))
         model.config.pad_token_id = tok.pad_token_id
         trainer = RewardTrainer(model=model, args=RewardConfig(**common), train_dataset=ds, processing_class=tok,
                                 callbacks=[timer])
@@ -91,16 +93,21 @@ def main():
         from trl import DPOConfig, DPOTrainer
 
         ds = Dataset.from_list([{"prompt": prompt, "chosen": good, "rejected": bad}] * n)
-        model = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=dtype(a))
         trainer = DPOTrainer(model=model, args=DPOConfig(**common), train_dataset=ds, processing_class=tok,
                              callbacks=[timer])
     trainer.train()
     steps = timer.times[1:]
     print(json.dumps({
-        "framework": "trl", "trainer": a.trainer, "batch": BATCH, "seq_len": 2 * HALF,
+        "framework": "trl", "trainer": a.trainer, "prec": a.prec, "batch": BATCH, "seq_len": 2 * HALF,
         "step_s": statistics.median(steps), "samples_s": steps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
+
+
+def dtype(a):
+    """The weights' dtype: bf16 for --prec bf16 ("pure bf16"), else fp32 (amp autocasts)."""
+    return torch.bfloat16 if a.prec == "bf16" else torch.float32
 
 
 def grpo(a, tok):
@@ -120,14 +127,14 @@ def grpo(a, tok):
         return [reward_rng.random() for _ in completions]
 
     args = GRPOConfig(
-        output_dir="/tmp/trl-bench", use_cpu=True, bf16=False, fp16=False, activation_checkpointing=False,
+        output_dir="/tmp/trl-bench", use_cpu=True, bf16=a.prec != "fp32", fp16=False, activation_checkpointing=False,
         report_to=[], save_strategy="no", eval_strategy="no", logging_strategy="no", dataloader_num_workers=0,
         max_steps=a.steps + 1, per_device_train_batch_size=g, gradient_accumulation_steps=1, num_generations=g,
         steps_per_generation=1, num_iterations=1, beta=0.0, learning_rate=1e-6, lr_scheduler_type="constant",
         warmup_steps=0, temperature=1.0, max_completion_length=NEW_TOKENS,
         generation_kwargs={"min_new_tokens": NEW_TOKENS}, shuffle_dataset=False, log_completions=False, seed=0,
     )
-    model = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=dtype(a))
     timer = StepTimer()
     trainer = GRPOTrainer(model=model, reward_funcs=random_reward, args=args, train_dataset=Dataset.from_list(prompts),
                           processing_class=tok, callbacks=[timer])

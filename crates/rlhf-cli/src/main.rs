@@ -4,6 +4,7 @@
 mod commands;
 mod config;
 mod loading;
+mod precision;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -79,6 +80,7 @@ fn main() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
     quiet_on_broken_pipe();
+    keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(a) => commands::generate::run(a),
@@ -110,6 +112,23 @@ fn main() {
         // 2 for how the command was called or configured (as clap does for flags), 1 for failures.
         let usage = e.chain().any(|cause| cause.downcast_ref::<config::UsageError>().is_some());
         std::process::exit(if usage { 2 } else { 1 });
+    }
+}
+
+/// glibc hands every allocation over 32 MB (and, adaptively, many smaller ones) straight to
+/// `mmap` and back to the kernel on free, so each step's activations, logits and gradients
+/// fault in fresh zeroed pages: a third of a training step went to the kernel clearing pages.
+/// Keeping freed memory in the heap lets the next step reuse it (measured: SFT step
+/// 2.4 → 2.1 s in fp32, 1.8 → 1.5 s in bf16 on the default model; peak RSS within 2%).
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        // Grow the heap 512 MB at a time: untouched pages cost nothing, and the heap stops
+        // growing (one brk and a round of faults) a little at a time.
+        libc::mallopt(libc::M_TOP_PAD, 512 << 20);
     }
 }
 

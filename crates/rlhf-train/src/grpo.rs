@@ -125,6 +125,7 @@ pub fn train_grpo(
     on_step: &mut dyn FnMut(&StepReport),
 ) -> Result<Vec<(String, f64)>> {
     validate(cfg, s)?;
+    roll.validate()?;
     let total = train.max_steps.max(1) as u64;
     let mut session = Session::new(s.policy, s.params, train, total as usize, &run.dir.join("checkpoints"))?;
     let mut samples = SampleLog::create(run.dir)?;
@@ -229,7 +230,8 @@ fn score_and_update(
         })
         .collect();
     let clip = ClipConfig { epsilon_low: cfg.epsilon, epsilon_high: cfg.epsilon_high, dual_clip: cfg.dual_clip };
-    let mut obj = PolicyObjective::new(s.policy, s.tokenizer.pad_id(), roll.temperature, clip);
+    let mut obj =
+        PolicyObjective::new(s.policy, s.tokenizer.pad_id(), roll.temperature, clip).with_tis_cap(roll.tis_cap);
     obj.kl_coef = if kl_in_loss { cfg.beta } else { 0.0 };
     obj.kl_estimator = cfg.kl_estimator;
     let mb_size = policy_rows.len().div_ceil(cfg.num_minibatches);

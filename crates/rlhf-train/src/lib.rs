@@ -27,4 +27,4 @@ pub use error::{Result, TrainError};
 pub use metrics::{MetricsError, MetricsLogger};
 pub use optim::{AdamW, AdamWConfig};
 pub use schedule::{LrSchedule, ScheduleKind};
-pub use trainer::{train, Objective, RunOptions, StepReport, TrainConfig};
+pub use trainer::{train, Objective, PrecisionChoice, RunOptions, StepReport, TrainConfig};

@@ -50,6 +50,10 @@ pub struct PolicyObjective<'m> {
     pub stats: PolicyStats,
     /// Σ|sampler − trainer| logprob, Σ tokens, max, over on-policy passes.
     pub mismatch: (f64, usize, f64),
+    /// `rollout.tis_cap` (0 = off).
+    pub tis_cap: f64,
+    /// Σ TIS weight, Σ tokens whose weight was capped, Σ tokens.
+    pub tis: (f64, usize, usize),
 }
 
 impl<'m> PolicyObjective<'m> {
@@ -63,7 +67,36 @@ impl<'m> PolicyObjective<'m> {
             kl_estimator: KlEstimator::K3,
             stats: PolicyStats::default(),
             mismatch: (0.0, 0, 0.0),
+            tis_cap: 0.0,
+            tis: (0.0, 0, 0),
         }
+    }
+
+    /// Weights every token's loss by min(π_old / π_sampler, `cap`) (`rollout.tis_cap`; 0 = off).
+    pub fn with_tis_cap(mut self, cap: f64) -> Self {
+        self.tis_cap = cap;
+        self
+    }
+
+    /// The truncated importance weights min(exp(old − sampler), cap) of `micro`'s tokens, where
+    /// `old` is the trainer's π_old: the sampled tokens came from the sampler's distribution,
+    /// which differs from the trainer's when their arithmetic does (bf16 rollouts).
+    fn tis_weights(&mut self, micro: &[&PolicyRow], old: &Tensor) -> Result<Tensor> {
+        let old_v = crate::rollout::to_f64(old)?;
+        let sampler = micro.iter().flat_map(|r| r.sampler_logp.iter().map(|&x| x as f64));
+        let w: Vec<f64> = old_v
+            .iter()
+            .zip(sampler)
+            .map(|(o, s)| {
+                let ratio = (o - s).exp();
+                let capped = ratio.min(self.tis_cap);
+                self.tis.0 += capped;
+                self.tis.1 += usize::from(ratio > self.tis_cap);
+                self.tis.2 += 1;
+                capped
+            })
+            .collect();
+        Ok(Tensor::from_vec(w, old_v.len(), old.device())?.to_dtype(old.dtype())?)
     }
 
     /// The policy loss of `micro` (scalar Σ w·l) from the current logprobs `[N]` of its response
@@ -93,7 +126,10 @@ impl<'m> PolicyObjective<'m> {
             None
         };
         let advantages = flat(micro, |r| &r.advantages, dtype, &dev)?;
-        let weights = flat(micro, |r| &r.weights, dtype, &dev)?;
+        let mut weights = flat(micro, |r| &r.weights, dtype, &dev)?;
+        if self.tis_cap > 0.0 {
+            weights = (weights * self.tis_weights(micro, &old)?)?;
+        }
         let (loss, stats) = clipped_policy_loss(
             &self.clip,
             &PolicyLossInputs {
@@ -116,6 +152,11 @@ impl<'m> PolicyObjective<'m> {
         if n > 0 {
             rows.push(("logprob_mismatch/mean_abs".into(), s / n as f64));
             rows.push(("logprob_mismatch/max_abs".into(), m));
+        }
+        let (w, capped, n) = std::mem::replace(&mut self.tis, (0.0, 0, 0));
+        if n > 0 {
+            rows.push(("tis/mean_weight".into(), w / n as f64));
+            rows.push(("tis/capped_frac".into(), capped as f64 / n as f64));
         }
         rows
     }

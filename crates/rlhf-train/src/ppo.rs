@@ -222,6 +222,7 @@ pub fn train_ppo(
             "ppo needs prompts_per_step, ppo_epochs, num_minibatches ≥ 1 and a reward source".into(),
         ));
     }
+    roll.validate()?;
     let total = train.max_steps.max(1) as u64;
     let mut policy_session = Session::new(s.policy, s.params, train, total as usize, &run.dir.join("checkpoints"))?;
     let mut critic_session = if s.shared_trunk {
@@ -353,7 +354,7 @@ fn ppo_step(
         .collect();
     let clip = ClipConfig { epsilon_low: cfg.cliprange, epsilon_high: cfg.cliprange, dual_clip: cfg.dual_clip };
     let mut obj = PpoObjective {
-        policy: PolicyObjective::new(s.policy, pad, roll.temperature, clip),
+        policy: PolicyObjective::new(s.policy, pad, roll.temperature, clip).with_tis_cap(roll.tis_cap),
         value: ValueObjective {
             critic: Critic { trunk: s.critic.trunk, head: s.critic.head },
             pad_id: pad,

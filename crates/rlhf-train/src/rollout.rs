@@ -30,6 +30,22 @@ pub struct RolloutConfig {
     pub forward_batch_size: usize,
     /// Never stop at EOS: every response has `max_new_tokens` tokens (fixed-shape benchmarks).
     pub ignore_eos: bool,
+    /// Truncated importance sampling on the sampler/trainer ratio: each token's loss is
+    /// weighted by min(π_trainer / π_sampler, cap), correcting for the sampler's arithmetic
+    /// (bf16 rollouts) differing from the trainer's. 0 = off.
+    pub tis_cap: f64,
+}
+
+impl RolloutConfig {
+    pub fn validate(&self) -> crate::Result<()> {
+        if !(self.tis_cap >= 0.0 && self.tis_cap.is_finite()) {
+            return Err(crate::TrainError::Config(format!(
+                "rollout.tis_cap must be a finite number ≥ 0 (0 = off), got {}",
+                self.tis_cap
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for RolloutConfig {
@@ -42,6 +58,7 @@ impl Default for RolloutConfig {
             generation_batch_size: 0,
             forward_batch_size: 16,
             ignore_eos: false,
+            tis_cap: 0.0,
         }
     }
 }

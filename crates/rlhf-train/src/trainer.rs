@@ -54,6 +54,31 @@ pub struct TrainConfig {
     /// Recompute each decoder layer's activations in the backward pass instead of keeping them
     /// (TRL's `gradient_checkpointing`): less memory, one more forward, identical gradients.
     pub gradient_checkpointing: bool,
+    /// Arithmetic of the matrix products: `auto` (bf16 where the CPU has AMX, else fp32),
+    /// `bf16` or `fp32` (ARCHITECTURE.md, "Precision").
+    pub precision: PrecisionChoice,
+}
+
+/// `train.precision` and `--precision`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionChoice {
+    #[default]
+    Auto,
+    Bf16,
+    Fp32,
+}
+
+impl std::str::FromStr for PrecisionChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "bf16" => Ok(Self::Bf16),
+            "fp32" => Ok(Self::Fp32),
+            other => Err(format!("unknown precision {other:?}: expected \"auto\", \"bf16\" or \"fp32\"")),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -77,6 +102,7 @@ impl Default for TrainConfig {
             save_steps: 500,
             save_total_limit: 2,
             gradient_checkpointing: false,
+            precision: PrecisionChoice::Auto,
         }
     }
 }

@@ -19,30 +19,8 @@ use rlhf_train::trainer::accumulate_batch;
 use rlhf_train::{ScheduleKind, TrainConfig};
 use std::path::Path;
 
-/// Toy verifiable task: the share of response bytes that are ASCII digits. A random model
-/// writes ~4% digits; learning it means moving probability mass onto 10 of 260 tokens.
-struct DigitShare(Vec<u32>);
-
-impl DigitShare {
-    fn new(tok: &Tokenizer) -> Box<Self> {
-        Box::new(Self(tok.encode("0123456789", false).unwrap()))
-    }
-}
-
-impl RewardSource for DigitShare {
-    fn name(&self) -> &str {
-        "digits"
-    }
-    fn score(&mut self, samples: &[Sample<'_>]) -> rlhf_reward::Result<Vec<Score>> {
-        Ok(samples
-            .iter()
-            .map(|s| {
-                let n = s.response_ids.len().max(1) as f64;
-                Score::value(s.response_ids.iter().filter(|t| self.0.contains(t)).count() as f64 / n)
-            })
-            .collect())
-    }
-}
+mod common;
+use common::DigitShare;
 
 fn tiny_model(seed: u64) -> CausalLm {
     let tok = rlhf_data::tiny::tokenizer();
@@ -408,4 +386,37 @@ fn a_larger_kl_coefficient_keeps_grpo_closer_to_the_reference() {
     assert!(kl_free > 1.0, "unconstrained GRPO moves away from the reference: {kl_free}");
     assert!(kl_loss < 0.5 * kl_free, "β in the loss leashes the policy: {kl_loss} vs {kl_free}");
     assert!(kl_reward < 0.5 * kl_free, "β in the reward leashes the policy: {kl_reward} vs {kl_free}");
+}
+
+/// `rollout.tis_cap`: on the first pass (ratio 1) each token's loss −A·w is scaled by
+/// min(exp(π_trainer − π_sampler), cap), and the weights are reported.
+#[test]
+fn truncated_importance_sampling_weights_tokens_by_the_capped_sampler_ratio() {
+    let policy = tiny_model(1);
+    let logp = [-1.0f64, -2.0, -0.5];
+    let sampler = [-1.0f32, -2.5, 0.5]; // ratios 1, e^0.5, e^-1
+    let row = PolicyRow {
+        prompt: vec![5],
+        response: vec![6, 7, 8],
+        old_logp: None,
+        ref_logp: None,
+        sampler_logp: sampler.to_vec(),
+        advantages: vec![1.0, 2.0, -1.0],
+        weights: vec![0.5, 0.25, 1.0],
+    };
+    let current = Tensor::new(&logp[..], &candle_core::Device::Cpu).unwrap();
+    let clip = ClipConfig::default();
+    let loss = |cap: f64| {
+        let mut obj = PolicyObjective::new(&policy, 0, 1.0, clip.clone()).with_tis_cap(cap);
+        let l = obj.loss_given(&[&row], &current).unwrap().to_scalar::<f64>().unwrap();
+        (l, obj.take_stats())
+    };
+    let (plain, _) = loss(0.0);
+    assert!((plain - -(0.5 * 1.0 + 0.25 * 2.0 - 1.0)).abs() < 1e-12, "{plain}");
+    let (tis, stats) = loss(1.2);
+    let want = -(0.5 * 1.0 + 0.25 * 2.0 * 1.2 - (-1.0f64).exp());
+    assert!((tis - want).abs() < 1e-12, "{tis} vs {want}");
+    let get = |k: &str| stats.iter().find(|(n, _)| n == k).unwrap().1;
+    assert!((get("tis/mean_weight") - (1.0 + 1.2 + (-1.0f64).exp()) / 3.0).abs() < 1e-12);
+    assert!((get("tis/capped_frac") - 1.0 / 3.0).abs() < 1e-12);
 }

@@ -41,6 +41,10 @@ pub struct Args {
     /// `gradient_checkpointing`, its SFT/reward/DPO default).
     #[arg(long)]
     gradient_checkpointing: bool,
+    /// Arithmetic of the matrix products: auto, bf16, fp32, or both (every section in each,
+    /// side by side; the default where the CPU has AMX).
+    #[arg(long)]
+    precision: Option<String>,
 }
 
 pub fn median(xs: &[f64]) -> f64 {
@@ -64,21 +68,32 @@ pub fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Products at the shapes of training on the default model (rows = batch × tokens, hidden 576,
+/// MLP 1536, vocabulary 49152) and the two square ones PyTorch is usually quoted at, through
+/// the product every linear layer runs.
+const MATMUL_SHAPES: [(usize, usize, usize); 5] =
+    [(1024, 1024, 1024), (512, 1536, 576), (512, 576, 1536), (512, 49152, 576), (2048, 2048, 2048)];
+
 fn matmul() -> Result<Value> {
-    let n = 1024;
-    let a = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
-    let b = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
-    for _ in 0..2 {
-        a.matmul(&b)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut out = serde_json::Map::new();
+    for (m, n, k) in MATMUL_SHAPES {
+        let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let flop = 2.0 * (m * n * k) as f64;
+        let runs = ((2e10 / flop) as usize).clamp(3, 20);
+        for _ in 0..2 {
+            std::hint::black_box(rlhf_model::ops::linear::matmul(&a, &b, (m, n, k)));
+        }
+        let mut gflops = vec![];
+        for _ in 0..runs {
+            let t = Instant::now();
+            std::hint::black_box(rlhf_model::ops::linear::matmul(&a, &b, (m, n, k)));
+            gflops.push(flop / t.elapsed().as_secs_f64() / 1e9);
+        }
+        out.insert(format!("{m}x{k}x{n}"), json!({"gflops": median(&gflops), "samples": gflops}));
     }
-    let mut secs = vec![];
-    for _ in 0..10 {
-        let t = Instant::now();
-        a.matmul(&b)?;
-        secs.push(t.elapsed().as_secs_f64());
-    }
-    let gflops: Vec<f64> = secs.iter().map(|s| 2.0 * (n as f64).powi(3) / s / 1e9).collect();
-    Ok(json!({"matmul_gflops": median(&gflops), "samples": gflops}))
+    Ok(Value::Object(out))
 }
 
 fn decode(a: &Args) -> Result<Value> {
@@ -166,83 +181,108 @@ fn section(a: &Args, name: &str) -> Result<Value> {
     }
 }
 
+/// The precisions to run: `--precision` (or both where the CPU has AMX, fp32 elsewhere).
+fn precisions(a: &Args) -> Result<Vec<&'static str>> {
+    Ok(match a.precision.as_deref() {
+        Some("both") => vec!["fp32", "bf16"],
+        Some("bf16") => vec!["bf16"],
+        Some("fp32") => vec!["fp32"],
+        Some("auto") | None if rlhf_model::ops::precision::units().amx_bf16 => vec!["fp32", "bf16"],
+        Some("auto") | None => vec!["fp32"],
+        Some(other) => bail!(crate::config::usage(format!("--precision {other}: expected auto, bf16, fp32 or both"))),
+    })
+}
+
 pub fn run(a: Args) -> Result<()> {
     let threads = candle_core::utils::get_num_threads();
     if let Some(name) = &a.only {
+        let choice = match a.precision.as_deref() {
+            None => rlhf_train::PrecisionChoice::Auto,
+            Some(p) => crate::precision::parse(p).map_err(crate::config::usage)?,
+        };
+        let p = crate::precision::apply(choice);
         let mut v = section(&a, name)?;
         v["threads"] = json!(threads);
+        v["precision"] = json!(p.to_string());
         println!("{}", serde_json::to_string(&v)?);
         return Ok(());
     }
     loading::resolve_model(&a.model)?;
     let exe = std::env::current_exe().context("locating the rlhf binary")?;
+    let precisions = precisions(&a)?;
     let mut all = json!({"threads": threads, "model": a.model});
     let sections: Vec<&str> = match &a.sections {
         Some(list) => list.split(',').collect(),
         None => vec!["matmul", "decode", "train", "sft", "reward", "dpo"],
     };
     for name in sections {
-        let out = std::process::Command::new(&exe)
-            .args(["bench", "--model", &a.model, "--only", name])
-            .args(["--train-steps", &a.train_steps.to_string(), "--decode-runs", &a.decode_runs.to_string()])
-            .args(["--new-tokens", &a.new_tokens.to_string(), "--completions", &a.completions.to_string()])
-            .args(a.gradient_checkpointing.then_some("--gradient-checkpointing"))
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("running bench section {name}"))?;
-        if !out.status.success() {
-            bail!("bench section {name} failed");
+        for &prec in &precisions {
+            let out = std::process::Command::new(&exe)
+                .args(["bench", "--model", &a.model, "--only", name, "--precision", prec])
+                .args(["--train-steps", &a.train_steps.to_string(), "--decode-runs", &a.decode_runs.to_string()])
+                .args(["--new-tokens", &a.new_tokens.to_string(), "--completions", &a.completions.to_string()])
+                .args(a.gradient_checkpointing.then_some("--gradient-checkpointing"))
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .with_context(|| format!("running bench section {name} in {prec}"))?;
+            if !out.status.success() {
+                bail!("bench section {name} failed in {prec}");
+            }
+            let v: Value =
+                serde_json::from_slice(&out.stdout).with_context(|| format!("bench section {name} printed no JSON"))?;
+            all[prec][name] = v;
         }
-        let v: Value =
-            serde_json::from_slice(&out.stdout).with_context(|| format!("bench section {name} printed no JSON"))?;
-        all[name] = v;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
     }
+    print_table(&a, &all, &precisions, threads);
+    Ok(())
+}
+
+/// One line per measurement, a column per precision, and bf16's speed-up where both ran.
+fn print_table(a: &Args, all: &Value, precisions: &[&str], threads: usize) {
     let f = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.2}"));
-    println!("rlhf bench — model {}, {threads} threads, f32", a.model);
-    if all["matmul"].is_object() {
-        println!("  matmul 1024³              {:>10} GFLOP/s", f(&all["matmul"]["matmul_gflops"]));
-    }
-    if all["decode"].is_object() {
-        println!("  decode batch 1            {:>10} tokens/s", f(&all["decode"]["decode_tokens_per_s_b1"]));
-        println!("  decode batch 8            {:>10} tokens/s", f(&all["decode"]["decode_tokens_per_s_b8"]));
-        println!("  decode peak RSS           {:>10} MB", f(&all["decode"]["peak_rss_mb"]));
-    }
-    let t = &all["train"];
-    if t.is_object() {
-        println!(
-            "  train step 4×128          {:>10} s  (forward {} / backward {} / AdamW {})",
-            f(&t["train_step_s"]),
-            f(&t["forward_s"]),
-            f(&t["backward_s"]),
-            f(&t["optimizer_s"])
-        );
-        println!("  train peak RSS            {:>10} MB", f(&t["peak_rss_mb"]));
-    }
-    for name in ["sft", "reward", "dpo"] {
-        let s = &all[name];
-        if s.is_object() {
-            println!(
-                "  {name:<6} step 4×128          {:>10} s  (peak RSS {} MB)",
-                f(&s["step_s"]),
-                f(&s["peak_rss_mb"])
-            );
+    println!("rlhf bench — model {}, {threads} threads", a.model);
+    let header: String = precisions.iter().map(|p| format!("{p:>11}")).collect();
+    println!("  {:<34}{header}", "");
+    // (label, section, path into the section, unit, higher is better)
+    let mut rows: Vec<(String, &str, Vec<String>, &str, bool)> = vec![];
+    if let Some(shapes) = all[precisions[0]]["matmul"].as_object() {
+        for key in shapes.keys() {
+            rows.push((format!("matmul {key}"), "matmul", vec![key.clone(), "gflops".into()], "GFLOP/s", true));
         }
+    }
+    let p = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    rows.push(("decode batch 1".into(), "decode", p(&["decode_tokens_per_s_b1"]), "tokens/s", true));
+    rows.push(("decode batch 8".into(), "decode", p(&["decode_tokens_per_s_b8"]), "tokens/s", true));
+    rows.push(("decode peak RSS".into(), "decode", p(&["peak_rss_mb"]), "MB", false));
+    rows.push(("train step 4×128".into(), "train", p(&["train_step_s"]), "s", false));
+    rows.push(("train peak RSS".into(), "train", p(&["peak_rss_mb"]), "MB", false));
+    for name in ["sft", "reward", "dpo"] {
+        rows.push((format!("{name} step 4×128"), name, p(&["step_s"]), "s", false));
+        rows.push((format!("{name} peak RSS"), name, p(&["peak_rss_mb"]), "MB", false));
     }
     for name in ["grpo", "ppo"] {
-        let s = &all[name];
-        if s.is_object() {
-            println!(
-                "  {name:<6} step {}×32           {:>10} s  (rollout {} s, peak RSS {} MB)",
-                a.completions,
-                f(&s["step_s"]),
-                f(&s["rollout_s"]),
-                f(&s["peak_rss_mb"])
-            );
-        }
+        rows.push((format!("{name} step {}×32", a.completions), name, p(&["step_s"]), "s", false));
+        rows.push((format!("{name} rollout"), name, p(&["rollout_s"]), "s", false));
+        rows.push((format!("{name} peak RSS"), name, p(&["peak_rss_mb"]), "MB", false));
     }
-    Ok(())
+    for (label, section, path, unit, higher_better) in rows {
+        let values: Vec<&Value> =
+            precisions.iter().map(|prec| path.iter().fold(&all[*prec][section], |v, key| &v[key.as_str()])).collect();
+        if values.iter().all(|v| v.is_null()) {
+            continue;
+        }
+        let cells: String = values.iter().map(|v| format!("{:>11}", f(v))).collect();
+        let speedup = match (values.first().and_then(|v| v.as_f64()), values.get(1).and_then(|v| v.as_f64())) {
+            (Some(fp32), Some(bf16)) if unit != "MB" => {
+                let r = if higher_better { bf16 / fp32 } else { fp32 / bf16 };
+                format!("  bf16 {r:.2}×")
+            }
+            _ => String::new(),
+        };
+        println!("  {label:<34}{cells} {unit}{speedup}");
+    }
 }

@@ -58,6 +58,8 @@ pub struct Args {
     /// Held-out demonstrations (SFT format) for perplexity on their completion tokens.
     #[arg(long)]
     text: Option<String>,
+    #[command(flatten)]
+    precision: crate::precision::PrecisionArg,
 }
 
 struct Row {
@@ -79,6 +81,7 @@ struct Row {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    crate::precision::apply(a.precision.choice);
     let named: Vec<(String, String)> = a
         .models
         .iter()

@@ -40,9 +40,12 @@ pub struct Args {
     /// Print JSON (ids, text, logprobs, finish reason) instead of plain text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    precision: crate::precision::PrecisionArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    crate::precision::apply(a.precision.choice);
     if a.n == 0 {
         bail!("--n must be at least 1");
     }

@@ -58,7 +58,7 @@ pub fn run(args: rl::RlArgs) -> Result<()> {
     let args = args.into_train("grpo");
     let cfg: GrpoCommandConfig = args.load()?;
     let rl::Start { dir, base, tok, train: train_prompts, eval: eval_prompts, policy: t } =
-        rl::start("grpo", args.resume.is_some(), &cfg, &cfg.out, &cfg.model, &cfg.data, &cfg.lora, cfg.train.seed)?;
+        rl::start("grpo", args.resume.is_some(), &cfg, &cfg.out, &cfg.model, &cfg.data, &cfg.lora, &cfg.train)?;
     let needs_reference = cfg.grpo.beta != 0.0 || cfg.grpo.max_kl > 0.0;
     let reference = rl::reference_model(needs_reference, &cfg.reference, &t, base)?;
     let prompts = rl::rl_prompts(&train_prompts);

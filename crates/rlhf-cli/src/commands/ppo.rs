@@ -84,7 +84,7 @@ pub fn run(args: rl::RlArgs) -> Result<()> {
     let args = args.into_train("ppo");
     let cfg: PpoCommandConfig = args.load()?;
     let rl::Start { dir, base, tok, train: train_prompts, eval: eval_prompts, policy: mut t } =
-        rl::start("ppo", args.resume.is_some(), &cfg, &cfg.out, &cfg.model, &cfg.data, &cfg.lora, cfg.train.seed)?;
+        rl::start("ppo", args.resume.is_some(), &cfg, &cfg.out, &cfg.model, &cfg.data, &cfg.lora, &cfg.train)?;
     let shared = cfg.critic.shared_trunk;
     if shared && !cfg.critic.model.is_empty() {
         bail!("critic.shared_trunk = true puts the value head on the policy: leave critic.model empty");

@@ -80,16 +80,8 @@ pub fn run(args: Args) -> Result<()> {
     if !cfg.out.is_empty() && Path::new(&cfg.out).join("rounds.jsonl").exists() {
         bail!("{} already holds a raft run (rounds.jsonl); choose another --out", cfg.out);
     }
-    let rl::Start { dir, base, tok, train: train_prompts, eval: eval_prompts, policy: t } = rl::start(
-        "raft",
-        train_args.resume.is_some(),
-        &cfg,
-        &cfg.out,
-        &cfg.model,
-        &cfg.data,
-        &cfg.lora,
-        cfg.train.seed,
-    )?;
+    let rl::Start { dir, base, tok, train: train_prompts, eval: eval_prompts, policy: t } =
+        rl::start("raft", train_args.resume.is_some(), &cfg, &cfg.out, &cfg.model, &cfg.data, &cfg.lora, &cfg.train)?;
     drop(base); // full fine-tuning trains a copy; LoRA shares the base's storage
     let prompts = rl::rl_prompts(&train_prompts);
     let sources: Vec<(Box<dyn RewardSource>, f64)> = build_all(&cfg.rewards, tok.pad_id())?;

@@ -90,8 +90,9 @@ pub fn start<T: Serialize>(
     model: &str,
     data: &PromptData,
     lora: &LoraSection,
-    seed: u64,
+    train_cfg: &rlhf_train::TrainConfig,
 ) -> Result<Start> {
+    crate::precision::apply(train_cfg.precision);
     if resume {
         bail!("--resume is not supported by `rlhf {command}` yet: start a new run (checkpoints hold the policy and AdamW state)");
     }
@@ -102,7 +103,7 @@ pub fn start<T: Serialize>(
     let train = training_prompts(data, &tok)?;
     let eval = if data.eval_path.is_empty() { Vec::new() } else { load_prompt_file(&data.eval_path, data, &tok)? };
     eprintln!("{command}: {} training / {} held-out prompts", train.len(), eval.len());
-    let policy = super::train_common::trainable(&loaded.model, lora, seed)?;
+    let policy = super::train_common::trainable(&loaded.model, lora, train_cfg.seed)?;
     Ok(Start { dir, base: loaded.model, tok, train, eval, policy })
 }
 

@@ -27,9 +27,12 @@ pub struct Args {
     /// Model name in replies and `/v1/models` (default: the model's file or folder name).
     #[arg(long)]
     name: Option<String>,
+    #[command(flatten)]
+    precision: crate::precision::PrecisionArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    crate::precision::apply(a.precision.choice);
     let loaded = loading::load(&a.model, &Device::Cpu)?;
     let name = a.name.clone().unwrap_or_else(|| {
         loaded

@@ -267,6 +267,7 @@ pub fn fit<O: Objective>(
     cfg: &TrainConfig,
     run: &RunOptions,
 ) -> Result<RunOutcome> {
+    crate::precision::apply(cfg.precision);
     if !eval_set.is_empty() && run.resume.is_none() {
         print_metrics("eval before training", &objective.evaluate(eval_set)?);
     }

@@ -6,11 +6,14 @@
 //! every layer on every step. This op calls gemm directly with the strides that make every
 //! operand and result contiguous.
 
+use super::bf16::{self, Strided};
 use super::cpu::{slice, with_slice, Real};
+use super::precision::Precision;
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
+use std::any::TypeId;
 
 fn parallelism() -> Parallelism {
     match candle_core::utils::get_num_threads() {
@@ -22,8 +25,61 @@ fn parallelism() -> Parallelism {
 /// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, each operand given by its (row, column) strides, so
 /// transposed operands cost nothing. `accumulate` adds to `dst` instead of overwriting it.
 /// `parallel` lets gemm split the product over the thread pool (off inside parallel loops).
+///
+/// In bf16 mode ([`super::precision`]) the f32 products with at least 16 rows and columns and
+/// 32 terms per sum take the bf16 path; the skinny ones (decoding, LoRA's rank-r factors) stay
+/// fp32: they are bound by bytes moved, not by multiplications.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_into<T: Real>(
+    dst: &mut [T],
+    accumulate: bool,
+    mnk: (usize, usize, usize),
+    lhs: &[T],
+    lhs_strides: (usize, usize),
+    rhs: &[T],
+    rhs_strides: (usize, usize),
+    parallel: bool,
+) {
+    let (m, n, k) = mnk;
+    if m >= 16 && n >= 16 && k >= 32 && super::precision::current() == Precision::Bf16 {
+        if let (Some(dst), Some(lhs), Some(rhs)) = (as_f32_mut(dst), as_f32(lhs), as_f32(rhs)) {
+            let a = Strided { data: lhs, rs: lhs_strides.0, cs: lhs_strides.1 };
+            let b = Strided { data: rhs, rs: rhs_strides.0, cs: rhs_strides.1 };
+            return bf16::gemm(dst, accumulate, mnk, a, b, parallel);
+        }
+    }
+    gemm_exact(dst, accumulate, mnk, lhs, lhs_strides, rhs, rhs_strides, parallel)
+}
+
+/// The fp32 product whatever the precision setting (the bf16 emulation runs on it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_into_f32(
+    dst: &mut [f32],
+    accumulate: bool,
+    mnk: (usize, usize, usize),
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+    parallel: bool,
+) {
+    gemm_exact(dst, accumulate, mnk, lhs, lhs_strides, rhs, rhs_strides, parallel)
+}
+
+fn as_f32<T: Real>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 when the type ids match.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+}
+
+fn as_f32_mut<T: Real>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_exact<T: Real>(
     dst: &mut [T],
     accumulate: bool,
     (m, n, k): (usize, usize, usize),
@@ -69,6 +125,12 @@ pub(crate) fn gemm_into<T: Real>(
             if parallel { parallelism() } else { Parallelism::None },
         );
     }
+}
+
+/// `a[m, k] · b[k, n]` for row-major slices, in the process's precision, on the thread pool:
+/// the product every linear layer runs (what `rlhf bench` times).
+pub fn matmul(a: &[f32], b: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
+    product((m, n, k), a, (k, 1), b, (n, 1))
 }
 
 /// A fresh `[m, n]` product (see [`gemm_into`]).

@@ -9,10 +9,12 @@
 // Kernels index several arrays in lock-step; explicit index loops read clearest there.
 #![allow(clippy::needless_range_loop)]
 
+pub mod bf16;
 pub mod cpu;
 pub mod linear;
 pub mod logprob;
 pub mod norm;
+pub mod precision;
 pub mod rope;
 pub mod softmax;
 pub mod swiglu;
