@@ -119,18 +119,25 @@ pub fn rope_tables(
         }
         return Ok((Tensor::from_vec(cos, (b, t, h), device)?, Tensor::from_vec(sin, (b, t, h), device)?));
     }
-    let inv32: Vec<f32> = inv_freq.iter().map(|&f| f as f32).collect();
-    let (mut cos32, mut sin32) = (Vec::with_capacity(b * t * h), Vec::with_capacity(b * t * h));
-    for &p in positions.iter().flatten() {
-        for &f in &inv32 {
-            let a = p as f32 * f;
-            cos32.push(a.cos());
-            sin32.push(a.sin());
-        }
-    }
+    let (cos32, sin32) = rope_angles_f32(inv_freq, positions.iter().flatten().copied());
     let cos = Tensor::from_vec(cos32, (b, t, h), device)?.to_dtype(dtype)?;
     let sin = Tensor::from_vec(sin32, (b, t, h), device)?.to_dtype(dtype)?;
     Ok((cos, sin))
+}
+
+/// `(cos, sin)`, `[positions, D/2]` row-major, with the angles formed in f32 (see
+/// [`rope_tables`]).
+pub(crate) fn rope_angles_f32(inv_freq: &[f64], positions: impl Iterator<Item = u32>) -> (Vec<f32>, Vec<f32>) {
+    let inv32: Vec<f32> = inv_freq.iter().map(|&f| f as f32).collect();
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for p in positions {
+        for &f in &inv32 {
+            let a = p as f32 * f;
+            cos.push(a.cos());
+            sin.push(a.sin());
+        }
+    }
+    (cos, sin)
 }
 
 /// Scaled dot-product attention. `q: [B, H, T, D]` (contiguous), `k`, `v`: `[B, G, Tk, D]` with

@@ -5,6 +5,7 @@
 //! the response mask (generated tokens up to and including the first EOS), and the sampler's
 //! per-token logprobs (equal to [`crate::logprobs::token_logprobs`] on the same weights).
 
+use crate::decode::DecodeCache;
 use crate::model::CausalLm;
 use crate::sampling::{top_logprobs, RowSampler, SamplingParams};
 use candle_core::{bail, DType, Result, Tensor};
@@ -200,6 +201,10 @@ pub fn generate_rows_chunked(
         eos_token_ids: eos_token_ids.to_vec(),
         pad_token_id,
     };
+    // In bf16 precision every token after the prompt is decoded from the bf16 copy of the
+    // weights (`decode.rs`), taking over the prefilled cache at the first step.
+    let decoder = model.bf16_decoder()?;
+    let mut bf16_cache: Option<DecodeCache> = None;
     // Rollouts never need gradients: run on detached weights so no graph is kept.
     let model = model.detached()?;
     let dev = model.device().clone();
@@ -215,7 +220,7 @@ pub fn generate_rows_chunked(
 
     let (distinct, owner) = crate::packing::distinct_rows(ids.iter().map(Vec::as_slice));
     // The tokens sampled last, fed at the next step (the prompts go through `prefill` first).
-    let mut step_ids: Option<Tensor> = None;
+    let mut step_ids: Option<Vec<u32>> = None;
     let mut steps = 0;
     while steps < cfg.max_new_tokens && finish.iter().any(Option::is_none) {
         let logits = if steps == 0 && distinct.len() < b {
@@ -232,8 +237,24 @@ pub fn generate_rows_chunked(
             if stop.is_some_and(|s| s.cancelled()) {
                 bail!("generation cancelled: nobody waits for it any more");
             }
-            let step = step_ids.as_ref().expect("a step after the prefill has its sampled tokens");
-            last_logits(&model, &model.hidden(step, &to_tensor(&mask, &dev)?, Some(&mut cache))?)?
+            let step = step_ids.take().expect("a step after the prefill has its sampled tokens");
+            match &decoder {
+                Some(weights) => {
+                    let c = match &mut bf16_cache {
+                        Some(c) => c,
+                        None => {
+                            let handed_over = DecodeCache::from_prefill(&cache, p + cfg.max_new_tokens)?;
+                            cache = model.new_cache(1); // the fp32 prefill cache is no longer read
+                            bf16_cache.insert(handed_over)
+                        }
+                    };
+                    weights.step(c, &step, &mask)?
+                }
+                None => {
+                    let step = Tensor::from_vec(step, (b, 1), &dev)?;
+                    last_logits(&model, &model.hidden(&step, &to_tensor(&mask, &dev)?, Some(&mut cache))?)?
+                }
+            }
         };
         let mut next = Vec::with_capacity(b);
         for row in 0..b {
@@ -261,7 +282,7 @@ pub fn generate_rows_chunked(
         }
         steps += 1;
         on_step(steps);
-        step_ids = Some(Tensor::from_vec(next, (b, 1), &dev)?);
+        step_ids = Some(next);
     }
 
     let n = steps;

@@ -26,6 +26,17 @@ impl KvCache {
         self.layers.first().map_or(0, |l| l.len)
     }
 
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Layer `layer`'s key and value buffers (`[B, G, capacity, D]`; the first [`Self::len`]
+    /// columns hold data), if anything was cached there.
+    pub fn layer(&self, layer: usize) -> Option<(&Tensor, &Tensor)> {
+        let c = self.layers.get(layer)?;
+        Some((c.k.as_ref()?, c.v.as_ref()?))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod decode;
 pub mod default_model;
 pub mod error;
 pub mod fuzz;

@@ -74,12 +74,12 @@ struct LayerInputs {
 }
 
 pub struct Llama {
-    cfg: ModelConfig,
-    embed: Tensor,
-    layers: Vec<LayerParams>,
-    norm: Tensor,
-    lm_head: Tensor,
-    inv_freq: Vec<f64>,
+    pub(crate) cfg: ModelConfig,
+    pub(crate) embed: Tensor,
+    pub(crate) layers: Vec<LayerParams>,
+    pub(crate) norm: Tensor,
+    pub(crate) lm_head: Tensor,
+    pub(crate) inv_freq: Vec<f64>,
     sink: Arc<GradSink>,
     lora: Option<Switches>,
     /// Activation checkpointing of the fused layers (see `llama_layer.rs`), set by the owner.

@@ -3,6 +3,7 @@
 
 use crate::attention::AttnContext;
 use crate::config::{Family, ModelConfig};
+use crate::decode::DecodeWeights;
 use crate::error::Result as ModelResult;
 use crate::gpt2::Gpt2;
 use crate::grads::{GradSink, Grads};
@@ -15,7 +16,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 enum Arch {
     Llama(Llama),
@@ -33,6 +34,9 @@ pub struct CausalLm {
     lora: Option<Lora>,
     /// Activation checkpointing (see [`Self::set_activation_checkpointing`]).
     checkpoint: Arc<AtomicBool>,
+    /// The bf16 decoding copy of the weights while anyone holds it, and a hold of our own on
+    /// it when the weights are frozen (see [`Self::bf16_decoder`]).
+    decoder: Mutex<(Weak<DecodeWeights>, Option<Arc<DecodeWeights>>)>,
 }
 
 impl CausalLm {
@@ -60,7 +64,7 @@ impl CausalLm {
             Family::Gpt2 if lora.is_some() => candle_core::bail!("LoRA is implemented for the Llama family"),
             Family::Gpt2 => Arch::Gpt2(Gpt2::new(&config, &weights)?),
         };
-        Ok(Self { config, weights, arch, kernels, sink, lora, checkpoint })
+        Ok(Self { config, weights, arch, kernels, sink, lora, checkpoint, decoder: Mutex::new((Weak::new(), None)) })
     }
 
     /// Activation checkpointing for training forwards: fused Llama layers keep only their input
@@ -131,6 +135,45 @@ impl CausalLm {
     /// Forgets accumulated fused-layer gradients (call after each optimiser step).
     pub fn zero_grad(&self) {
         self.sink.clear();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn llama(&self) -> Option<&Llama> {
+        match &self.arch {
+            Arch::Llama(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The bf16 copy of the weights that decoding steps read in bf16 precision (Llama family on
+    /// the CPU with fused kernels and no LoRA adapters; `None` elsewhere, and in fp32, where
+    /// decoding runs through the model itself). Made on first use and again whenever weights
+    /// were written in place since ([`weights::epoch`]): after every optimiser step. A frozen
+    /// model (serving, evaluation) keeps its copy; a trainable one keeps it only while a
+    /// generation holds it — it is stale after the next step anyway, and the update phase then
+    /// runs without its 2 bytes per parameter.
+    pub fn bf16_decoder(&self) -> Result<Option<Arc<DecodeWeights>>> {
+        let eligible = crate::ops::precision::current() == crate::ops::precision::Precision::Bf16
+            && self.kernels == Kernels::Fused
+            && self.lora.is_none()
+            && self.device().is_cpu()
+            && self.dtype() == DType::F32;
+        let Arch::Llama(llama) = &self.arch else { return Ok(None) };
+        if !eligible {
+            return Ok(None);
+        }
+        let epoch = weights::epoch();
+        let mut slot = self.decoder.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(d) = slot.0.upgrade().filter(|d| d.epoch == epoch) {
+            return Ok(Some(d));
+        }
+        slot.1 = None; // our stale copy goes before the new one is made
+        let fresh = Arc::new(DecodeWeights::new(llama, epoch)?);
+        slot.0 = Arc::downgrade(&fresh);
+        if !self.weights.tensors.values().any(Tensor::is_variable) {
+            slot.1 = Some(fresh.clone());
+        }
+        Ok(Some(fresh))
     }
 
     pub fn save_hf(&self, dir: &Path) -> ModelResult<()> {

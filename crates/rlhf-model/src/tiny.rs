@@ -64,6 +64,19 @@ pub fn gpt2_config(vocab_size: usize) -> ModelConfig {
     }
 }
 
+/// `base` widened until every projection and the LM head sum at least 32 terms: the size at
+/// which products take the bf16 path, for tests of bf16 precision.
+pub fn bf16_wide(base: ModelConfig) -> ModelConfig {
+    ModelConfig {
+        hidden_size: 64,
+        intermediate_size: 160,
+        head_dim: 16,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        ..base
+    }
+}
+
 /// Random weights: N(0, std²) matrices, norms ~1, small biases. Deterministic in `seed`.
 pub fn random_weights(cfg: &ModelConfig, seed: u64, std: f64, dtype: DType) -> Result<Weights> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

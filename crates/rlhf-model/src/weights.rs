@@ -7,6 +7,20 @@ use candle_core::{DType, Device, Tensor, Var};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A counter of in-place weight updates in this process. Copies derived from weights (the bf16
+/// decoding copy, [`crate::decode`]) remember it and are rebuilt once it moves, so a copy is
+/// never used after the storage it came from was written.
+pub fn epoch() -> u64 {
+    EPOCH.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Called by whatever writes weights in place (the optimiser, after each step).
+pub fn note_in_place_update() {
+    EPOCH.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Tensors by HF name. Tied models hold no `lm_head.weight`.
 #[derive(Clone, Default)]
 pub struct Weights {

@@ -4,19 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use rlhf_model::ops::precision::{self, Precision};
-use rlhf_model::{tiny, token_logprobs, CausalLm, ModelConfig};
-
-/// Wide enough that every projection and the LM head take the bf16 path (≥ 32 terms per sum).
-fn wide(base: ModelConfig) -> ModelConfig {
-    ModelConfig {
-        hidden_size: 64,
-        intermediate_size: 160,
-        head_dim: 16,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        ..base
-    }
-}
+use rlhf_model::{tiny, token_logprobs, CausalLm};
 
 fn batch() -> (Tensor, Tensor) {
     let rows = 3;
@@ -51,7 +39,9 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 #[test]
 fn fused_layer_in_bf16_matches_fp32_forward_and_backward() {
     let (ids, mask) = batch();
-    for (name, cfg) in [("llama", wide(tiny::llama_config(96))), ("qwen2", wide(tiny::qwen2_config(96)))] {
+    for (name, cfg) in
+        [("llama", tiny::bf16_wide(tiny::llama_config(96))), ("qwen2", tiny::bf16_wide(tiny::qwen2_config(96)))]
+    {
         let m = CausalLm::new(cfg.clone(), tiny::random_weights(&cfg, 9, 0.08, DType::F32).unwrap()).unwrap();
         let (lp32, g32) = precision::with(Precision::Fp32, || logprobs_and_grads(&m, &ids, &mask));
         let (lp16, g16) = precision::with(Precision::Bf16, || logprobs_and_grads(&m, &ids, &mask));

@@ -210,6 +210,8 @@ pub fn restore(dir: &Path, state: &CheckpointState, params: &[(String, Var)], op
         let t = saved.get(name).ok_or_else(|| TrainError::file(&path, format!("missing parameter `{name}`")))?;
         var.set(t).map_err(|e| TrainError::file(&path, format!("parameter `{name}`: {e}")))?;
     }
+    // Written in place: copies made from the weights (the bf16 decoding copy) are stale.
+    rlhf_model::weights::note_in_place_update();
     let path = dir.join(OPTIMIZER_FILE);
     let opt = candle_core::safetensors::load(&path, &device)
         .map_err(|e| TrainError::file(&path, format!("cannot read: {e}")))?;

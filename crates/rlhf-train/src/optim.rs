@@ -104,6 +104,8 @@ impl AdamW {
                 result.map_err(|e| candle_core::Error::Msg(format!("AdamW update of `{}`: {e}", p.name)))?;
             }
         }
+        // Copies made from the weights (the bf16 decoding copy) are now stale.
+        rlhf_model::weights::note_in_place_update();
         Ok(())
     }
 

@@ -261,6 +261,41 @@ pub fn gemm(
     }
 }
 
+/// The B operand of [`gemm`] (`k × n`) rounded and laid out for the tiles once, for products
+/// that reuse it many times: decoding reads every weight matrix at every step.
+pub struct PackedB {
+    panels: Vec<u32>,
+    k: usize,
+    n: usize,
+}
+
+impl PackedB {
+    pub fn new(b: Strided, k: usize, n: usize) -> Self {
+        assert!(k > 0 && n > 0, "bf16 packed B: empty {k} × {n}");
+        assert!(b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs, "bf16 packed B: too small");
+        let mut panels = Vec::new();
+        pack_b(&mut panels, b, k, n, round_up(n, BLOCK), round_up(k, TILE_K), true);
+        Self { panels, k, n }
+    }
+
+    /// Bytes held (the bf16 values of B, padded to whole tiles).
+    pub fn bytes(&self) -> usize {
+        self.panels.len() * 4
+    }
+}
+
+/// `dst[m, n] = A[m, k] · B` on the matrix unit with B packed beforehand: the same blocks and
+/// order of sums as [`gemm`], so each row equals what `gemm` computes for it. Requires AMX.
+pub fn gemm_packed(dst: &mut [f32], m: usize, a: Strided, b: &PackedB, parallel: bool) {
+    assert!(super::precision::units().amx_bf16, "bf16 gemm_packed needs AMX tiles");
+    assert!(dst.len() >= m * b.n, "bf16 gemm_packed: destination too small");
+    if m == 0 {
+        return;
+    }
+    assert!(a.data.len() > (m - 1) * a.rs + (b.k - 1) * a.cs, "bf16 gemm_packed: A too small");
+    amx::gemm_packed(dst, m, a, b, parallel);
+}
+
 /// The same arithmetic without a matrix unit: bf16-rounded copies through the fp32 gemm
 /// (a product of two bf16 values is exact in fp32, so only the order of the sums differs).
 pub fn emulated(
@@ -412,14 +447,119 @@ mod amx {
         b: Strided,
         threads: usize,
     ) {
+        let Buffers { a: a_buf, b: b_buf, c: c_buf } = bufs;
+        pack_b(b_buf, b, k, n, round_up(n, BLOCK), round_up(k, TILE_K), threads > 1);
+        tiles(a_buf, c_buf, dst, accumulate, (m, n, k), a, b_buf, GROUP, threads);
+    }
+
+    /// One 16-row strip of A against two 16-column panels of B over `steps` × 32 values of K,
+    /// stored as a 16 × 32 fp32 block (row stride 128 bytes). Row by row the same sequence of
+    /// tile products as [`block`], without the second strip a few rows do not need.
+    ///
+    /// SAFETY: `c` addresses 16 × 32 f32; `a`, `b0`, `b1` each `steps` contiguous 1 KiB tiles.
+    unsafe fn strip_block(c: *mut f32, a: *const u16, b0: *const u16, b1: *const u16, steps: usize) {
+        asm!("tilezero tmm0", "tilezero tmm1", options(nostack, nomem));
+        asm!(
+            "2:",
+            "tileloadd tmm4, [{a} + {s}*1]",
+            "tileloadd tmm6, [{b0} + {s}*1]",
+            "tileloadd tmm7, [{b1} + {s}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "add {a}, 1024",
+            "add {b0}, 1024",
+            "add {b1}, 1024",
+            "dec {n}",
+            "jnz 2b",
+            a = inout(reg) a => _,
+            b0 = inout(reg) b0 => _,
+            b1 = inout(reg) b1 => _,
+            n = inout(reg) steps => _,
+            s = in(reg) 64usize,
+            options(nostack, readonly),
+        );
+        asm!(
+            "tilestored [{c} + {cs}*1], tmm0",
+            "tilestored [{c} + {cs}*1 + 64], tmm1",
+            c = in(reg) c, cs = in(reg) 128usize,
+            options(nostack),
+        );
+    }
+
+    /// `dst[m, n] = A[m, k] · B` with B packed once beforehand (see [`PackedB`]).
+    pub fn gemm_packed(dst: &mut [f32], m: usize, a: Strided, b: &PackedB, parallel: bool) {
+        let threads = if parallel { rayon::current_num_threads() } else { 1 };
+        if m <= 16 {
+            return few_rows(dst, m, a, b, threads);
+        }
+        // A few rows against many columns: one column block per task keeps both threads busy.
+        let mut run =
+            |bufs: &mut Buffers| tiles(&mut bufs.a, &mut bufs.c, dst, false, (m, b.n, b.k), a, &b.panels, 1, threads);
+        BUFFERS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut bufs) => run(&mut bufs),
+            Err(_) => run(&mut Buffers::default()),
+        })
+    }
+
+    /// [`gemm_packed`] for at most 16 rows (a decoding step): one strip of A, packed serially,
+    /// and the whole of K in one sweep per column block (the fp32 partial sums [`tiles`] stores
+    /// between its passes are exact, so the sums are the same).
+    fn few_rows(dst: &mut [f32], m: usize, a: Strided, b: &PackedB, threads: usize) {
+        let (n, kp) = (b.n, round_up(b.k, TILE_K));
+        let mut a_tiles = Vec::new();
+        pack_a(&mut a_tiles, a, m, b.k, 16, kp, false);
+        let blocks = round_up(n, BLOCK) / BLOCK;
+        let per_range = blocks.div_ceil(threads * 4).max(1);
+        let out = SendPtr(dst.as_mut_ptr());
+        let run_range = |r: usize| {
+            with_tiles(|| {
+                #[repr(align(64))]
+                struct Block([f32; 16 * BLOCK]);
+                let mut c = Block([0.0; 16 * BLOCK]);
+                for j in r * per_range..((r + 1) * per_range).min(blocks) {
+                    let panel = |p: usize| b.panels[p * 8 * kp..].as_ptr().cast::<u16>();
+                    // SAFETY: panels 2j and 2j + 1 exist (n was padded to whole blocks) and hold
+                    // kp / 32 tiles each, as does the strip of A; `c` is 16 × 32 f32.
+                    unsafe {
+                        strip_block(c.0.as_mut_ptr(), a_tiles.as_ptr(), panel(2 * j), panel(2 * j + 1), kp / TILE_K)
+                    };
+                    let (j0, cols) = (j * BLOCK, BLOCK.min(n - j * BLOCK));
+                    for (i, row) in c.0.chunks(BLOCK).take(m).enumerate() {
+                        // SAFETY: row i < m, columns j0..j0 + cols < n; ranges write disjoint
+                        // column blocks.
+                        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.get().add(i * n + j0), cols) };
+                    }
+                }
+            })
+        };
+        let ranges = blocks.div_ceil(per_range);
+        if threads > 1 {
+            (0..ranges).into_par_iter().for_each(run_range);
+        } else {
+            (0..ranges).for_each(run_range);
+        }
+    }
+
+    /// The tile products over packed B panels (`bp`); A is packed here. `group` column blocks
+    /// per task only shares out the work: the order of every sum is the same for any value.
+    #[allow(clippy::too_many_arguments)]
+    fn tiles(
+        a_buf: &mut Vec<u16>,
+        scratch: &mut Vec<f32>,
+        dst: &mut [f32],
+        accumulate: bool,
+        (m, n, k): (usize, usize, usize),
+        a: Strided,
+        bp: &[u32],
+        group: usize,
+        threads: usize,
+    ) {
         let kp = round_up(k, TILE_K);
         let (m_pad, n_pad) = (round_up(m, BLOCK), round_up(n, BLOCK));
-        pack_a(&mut bufs.a, a, m, k, m_pad, kp, threads > 1);
-        pack_b(&mut bufs.b, b, k, n, n_pad, kp, threads > 1);
-        let (ap, bp) = (&bufs.a, &bufs.b);
+        pack_a(a_buf, a, m, k, m_pad, kp, threads > 1);
+        let ap = &*a_buf;
         // Write straight into `dst` when it has whole blocks; otherwise into a padded scratch.
         let direct = m == m_pad && n == n_pad;
-        let scratch = &mut bufs.c;
         if !direct {
             reuse(scratch, m_pad * n_pad); // every block is stored by the first pass
         }
@@ -429,7 +569,7 @@ mod amx {
         let kc = round_up(kp.div_ceil(passes), TILE_K);
         // A task is one 32-row block of A against a group of column blocks: the A block stays
         // in L1 across the group, the group's B panels in L2 across consecutive tasks.
-        let groups_n = nb.div_ceil(GROUP);
+        let groups_n = nb.div_ceil(group);
         let tasks = groups_n * mb;
         let per_range = tasks.div_ceil(threads * 4).max(1);
         let kq = kp / TILE_K;
@@ -440,7 +580,7 @@ mod amx {
                 with_tiles(|| {
                     for t in r * per_range..((r + 1) * per_range).min(tasks) {
                         let (g, i) = (t / mb, t % mb);
-                        for j in g * GROUP..((g + 1) * GROUP).min(nb) {
+                        for j in g * group..((g + 1) * group).min(nb) {
                             // SAFETY: block (i, j) lies inside C (m_pad × n_pad, or m × n of
                             // whole blocks); A and B were packed to the padded extents and kp;
                             // tasks write disjoint blocks.
@@ -487,6 +627,9 @@ mod amx {
     use super::*;
     pub fn gemm(dst: &mut [f32], accumulate: bool, mnk: (usize, usize, usize), a: Strided, b: Strided, parallel: bool) {
         emulated(dst, accumulate, mnk, a, b, parallel)
+    }
+    pub fn gemm_packed(_: &mut [f32], _: usize, _: Strided, _: &PackedB, _: bool) {
+        unreachable!("no AMX tiles outside x86_64")
     }
 }
 

@@ -163,20 +163,29 @@ pub(crate) fn fwd<T: Real>(x: &[T], w: &[T], n: usize, din: usize, dout: usize) 
 /// rows of `x` at a time: one weight load per four FMAs, and eight independent accumulator
 /// chains (one chain is bound by the FMA latency, not by the FMA units).
 fn fwd_small_n<T: Real>(x: &[T], w: &[T], n: usize, din: usize, dout: usize) -> Vec<T> {
+    let xrow = |i: usize| &x[i * din..][..din];
+    by_output(n, din, dout, |j, out| {
+        let wr = &w[j * din..][..din];
+        let mut i = 0;
+        while i + 4 <= n {
+            out[i..i + 4].copy_from_slice(&dots(wr, [xrow(i), xrow(i + 1), xrow(i + 2), xrow(i + 3)]));
+            i += 4;
+        }
+        for (o, k) in out[i..].iter_mut().zip(i..n) {
+            *o = dot(wr, xrow(k));
+        }
+    })
+}
+
+/// `y[n, out]` for a few rows, one output at a time: `fill(j, y_j)` writes output j of all n
+/// rows. Tasks take blocks of outputs (about 64K weights each), so each weight row is read
+/// once and stays in L1 while every row of `x` is dotted with it.
+pub(crate) fn by_output<T: Real>(n: usize, din: usize, dout: usize, fill: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
     let mut yt = vec![T::zero(); dout * n]; // [out, N]: each task writes a contiguous block
     let rows_per_task = (64 * 1024 / din.max(1)).max(1);
-    let xrow = |i: usize| &x[i * din..][..din];
     yt.par_chunks_mut(rows_per_task * n).enumerate().for_each(|(ci, block)| {
         for (jj, out) in block.chunks_mut(n).enumerate() {
-            let wr = &w[(ci * rows_per_task + jj) * din..][..din];
-            let mut i = 0;
-            while i + 4 <= n {
-                out[i..i + 4].copy_from_slice(&dots(wr, [xrow(i), xrow(i + 1), xrow(i + 2), xrow(i + 3)]));
-                i += 4;
-            }
-            for (o, k) in out[i..].iter_mut().zip(i..n) {
-                *o = dot(wr, xrow(k));
-            }
+            fill(ci * rows_per_task + jj, out);
         }
     });
     let mut y = vec![T::zero(); n * dout];

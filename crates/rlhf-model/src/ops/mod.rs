@@ -11,6 +11,7 @@
 
 pub mod bf16;
 pub mod cpu;
+pub mod gemv;
 pub mod linear;
 pub mod logprob;
 pub mod norm;
