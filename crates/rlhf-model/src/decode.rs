@@ -4,9 +4,10 @@
 //! A decoding step reads every weight once for a handful of rows, so its time is the bytes of
 //! the weights (docs/ARCHITECTURE.md, "Precision"); bf16 halves them. The copy is made from the
 //! fp32 master weights and refreshed whenever they change (see [`crate::weights::epoch`]): after
-//! each optimiser step, rollouts sample from the policy as it now is. Everything but the stored
-//! weights and cache is fp32 — norms, rotary angles, softmax, sums — so the step is the composed
-//! decoder layer (`llama.rs`) with its weights and cached keys/values rounded to bf16.
+//! each optimiser step, rollouts sample from the policy as it now is. Each product takes bf16
+//! operands (the activations are rounded as the model's bf16 products round them) and sums in
+//! fp32; everything else — norms, rotary angles, softmax, residuals — is fp32, so the step is the
+//! composed decoder layer (`llama.rs`) in bf16 precision with its keys/values cached in bf16.
 //!
 //! The prompt is prefilled by the model itself (a matrix product per layer, where bf16 runs on
 //! the matrix units), and its cache handed over once ([`DecodeCache::from_prefill`]).

@@ -1,8 +1,8 @@
 //! `y[n, out] = x[n, in] · w[out, in]ᵀ` for a few rows of fp32 `x` against bfloat16 weights:
 //! the products of a decoding step, which read every weight once per token and so are bound by
 //! the bytes of the weights. Stored in bf16 they are half the bytes of fp32; each value is
-//! widened exactly (a 16-bit shift) and every sum is kept in fp32, so the only rounding is the
-//! weights' own.
+//! widened exactly (a 16-bit shift) and every sum is kept in fp32. Used where the CPU has no AMX
+//! tiles (`decode.rs` rounds `x` to bf16 first, as the tiles would) and for attention scores.
 //!
 //! Each output element is one task's fixed-order sum, whatever the thread count.
 
