@@ -244,12 +244,15 @@ impl DecodeCache {
     /// The prefilled `cache` (fp32) rounded to bf16, with room for `capacity` columns in all.
     pub fn from_prefill(cache: &KvCache, capacity: usize) -> Result<Self> {
         let len = cache.len();
+        if capacity < len {
+            bail!("decode: capacity {capacity} is below the {len} prefilled tokens");
+        }
         let (mut k, mut v) = (Vec::new(), Vec::new());
         let (mut rows, mut groups, mut head_dim) = (0, 0, 0);
         for layer in 0..cache.num_layers() {
             let Some((kt, vt)) = cache.layer(layer) else { bail!("decode: layer {layer} was not prefilled") };
             (rows, groups, _, head_dim) = kt.dims4()?;
-            let widen = |t: &Tensor| -> Result<Vec<u16>> {
+            let rounded = |t: &Tensor| -> Result<Vec<u16>> {
                 let live = host(&t.narrow(2, 0, len)?)?;
                 let mut out = vec![0u16; rows * groups * capacity * head_dim];
                 for (bg, src) in live.chunks(len * head_dim).enumerate() {
@@ -257,11 +260,8 @@ impl DecodeCache {
                 }
                 Ok(out)
             };
-            k.push(widen(kt)?);
-            v.push(widen(vt)?);
-        }
-        if capacity < len {
-            bail!("decode: capacity {capacity} is below the {len} prefilled tokens");
+            k.push(rounded(kt)?);
+            v.push(rounded(vt)?);
         }
         Ok(Self { k, v, rows, groups, head_dim, capacity, len })
     }

@@ -162,15 +162,18 @@ impl CausalLm {
         if !eligible {
             return Ok(None);
         }
+        // Frozen weights (no `Var`) cannot be written in place: their copy never goes stale,
+        // whatever other models in the process train.
+        let frozen = !self.weights.tensors.values().any(Tensor::is_variable);
         let epoch = weights::epoch();
         let mut slot = self.decoder.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(d) = slot.0.upgrade().filter(|d| d.epoch == epoch) {
+        if let Some(d) = slot.0.upgrade().filter(|d| frozen || d.epoch == epoch) {
             return Ok(Some(d));
         }
-        slot.1 = None; // our stale copy goes before the new one is made
+        slot.1 = None; // a stale copy goes before the new one is made
         let fresh = Arc::new(DecodeWeights::new(llama, epoch)?);
         slot.0 = Arc::downgrade(&fresh);
-        if !self.weights.tensors.values().any(Tensor::is_variable) {
+        if frozen {
             slot.1 = Some(fresh.clone());
         }
         Ok(Some(fresh))

@@ -454,7 +454,8 @@ mod amx {
 
     /// One 16-row strip of A against two 16-column panels of B over `steps` × 32 values of K,
     /// stored as a 16 × 32 fp32 block (row stride 128 bytes). Row by row the same sequence of
-    /// tile products as [`block`], without the second strip a few rows do not need.
+    /// tile products as [`block`], without the second strip a few rows do not need (running
+    /// `block` with the one strip twice decoded the default model at 58 tokens/s against 66).
     ///
     /// SAFETY: `c` addresses 16 × 32 f32; `a`, `b0`, `b1` each `steps` contiguous 1 KiB tiles.
     unsafe fn strip_block(c: *mut f32, a: *const u16, b0: *const u16, b1: *const u16, steps: usize) {
