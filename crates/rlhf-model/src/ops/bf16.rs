@@ -9,7 +9,10 @@
 //! element is summed in the same order whatever the thread count: runs stay bit-identical.
 
 use super::linear::gemm_into_f32;
+use pack::{pack_a, pack_b, reuse};
 use rayon::prelude::*;
+
+mod pack;
 
 /// f32 → bf16, round to nearest even (NaN stays NaN). Integer-only, so the packing loops
 /// vectorise.
@@ -70,166 +73,6 @@ impl<T> SendPtr<T> {
     /// A method, so that closures capture the wrapper and not its raw field.
     fn get(self) -> *mut T {
         self.0
-    }
-}
-
-fn for_each_chunk(out: &mut [u16], chunk: usize, parallel: bool, fill: impl Fn(usize, &mut [u16]) + Sync) {
-    if parallel {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| fill(i, c));
-    } else {
-        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| fill(i, c));
-    }
-}
-
-/// Sets `buf` to `len` elements without zeroing what it already holds (the packers write
-/// every element, padding included).
-fn reuse<T: Copy + Default>(buf: &mut Vec<T>, len: usize) {
-    if buf.len() < len {
-        buf.resize(len, T::default());
-    } else {
-        buf.truncate(len);
-    }
-}
-
-/// A (m×k) → tiles: for each 16-row strip, `kp / 32` tiles of 16 rows × 32 values (1 KiB,
-/// contiguous), zero-padded. A tile load then reads one contiguous KiB: no cache-set conflicts
-/// from a power-of-two row stride. Every element of `out` is written.
-fn pack_a(out: &mut Vec<u16>, a: Strided, m: usize, k: usize, m_pad: usize, kp: usize, parallel: bool) {
-    reuse(out, m_pad * kp);
-    for_each_chunk(out, 16 * kp, parallel, |s, strip| {
-        let i0 = s * 16;
-        let rows = 16.min(m.saturating_sub(i0));
-        for (q, tile) in strip.chunks_mut(512).enumerate() {
-            let k0 = q * 32;
-            let cols = 32.min(k - k0.min(k));
-            let mut t = [[0u16; 32]; 16];
-            if a.cs == 1 {
-                for (r, row) in t.iter_mut().enumerate().take(rows) {
-                    let src = &a.data[(i0 + r) * a.rs + k0..][..cols];
-                    row.iter_mut().zip(src).for_each(|(d, &x)| *d = round(x));
-                }
-            } else if a.rs == 1 && rows > 0 {
-                // Column-major (a transposed operand): 16 consecutive values per k.
-                for c in 0..cols {
-                    let src = &a.data[(k0 + c) * a.cs + i0..][..rows];
-                    for (r, &x) in src.iter().enumerate() {
-                        t[r][c] = round(x);
-                    }
-                }
-            } else {
-                for (r, row) in t.iter_mut().enumerate().take(rows) {
-                    for (c, d) in row.iter_mut().enumerate().take(cols) {
-                        *d = round(a.at(i0 + r, k0 + c));
-                    }
-                }
-            }
-            tile.copy_from_slice(t.as_flattened());
-        }
-    });
-}
-
-/// Columns of B per packing task: 16 panels, so that a row-major B is read 1 KiB at a time
-/// and the writes stay within 16 panels (few pages, few TLB entries).
-const PACK_COLS: usize = 256;
-
-#[inline(always)]
-fn pair(lo: f32, hi: f32) -> u32 {
-    round(lo) as u32 | (round(hi) as u32) << 16
-}
-
-/// B (k×n) → `n_pad / 16` panels of `kp / 2` rows × 16 pairs: row q of a panel holds, for each
-/// of its 16 columns, the pair (B[2q, j], B[2q+1, j]) in one u32 — the layout of the second
-/// operand of `tdpbf16ps`.
-fn pack_b(out: &mut Vec<u32>, b: Strided, k: usize, n: usize, n_pad: usize, kp: usize, parallel: bool) {
-    reuse(out, n_pad * kp / 2);
-    let panel_len = 8 * kp;
-    let at = |kk: usize, j: usize| if kk < k && j < n { b.at(kk, j) } else { 0.0 };
-    let fill = |g: usize, group: &mut [u32]| {
-        let j_group = g * PACK_COLS;
-        for (p, panel) in group.chunks_mut(panel_len).enumerate() {
-            let j0 = j_group + p * 16;
-            if j0 >= n {
-                panel.fill(0);
-                continue;
-            }
-            let cols = 16.min(n - j0);
-            // The pairs past K, and the columns past N, are zero.
-            panel[k.div_ceil(2) * 16..].fill(0);
-            if cols < 16 {
-                panel.chunks_mut(16).for_each(|row| row[cols..].fill(0));
-            }
-            if b.rs == 1 && b.cs != 1 && cols == 16 {
-                // Column j of B is contiguous (B = wᵀ for a row-major w): transpose 16 columns
-                // × 16 values at a time through a register-sized block.
-                let col = |jj: usize| &b.data[(j0 + jj) * b.cs..][..k];
-                let mut q0 = 0;
-                while 2 * q0 + 16 <= k {
-                    let mut block = [[0u32; 8]; 16];
-                    for (jj, out) in block.iter_mut().enumerate() {
-                        let c = &col(jj)[2 * q0..][..16];
-                        for (qq, o) in out.iter_mut().enumerate() {
-                            *o = pair(c[2 * qq], c[2 * qq + 1]);
-                        }
-                    }
-                    for qq in 0..8 {
-                        let row = &mut panel[(q0 + qq) * 16..][..16];
-                        for (jj, o) in row.iter_mut().enumerate() {
-                            *o = block[jj][qq];
-                        }
-                    }
-                    q0 += 8;
-                }
-                for q in q0..k.div_ceil(2) {
-                    for jj in 0..16 {
-                        panel[q * 16 + jj] = pair(at(2 * q, j0 + jj), at(2 * q + 1, j0 + jj));
-                    }
-                }
-            } else if b.cs == 1 && cols == 16 {
-                // Row-major B: done for the whole group below, rows outermost.
-                continue;
-            } else {
-                for q in 0..k.div_ceil(2) {
-                    for jj in 0..cols {
-                        panel[q * 16 + jj] = pair(at(2 * q, j0 + jj), at(2 * q + 1, j0 + jj));
-                    }
-                }
-            }
-        }
-    };
-    // Row-major B, whole panels: each pair of rows is read once, in order, and two rows'
-    // 16-value segments zip into one 64-byte panel row.
-    let fill_rows = |g: usize, group: &mut [u32]| {
-        let j_group = g * PACK_COLS;
-        let panels = group.len() / panel_len;
-        let full = (0..panels).take_while(|p| j_group + p * 16 + 16 <= n).count();
-        for q in 0..k.div_ceil(2) {
-            let r0 = &b.data[2 * q * b.rs..];
-            let r1 = (2 * q + 1 < k).then(|| &b.data[(2 * q + 1) * b.rs..]);
-            for p in 0..full {
-                let j0 = j_group + p * 16;
-                let row = &mut group[p * panel_len + q * 16..][..16];
-                match r1 {
-                    Some(r1) => {
-                        for ((o, &lo), &hi) in row.iter_mut().zip(&r0[j0..j0 + 16]).zip(&r1[j0..j0 + 16]) {
-                            *o = pair(lo, hi);
-                        }
-                    }
-                    None => row.iter_mut().zip(&r0[j0..j0 + 16]).for_each(|(o, &lo)| *o = pair(lo, 0.0)),
-                }
-            }
-        }
-    };
-    let fill = |g: usize, group: &mut [u32]| {
-        if b.cs == 1 {
-            fill_rows(g, group);
-        }
-        fill(g, group);
-    };
-    let chunk = PACK_COLS / 16 * panel_len;
-    if parallel {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(g, c)| fill(g, c));
-    } else {
-        out.chunks_mut(chunk).enumerate().for_each(|(g, c)| fill(g, c));
     }
 }
 
