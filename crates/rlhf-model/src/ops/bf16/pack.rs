@@ -10,7 +10,7 @@ use rayon::prelude::*;
 /// Whether this build packs whole tiles with AVX-512.
 const SIMD: bool = cfg!(all(target_arch = "x86_64", target_feature = "avx512bw"));
 
-fn for_each_chunk(out: &mut [u16], chunk: usize, parallel: bool, fill: impl Fn(usize, &mut [u16]) + Sync) {
+fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, parallel: bool, fill: impl Fn(usize, &mut [T]) + Sync) {
     if parallel {
         out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| fill(i, c));
     } else {
@@ -225,12 +225,7 @@ fn pack_b_with(
         }
         fill(g, group);
     };
-    let chunk = PACK_COLS / 16 * panel_len;
-    if parallel {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(g, c)| fill(g, c));
-    } else {
-        out.chunks_mut(chunk).enumerate().for_each(|(g, c)| fill(g, c));
-    }
+    for_each_chunk(out, PACK_COLS / 16 * panel_len, parallel, fill);
 }
 
 /// The packers' whole tiles and panel blocks on AVX-512 registers.
