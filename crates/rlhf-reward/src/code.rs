@@ -1,5 +1,6 @@
-//! Verifier for code: the response's Python runs in the [`Sandbox`] followed by the sample's
-//! `tests`; reward 1 if everything ran without an exception, else 0, with the outcome as note.
+//! Verifier for code: the response's Python runs in the [`Sandbox`] and the sample's `tests` run
+//! against it (in a process of their own); reward 1 if every test line ran without an exception,
+//! else 0, with the outcome as note.
 
 use crate::error::Result;
 use crate::sandbox::{Outcome, Sandbox, SandboxConfig};

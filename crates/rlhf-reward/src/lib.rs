@@ -38,4 +38,4 @@ pub use source::{RewardSource, Sample, Score};
 #[cfg(target_os = "linux")]
 pub use code::{extract_code, CodeAssembly, CodeConfig, CodeVerifier};
 #[cfg(target_os = "linux")]
-pub use sandbox::{Outcome, Protections, RunReport, Sandbox, SandboxConfig};
+pub use sandbox::{Outcome, Printed, Protections, RunReport, Sandbox, SandboxConfig};

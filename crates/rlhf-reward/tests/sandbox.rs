@@ -29,7 +29,15 @@ fn check(code: &str) -> Outcome {
 fn probe_reports_protections() {
     let p = sandbox().protections();
     eprintln!("{p:?}");
-    assert!(p.python_version >= (3, 8));
+    assert!(p.python_version >= (3, 10));
+    // SAFETY: plain system call.
+    if unsafe { libc::geteuid() } == 0 {
+        // As root (as CI runs) every layer must hold.
+        assert!(p.separate_users && p.private_filesystem && p.seccomp && p.network_namespace, "{p:?}");
+        assert!(p.missing(&config()).is_empty());
+    } else {
+        eprintln!("not root: missing {:?}", p.missing(&config()));
+    }
 }
 
 #[test]
@@ -38,9 +46,10 @@ fn correct_and_wrong_solutions() {
     let wrong = check("def add(a, b):\n    return a - b\n");
     assert!(matches!(&wrong, Outcome::Failed { stderr_tail } if stderr_tail.contains("AssertionError")), "{wrong:?}");
     assert!(matches!(check("def add(a, b) return"), Outcome::Failed { .. }));
-    let report = sandbox().run(&[("a.py", "print('hi')\n"), ("b.py", "import sys\nprint('err', file=sys.stderr)\n")]);
-    let report = report.unwrap();
-    assert_eq!((report.outcome, report.stdout.as_str(), report.stderr.as_str()), (Outcome::Passed, "hi\n", "err\n"));
+    let report = sandbox().run("print('hi')\n", "import sys\nprint('err', file=sys.stderr)\n").unwrap();
+    assert_eq!(report.outcome, Outcome::Passed);
+    assert_eq!((report.program.stdout.as_str(), report.program.stderr.as_str()), ("hi\n", ""));
+    assert_eq!((report.tests.stdout.as_str(), report.tests.stderr.as_str()), ("", "err\n"));
 }
 
 #[test]
@@ -81,16 +90,20 @@ fn network_is_blocked() {
         "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)\n",
         "import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 9))\n",
         "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n",
-        "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect('/run/nothing.sock')\n",
     ] {
         let o = check(code);
         assert!(matches!(o, Outcome::Blocked { .. }), "{code}: {o:?}");
     }
+    // The audit hook lets a Unix socket be made; seccomp refuses it.
+    let o = check("import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect('/run/nothing.sock')\n");
+    assert!(matches!(&o, Outcome::Failed { stderr_tail } if stderr_tail.contains("PermissionError")), "{o:?}");
 }
 
 #[test]
 fn writes_outside_the_directory_are_blocked() {
-    let target = std::env::temp_dir().join(format!("outside_{:x}", std::process::id() as u64 * 7919 + 13));
+    // Not under /tmp: with a private file system the sandbox's /tmp is its own.
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("outside_{:x}", std::process::id() as u64 * 7919 + 13));
     let t = target.display();
     for code in [
         format!("open('{t}', 'w').write('x')\n"),
@@ -126,7 +139,10 @@ fn output_and_memory_limits() {
 fn run_directories_are_removed() {
     let root = std::env::temp_dir().join(format!("rlhf-sandbox-test-root-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
-    let sb = Sandbox::new(SandboxConfig { temp_root: Some(root.clone()), ..config() }).unwrap();
+    // Host directories are used only without a private file system.
+    let sb =
+        Sandbox::new(SandboxConfig { temp_root: Some(root.clone()), private_filesystem: false, ..config() }).unwrap();
+    assert!(!sb.protections().private_filesystem);
     assert_eq!(sb.check(&format!("{GOOD}open('f', 'w').write('z')\n"), TESTS).unwrap(), Outcome::Passed);
     assert_eq!(sb.check("while True: pass\n", TESTS).unwrap(), Outcome::Timeout);
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
@@ -140,7 +156,7 @@ fn verifier_scores_hostile_programs_zero_and_keeps_going() {
         ("blocked", "import os\nwhile True:\n    os.fork()\n"),
         ("blocked", "import subprocess\nsubprocess.Popen(['true'])\n"),
         ("blocked", "import socket\nsocket.create_connection(('127.0.0.1', 9))\n"),
-        ("blocked", "open('/tmp/outside_rlhf_verifier', 'w').write('x')\n"),
+        ("blocked", "open('/etc/outside_rlhf_verifier', 'w').write('x')\n"),
         ("output_limit", "print('x' * 100_000_000)\n"),
         ("memory_limit", "x = bytearray(4 * 1024 ** 3)\n"),
     ];
@@ -171,7 +187,7 @@ fn verifier_scores_hostile_programs_zero_and_keeps_going() {
         assert!(bad.note.as_deref().unwrap().starts_with(kind), "{kind}: {bad:?}");
         assert_eq!(good.value, Some(1.0), "after {kind}: {good:?}");
     }
-    assert!(!std::path::Path::new("/tmp/outside_rlhf_verifier").exists());
+    assert!(!std::path::Path::new("/etc/outside_rlhf_verifier").exists());
     let no_tests = Sample { tests: None, ..samples[1] };
     assert_eq!(v.score(&[no_tests]).unwrap()[0].value, None);
 }
@@ -239,10 +255,18 @@ fn file_size_limit_fails_the_write() {
 }
 
 #[test]
-fn without_seccomp_device_nodes_are_not_writable() {
-    let sb = Sandbox::new(SandboxConfig { seccomp: false, ..config() }).unwrap();
+fn without_os_layers_the_hook_refuses_device_nodes() {
+    // As root with no other layer, mknod works: only the audit hook is left to refuse.
+    let cfg = SandboxConfig { seccomp: false, separate_users: false, private_filesystem: false, ..config() };
+    let sb = Sandbox::new(cfg).unwrap();
     // /dev/zero as a character device made inside the directory (mknod is not audited).
     let code = "import os, stat\nos.mknod('z', stat.S_IFCHR | 0o600, os.makedev(1, 5))\nopen('z', 'wb').write(b'x')\n";
     let o = sb.check(code, TESTS).unwrap();
-    assert!(matches!(&o, Outcome::Blocked { what } if what.starts_with("open device")), "{o:?}");
+    // SAFETY: plain system call.
+    if unsafe { libc::geteuid() } == 0 {
+        assert!(matches!(&o, Outcome::Blocked { what } if what.starts_with("open device")), "{o:?}");
+    } else {
+        // Not root: the kernel refuses the mknod itself.
+        assert!(matches!(&o, Outcome::Failed { stderr_tail } if stderr_tail.contains("PermissionError")), "{o:?}");
+    }
 }

@@ -238,7 +238,9 @@ impl RewardSource for FixedSolution {
 
 #[test]
 fn grpo_keeps_training_when_sandboxed_programs_misbehave() {
-    let outside = std::env::temp_dir().join(format!("rlhf_outside_{}", std::process::id()));
+    // Not under /tmp: the sandbox's /tmp is a private one of its own.
+    let outside =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rlhf_outside_{}", std::process::id()));
     let hostile = [
         "while True:\n    pass\n".to_string(),
         "import os\nwhile True:\n    os.fork()\n".to_string(),

@@ -87,11 +87,19 @@ impl RewardSpec {
                 }
                 Box::new(RegexReward::new(&self.pattern, MatchMode::Full)?.on(self.target).with_name(named("regex")))
             }
-            RewardKind::Code => Box::new(
-                rlhf_reward::code::CodeVerifier::new(Default::default())
-                    .context("starting the code sandbox")?
-                    .with_name(named("code")),
-            ),
+            RewardKind::Code => {
+                let verifier =
+                    rlhf_reward::code::CodeVerifier::new(Default::default()).context("starting the code sandbox")?;
+                let sandbox = verifier.sandbox();
+                let missing = sandbox.protections().missing(sandbox.config());
+                if !missing.is_empty() {
+                    eprintln!(
+                        "warning: the code sandbox runs without: {} (see the README's threat model)",
+                        missing.join(", ")
+                    );
+                }
+                Box::new(verifier.with_name(named("code")))
+            }
             RewardKind::RewardModel => {
                 if self.path.is_empty() {
                     bail!("rewards: kind = \"reward_model\" needs `path` (a folder written by `rlhf reward`)");

@@ -1,8 +1,12 @@
-//! What the sandboxed process gets before `exec`: its own session (so one `killpg` ends all it
-//! started), death with its parent, resource limits, an empty network namespace when permitted,
-//! and the seccomp filter. Also its temporary directory.
+//! What a sandboxed process gets before `exec`: its own session (so one `killpg` ends all it
+//! started), its pipes, its view of the file system and its user (`jail`), death with its
+//! parent, resource limits, an empty network namespace when permitted, and the seccomp filter.
+//! Also the host directory a run uses where no private file system can be had.
 
+use super::jail::{become_user, FsPlan};
+use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,11 +23,25 @@ pub(crate) struct ChildLimits {
     pub seccomp: bool,
 }
 
+/// Where and as whom the child runs, and which of the parent's descriptors it gets.
+pub(crate) struct Placement {
+    /// A user of its own (see `jail`); `None` keeps the parent's.
+    pub user: Option<u32>,
+    /// A private, read-only view of the file system; `None` runs in `dir` on the host.
+    pub fs: Option<FsPlan>,
+    pub dir: CString,
+    /// `(parent's descriptor, number in the child)`; the parent's must be above 9 (see `high_fd`).
+    pub fds: Vec<(RawFd, RawFd)>,
+}
+
+/// Most processes one sandbox user may have (threads count): binds because the user is fresh.
+const USER_PROCESSES: u64 = 64;
+
 /// Installs the `pre_exec` hook. Only async-signal-safe calls run in it (the parent may have
-/// other threads); the seccomp program is built before forking. A failing seccomp install is an
-/// error (so a probe can tell whether the kernel allows it); an unshare that is not permitted
-/// is skipped silently.
-pub(crate) fn confine(cmd: &mut Command, limits: ChildLimits) {
+/// other threads); the seccomp program is built before forking. A failing seccomp install,
+/// mount or user switch is an error (so a probe can tell whether the kernel allows it); an
+/// unshare of the network that is not permitted is skipped silently.
+pub(crate) fn confine(cmd: &mut Command, limits: ChildLimits, mut place: Placement) {
     let filter = super::seccomp::program();
     // SAFETY: the closure only makes raw syscalls on data prepared before the fork.
     unsafe {
@@ -31,20 +49,34 @@ pub(crate) fn confine(cmd: &mut Command, limits: ChildLimits) {
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            for &(from, to) in &place.fds {
+                if libc::dup2(from, to) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            match place.fs.as_mut() {
+                Some(fs) => fs.apply()?,
+                None if libc::chdir(place.dir.as_ptr()) != 0 => return Err(io::Error::last_os_error()),
+                None => {}
+            }
+            if limits.network_namespace {
+                libc::unshare(libc::CLONE_NEWNET);
+            }
             let cpu = limits.cpu_seconds.max(1);
             set_limit(libc::RLIMIT_CPU, cpu, cpu + 1)?;
             set_limit(libc::RLIMIT_AS, limits.memory_bytes, limits.memory_bytes)?;
             set_limit(libc::RLIMIT_FSIZE, limits.file_bytes, limits.file_bytes)?;
             set_limit(libc::RLIMIT_NOFILE, limits.open_files, limits.open_files)?;
             set_limit(libc::RLIMIT_CORE, 0, 0)?;
-            if !limits.seccomp {
+            if let Some(uid) = place.user {
+                set_limit(libc::RLIMIT_NPROC, USER_PROCESSES, USER_PROCESSES)?;
+                become_user(uid)?;
+            } else if !limits.seccomp {
                 // Binds non-root users only (and counts threads); seccomp is the real guard.
                 set_limit(libc::RLIMIT_NPROC, 1, 1)?;
             }
-            if limits.network_namespace {
-                libc::unshare(libc::CLONE_NEWNET);
-            }
+            // After the user switch, which clears it.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
             if limits.seccomp {
                 if let Some(filter) = filter.as_ref() {
                     super::seccomp::install(filter)?;
@@ -53,6 +85,31 @@ pub(crate) fn confine(cmd: &mut Command, limits: ChildLimits) {
             Ok(())
         });
     }
+}
+
+/// `fd` moved above 9, close-on-exec, so that `dup2` onto 3..=9 in the child cannot overwrite
+/// a descriptor it still has to copy.
+pub(crate) fn high_fd(fd: OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl on a descriptor we own; the result is a new descriptor we then own.
+    unsafe {
+        let high = libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10);
+        if high < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(high))
+    }
+}
+
+/// A pipe `(read, write)`, both ends close-on-exec and above 9.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and ours.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((high_fd(r)?, high_fd(w)?))
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

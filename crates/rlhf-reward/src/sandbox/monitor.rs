@@ -1,27 +1,41 @@
-//! Watching a sandboxed process from one thread: read both pipes without blocking (up to a byte
-//! cap), notice its exit without reaping it, and kill its whole process group at the wall-clock
-//! limit, at the output cap, and after it exits (stragglers). Killing before reaping means the
-//! group id cannot have been reused by an unrelated process.
+//! Watching a run's two processes from one thread: read their pipes and the verdict pipe without
+//! blocking (up to a byte cap), notice exits without reaping, and kill both process groups at
+//! the wall-clock limit, at the output cap, and once the tests have ended (stragglers). Killing
+//! before reaping means a group id cannot have been reused by an unrelated process.
 
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-/// Why the sandbox killed the process.
+/// Why the sandbox killed the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kill {
     Wall,
     Output,
 }
 
-pub(crate) struct Captured {
+/// One process of a run, as it ended.
+pub(crate) struct Ended {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub status: ExitStatus,
+    /// It ended by itself; otherwise the sandbox killed it (at a limit, or after the tests ended).
+    pub by_itself: bool,
+}
+
+/// A run: the program process, the test process, and what the tests wrote on the verdict pipe.
+pub(crate) struct Captured {
+    pub program: Ended,
+    pub tests: Ended,
+    pub verdict: Vec<u8>,
     pub killed: Option<Kill>,
     pub elapsed: Duration,
 }
+
+/// How long the program may take to end by itself once the tests have (it reads end-of-file).
+const GRACE: Duration = Duration::from_millis(200);
 
 struct Pipe<R> {
     reader: Option<R>,
@@ -87,26 +101,56 @@ fn kill_group(pid: libc::pid_t) {
     }
 }
 
-/// Runs the child to its end under the limits, then reaps it.
-pub(crate) fn supervise(child: &mut Child, wall: Duration, output_cap: usize) -> io::Result<Captured> {
-    let pid = child.id() as libc::pid_t;
-    let start = Instant::now();
-    let result = watch(child, pid, start, wall, output_cap);
-    // Always: end the group (stragglers, or everything on an error) before reaping the leader.
-    kill_group(pid);
-    let status = child.wait()?;
-    let (stdout, stderr, killed) = result?;
-    Ok(Captured { stdout, stderr, status, killed, elapsed: start.elapsed() })
+fn file(pipe: Option<impl Into<OwnedFd>>) -> Option<File> {
+    pipe.map(|p| File::from(p.into()))
 }
 
-type Watched = (Vec<u8>, Vec<u8>, Option<Kill>);
+/// Runs both processes to the end of the tests under the limits, then reaps them.
+pub(crate) fn supervise(
+    program: &mut Child,
+    tests: &mut Child,
+    verdict: File,
+    wall: Duration,
+    output_cap: usize,
+) -> io::Result<Captured> {
+    let pids = [program.id() as libc::pid_t, tests.id() as libc::pid_t];
+    let start = Instant::now();
+    let mut pipes = [
+        Pipe::new(file(program.stdout.take()))?,
+        Pipe::new(file(program.stderr.take()))?,
+        Pipe::new(file(tests.stdout.take()))?,
+        Pipe::new(file(tests.stderr.take()))?,
+    ];
+    let mut verdict = Pipe::new(Some(verdict))?;
+    let result = watch(&mut pipes, &mut verdict, pids, start, wall, output_cap);
+    let by_itself = pids.map(|p| has_exited(p).unwrap_or(false));
+    // Always: end both groups (stragglers, or everything on an error) before reaping the leaders.
+    pids.into_iter().for_each(kill_group);
+    let statuses = [program.wait()?, tests.wait()?];
+    let killed = result?;
+    let [p_out, p_err, t_out, t_err] = pipes.map(|p| p.buf);
+    let ended = |stdout, stderr, i: usize| Ended { stdout, stderr, status: statuses[i], by_itself: by_itself[i] };
+    Ok(Captured {
+        program: ended(p_out, p_err, 0),
+        tests: ended(t_out, t_err, 1),
+        verdict: verdict.buf,
+        killed,
+        elapsed: start.elapsed(),
+    })
+}
 
-fn watch(child: &mut Child, pid: libc::pid_t, start: Instant, wall: Duration, cap: usize) -> io::Result<Watched> {
-    let mut out = Pipe::new(child.stdout.take())?;
-    let mut err = Pipe::new(child.stderr.take())?;
-    let over = |out: &Pipe<_>, err: &Pipe<_>| out.buf.len() + err.buf.len() > cap;
-    let killed = loop {
-        let mut fds: Vec<libc::pollfd> = [out.pollfd(), err.pollfd()].into_iter().flatten().collect();
+fn watch(
+    pipes: &mut [Pipe<File>; 4],
+    verdict: &mut Pipe<File>,
+    pids: [libc::pid_t; 2],
+    start: Instant,
+    wall: Duration,
+    cap: usize,
+) -> io::Result<Option<Kill>> {
+    let over = |pipes: &[Pipe<_>; 4]| pipes.iter().map(|p| p.buf.len()).sum::<usize>() > cap;
+    let mut tests_ended: Option<Instant> = None;
+    loop {
+        let mut fds: Vec<libc::pollfd> = pipes.iter().map(Pipe::pollfd).chain([verdict.pollfd()]).flatten().collect();
         let left = wall.saturating_sub(start.elapsed());
         let ms = left.as_millis().clamp(1, 5) as libc::c_int;
         if fds.is_empty() {
@@ -115,23 +159,28 @@ fn watch(child: &mut Child, pid: libc::pid_t, start: Instant, wall: Duration, ca
             // SAFETY: `fds` is a live array of `fds.len()` pollfd structs.
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         }
-        out.drain(cap)?;
-        err.drain(cap)?;
-        if over(&out, &err) {
-            break Some(Kill::Output);
+        for p in pipes.iter_mut() {
+            p.drain(cap)?;
         }
-        if has_exited(pid)? {
-            // What it wrote before exiting is in the pipes' buffers.
-            out.drain(cap)?;
-            err.drain(cap)?;
-            break over(&out, &err).then_some(Kill::Output);
+        verdict.drain(64)?;
+        if over(pipes) {
+            return Ok(Some(Kill::Output));
+        }
+        if tests_ended.is_none() && has_exited(pids[1])? {
+            tests_ended = Some(Instant::now());
+        }
+        if let Some(at) = tests_ended {
+            // What they wrote before exiting is in the pipes' buffers.
+            if has_exited(pids[0])? || at.elapsed() >= GRACE {
+                for p in pipes.iter_mut() {
+                    p.drain(cap)?;
+                }
+                verdict.drain(64)?;
+                return Ok(over(pipes).then_some(Kill::Output));
+            }
         }
         if start.elapsed() >= wall {
-            break Some(Kill::Wall);
+            return Ok(Some(Kill::Wall));
         }
-    };
-    if killed.is_some() {
-        kill_group(pid);
     }
-    Ok((out.buf, err.buf, killed))
 }

@@ -1,9 +1,9 @@
 //! What happened to one sandboxed run, read from how the process ended.
 
-use super::monitor::{Captured, Kill};
+use super::monitor::{Captured, Ended, Kill};
 use std::os::unix::process::ExitStatusExt;
 
-/// Exit statuses of the prelude (`prelude.py`).
+/// Exit statuses of the sandbox's Python side (`guard.py`, `program.py`).
 pub(crate) const EXIT_BLOCKED: i32 = 97;
 pub(crate) const EXIT_MEMORY: i32 = 98;
 const BLOCKED_LINE: &str = "rlhf-sandbox: blocked ";
@@ -70,39 +70,55 @@ pub(crate) fn tail(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
-/// Reads the outcome from the captured run; `nonce` is what the prelude prints after success.
-pub(crate) fn classify(run: &Captured, nonce: &str) -> Outcome {
+/// Reads the outcome of a run. A process that hit a limit or a refusal decides it (the program
+/// first, if it ended by itself); otherwise the run passed only if the test process exited 0
+/// after writing `passed` on the verdict pipe, which the program process never holds.
+pub(crate) fn classify(run: &Captured) -> Outcome {
     match run.killed {
         Some(Kill::Output) => return Outcome::OutputLimit,
         Some(Kill::Wall) => return Outcome::Timeout,
         None => {}
     }
-    let stderr = tail(&run.stderr);
+    if run.program.by_itself {
+        if let Some(o) = abnormal(&run.program) {
+            return o;
+        }
+    }
+    if let Some(o) = abnormal(&run.tests) {
+        return o;
+    }
+    let program_err = tail(&run.program.stderr);
+    let tests_err = tail(&run.tests.stderr);
+    let stderr = if program_err.trim().is_empty() { tests_err } else { format!("{program_err}\n{tests_err}") };
+    match run.tests.status.code() {
+        Some(0) if run.verdict == b"passed\n" => Outcome::Passed,
+        Some(0) => {
+            Outcome::Failed { stderr_tail: format!("{stderr}\nthe tests exited with status 0 before they finished") }
+        }
+        _ => Outcome::Failed { stderr_tail: stderr },
+    }
+}
+
+/// A limit, a refusal or a crash, read from how one process ended.
+fn abnormal(p: &Ended) -> Option<Outcome> {
+    let stderr = tail(&p.stderr);
     let memory = stderr.contains("MemoryError") || stderr.contains("Cannot allocate memory");
-    if let Some(signal) = run.status.signal() {
-        return match signal {
+    if let Some(signal) = p.status.signal() {
+        return Some(match signal {
             // RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL at the hard one.
             libc::SIGXCPU | libc::SIGKILL => Outcome::Timeout,
             libc::SIGSYS => Outcome::Blocked { what: "a forbidden system call (seccomp)".into() },
             _ if memory => Outcome::MemoryLimit,
             _ => Outcome::Crashed { signal, stderr_tail: stderr },
-        };
+        });
     }
-    match run.status.code() {
-        Some(0) => {
-            let marker = format!("\n{nonce}\n");
-            if run.stdout.ends_with(marker.as_bytes()) {
-                Outcome::Passed
-            } else {
-                Outcome::Failed { stderr_tail: format!("{stderr}\nexited with status 0 before the tests finished") }
-            }
-        }
-        Some(EXIT_BLOCKED) => match stderr.rfind(BLOCKED_LINE) {
-            Some(i) => Outcome::Blocked { what: stderr[i + BLOCKED_LINE.len()..].trim().to_string() },
-            None => Outcome::Failed { stderr_tail: stderr },
-        },
-        Some(EXIT_MEMORY) => Outcome::MemoryLimit,
-        _ if memory => Outcome::MemoryLimit,
-        _ => Outcome::Failed { stderr_tail: stderr },
+    match p.status.code() {
+        Some(EXIT_BLOCKED) => stderr
+            .rfind(BLOCKED_LINE)
+            .map(|i| Outcome::Blocked { what: stderr[i + BLOCKED_LINE.len()..].trim().to_string() }),
+        Some(EXIT_MEMORY) => Some(Outcome::MemoryLimit),
+        Some(0) => None,
+        _ if memory => Some(Outcome::MemoryLimit),
+        _ => None,
     }
 }

@@ -14,6 +14,7 @@ const RET: u16 = 0x06; // BPF_RET | BPF_K
 const KILL: u32 = 0x8000_0000; // SECCOMP_RET_KILL_PROCESS
 const ALLOW: u32 = 0x7fff_0000; // SECCOMP_RET_ALLOW
 const ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32; // SECCOMP_RET_ERRNO | ENOSYS
+const EACCES: u32 = 0x0005_0000 | libc::EACCES as u32; // SECCOMP_RET_ERRNO | EACCES
 
 const fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt: 0, jf: 0, k }
@@ -89,7 +90,8 @@ const ARCH_ONLY: &[libc::c_long] = &[];
 
 /// The filter program, or `None` on architectures without a syscall table here. Besides the
 /// list: clone without CLONE_THREAD is killed (threads stay allowed), clone3 answers ENOSYS so
-/// the C library falls back to clone, and a foreign syscall ABI (i386 entry, x32) is killed.
+/// the C library falls back to clone, socket answers EACCES, and a foreign syscall ABI (i386
+/// entry, x32) is killed.
 pub(crate) fn program() -> Option<Vec<libc::sock_filter>> {
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     return None;
@@ -103,6 +105,9 @@ pub(crate) fn program() -> Option<Vec<libc::sock_filter>> {
             p.extend([jump(JEQ, nr as u32, 0, 1), stmt(RET, KILL)]);
         }
         p.extend([jump(JEQ, libc::SYS_clone3 as u32, 0, 1), stmt(RET, ENOSYS)]);
+        // No sockets at all (Unix ones reach the host through the file system): an error, not
+        // a kill, since the C library asks nscd over one before reading /etc/passwd.
+        p.extend([jump(JEQ, libc::SYS_socket as u32, 0, 1), stmt(RET, EACCES)]);
         // clone: the low 32 bits of its flags (args[0], little-endian, at offset 16).
         p.extend([jump(JEQ, libc::SYS_clone as u32, 0, 3), stmt(LD_W_ABS, 16)]);
         p.extend([jump(JSET, libc::CLONE_THREAD as u32, 1, 0), stmt(RET, KILL)]);

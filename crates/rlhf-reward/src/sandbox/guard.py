@@ -1,32 +1,19 @@
-# rlhf sandbox prelude: runs before untrusted code, in the same interpreter.
+# rlhf sandbox guard: defence in depth inside both sandboxed interpreters, never the boundary.
 #
-# argv: <root> <seccomp 0|1> <file>...  (files inside root, executed in order in one namespace)
-# stdin: one line, the nonce printed on stdout after the last file ran without error.
-#
-# An audit hook (it cannot be removed from Python) ends the process with exit status 97 at the
-# first forbidden action: a network or process operation, a write outside root, ctypes, raising
-# resource limits, a subinterpreter (it would run without this hook), writing to a device,
-# another process's /proc entries. Exit status 98 is a MemoryError. The process always ends
-# with os._exit, so no user code runs during interpreter finalisation (which clears audit hooks).
+# The boundary is the operating system (a user of its own, a read-only file system, no network,
+# seccomp, limits; see mod.rs). This audit hook only makes the common refusals fast and legible:
+# it ends the process with exit status 97 at the first forbidden action (a network or process
+# operation, a write outside the work directory, ctypes, raising limits, a subinterpreter,
+# writing to a device, another process's /proc entries). Code in the same interpreter can
+# disarm it (its closure cells are reachable through frames), which is why nothing depends on it.
 import builtins
 import os
 import sys
 import traceback
 
 
-def _rlhf_sandbox_main(argv):
-    root = os.path.realpath(argv[1])
-    seccomp = argv[2] == "1"
-    nonce = sys.stdin.buffer.readline().strip()
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    sources = []
-    for name in argv[3:]:
-        path = os.path.join(root, name)
-        with open(path, encoding="utf-8") as f:
-            sources.append((path, f.read()))
-
+def _rlhf_guard(root, seccomp):
+    root = os.path.realpath(root)
     write, exit_, getpid = os.write, os._exit, os.getpid
     realpath, fsdecode, isdir, stat = os.path.realpath, os.fsdecode, os.path.isdir, os.stat
     inside_prefix = root.rstrip(os.sep) + os.sep
@@ -114,32 +101,28 @@ def _rlhf_sandbox_main(argv):
             if args[0] in blocked_imports:
                 deny("import " + args[0])
 
-    namespace = {"__name__": "__main__", "__builtins__": builtins}
     sys.addaudithook(hook)
-    status = 0
+
+
+def _rlhf_read_source():
+    """The code to run arrives on stdin (the parent closes it); stdin is then /dev/null."""
+    source = sys.stdin.buffer.read().decode("utf-8")
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return source
+
+
+def _rlhf_report_exception():
     try:
-        for path, source in sources:
-            exec(compile(source, path, "exec"), namespace)
-    except MemoryError:
-        write(2, b"\nMemoryError\n")
-        exit_(98)
-    except SystemExit as e:
-        write(2, ("\nSystemExit(%r) before the tests finished\n" % (e.code,)).encode())
-        status = 1
+        traceback.print_exc()
     except BaseException:
-        try:
-            traceback.print_exc()
-        except BaseException:
-            write(2, b"\nuncaught exception\n")
-        status = 1
+        os.write(2, b"\nuncaught exception\n")
+
+
+def _rlhf_flush():
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:
         pass
-    if status == 0:
-        write(1, b"\n" + nonce + b"\n")
-    exit_(status)
-
-
-_rlhf_sandbox_main(sys.argv)
