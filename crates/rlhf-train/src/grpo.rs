@@ -2,24 +2,30 @@
 //! group (no critic), the clipped surrogate with an optional k3 KL term to the reference in the
 //! loss. Defaults are TRL 1.16's: β = 0, ε = 0.2, token-mean ("dapo") aggregation, group std.
 //!
-//! A step: rollout → scores from every reward source → group advantages (or leave-one-out) →
-//! zero-variance groups and (optionally) truncated rows dropped → μ passes of minibatch updates.
+//! A step, and where each part lives:
+//! 1. `online::driver::OnlineLoop::run`: the step's prompts → `rollout::rollout` (G per prompt)
+//!    → `online::score_all` → `online::SampleLog::write` → the update below → metrics line,
+//!    held-out evaluation, checkpoints, the `max_kl` stop.
+//! 2. Here, `GrpoUpdate::score_and_update`: reference logprobs and sequence KL (β > 0 or
+//!    `max_kl`) → `GrpoUpdate::advantages` (`advantage::group_advantages`, `rloo_advantages` or
+//!    `process_advantages`; zero-variance groups and masked truncations dropped) → μ passes of
+//!    minibatches, each weighted by `aggregate::token_weights` and run through
+//!    `online::Session::update` on `online::PolicyObjective` (`policy_loss::clipped_policy_loss`).
 
 use crate::advantage::{group_advantages, process_advantages, rloo_advantages, MultiRewardAggregation, StdScale};
 use crate::aggregate::{token_weights, LossAggregation};
 use crate::error::{Result, TrainError};
 use crate::kl::{kl_value, KlEstimator, KlPlacement};
-use crate::online::{self, due, step_prompts, HeldOutEval, PolicyObjective, PolicyRow, RlPrompt, RunInfo};
-use crate::online::{SampleLog, Session, StepEnds, StepTiming};
+use crate::online::driver::{OnlineAlgorithm, OnlineLoop, Rollout, StepStats};
+use crate::online::{self, HeldOutEval, PolicyObjective, PolicyRow, RlPrompt, RunInfo, Session};
 use crate::policy_loss::ClipConfig;
-use crate::rollout::{self, decode_rows, response_logprobs_rows, PromptRef, RolloutConfig, RolloutRow};
+use crate::rollout::{self, response_logprobs_rows, RolloutConfig, RolloutRow};
 use crate::trainer::{StepReport, TrainConfig};
 use candle_core::Var;
 use rlhf_data::Tokenizer;
 use rlhf_model::CausalLm;
 use rlhf_reward::RewardSource;
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -126,34 +132,56 @@ pub fn train_grpo(
 ) -> Result<Vec<(String, f64)>> {
     validate(cfg, s)?;
     roll.validate()?;
-    let total = train.max_steps.max(1) as u64;
-    let mut session = Session::new(s.policy, s.params, train, total as usize, &run.dir.join("checkpoints"))?;
-    let mut samples = SampleLog::create(run.dir)?;
-    let mut ends = StepEnds::new(run.dir, total)?;
-    let mut last_eval = ends.clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut ends.logger, 0)?;
-    for step in 1..=total {
-        let t0 = Instant::now();
-        let (prompts, refs) = step_prompts(s.prompts, cfg.prompts_per_step, train.seed, step);
-        let seed = rollout::step_seed(train.seed, step);
-        let rows = rollout::rollout(s.policy, &prompts, cfg.num_generations, roll, s.tokenizer, seed, &mut |_| {})?;
-        let rollout_secs = t0.elapsed().as_secs_f64();
-        let metrics = score_and_update(s, cfg, roll, &mut session, &rows, &refs, step, &mut samples)?;
-        let lr = session.schedule.lr_at(step as usize - 1);
-        let timing = StepTiming { started: t0, rollout_secs, tokens: rows.iter().map(|r| r.response_ids.len()).sum() };
-        let kl = ends.finish(step, lr, &timing, "reward/mean", metrics, on_step)?;
-        let stop = cfg.max_kl > 0.0 && kl > cfg.max_kl;
-        if due(step, run.eval_steps, total, stop) {
-            last_eval = ends.clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut ends.logger, step)?;
-        }
-        if due(step, train.save_steps, total, stop) {
-            session.save(step, total, train.seed, "grpo", &run.config)?;
-        }
-        if stop {
-            eprintln!("grpo: stopping at step {step}: KL to the reference {kl:.3} > max_kl {}", cfg.max_kl);
-            break;
-        }
+    let total = train.max_steps.max(1);
+    let session = Session::new(s.policy, s.params, train, total, &run.dir.join("checkpoints"))?;
+    let GrpoSetup { policy, reference, tokenizer, prompts, sources, eval, .. } = s;
+    let mut update = GrpoUpdate { cfg, roll, policy, reference: *reference, tokenizer, session };
+    let online = OnlineLoop { policy, tokenizer, prompts, sources, eval: eval.as_mut(), rollout: roll, train, run };
+    online.run(&mut update, on_step)
+}
+
+/// GRPO's side of a step (the loop in `online::driver` does the rest).
+struct GrpoUpdate<'a, 'c> {
+    cfg: &'c GrpoConfig,
+    roll: &'c RolloutConfig,
+    policy: &'a CausalLm,
+    reference: Option<&'a CausalLm>,
+    tokenizer: &'a Tokenizer,
+    session: Session<'a>,
+}
+
+impl OnlineAlgorithm for GrpoUpdate<'_, '_> {
+    fn name(&self) -> &'static str {
+        "grpo"
     }
-    Ok(last_eval)
+
+    fn samples_per_prompt(&self) -> usize {
+        self.cfg.num_generations
+    }
+
+    fn prompts_per_step(&self) -> usize {
+        self.cfg.prompts_per_step
+    }
+
+    fn headline(&self) -> &'static str {
+        "reward/mean"
+    }
+
+    fn max_kl(&self) -> f64 {
+        self.cfg.max_kl
+    }
+
+    fn update(&mut self, rollout: &Rollout) -> Result<StepStats> {
+        self.score_and_update(rollout)
+    }
+
+    fn lr(&self, step: u64) -> f64 {
+        self.session.schedule.lr_at(step as usize - 1)
+    }
+
+    fn save(&self, step: u64, total: u64, seed: u64, config: &serde_json::Value) -> Result<()> {
+        self.session.save(step, total, seed, "grpo", config).map(|_| ())
+    }
 }
 
 fn validate(cfg: &GrpoConfig, s: &GrpoSetup) -> Result<()> {
@@ -176,158 +204,159 @@ fn validate(cfg: &GrpoConfig, s: &GrpoSetup) -> Result<()> {
     Ok(())
 }
 
-/// Scores the rollout, builds advantages and runs the updates; returns the step's metrics.
-#[allow(clippy::too_many_arguments)]
-fn score_and_update(
-    s: &mut GrpoSetup,
-    cfg: &GrpoConfig,
-    roll: &RolloutConfig,
-    session: &mut Session,
-    rows: &[RolloutRow],
-    refs: &[PromptRef],
-    step: u64,
-    samples: &mut SampleLog,
-) -> Result<Vec<(String, f64)>> {
-    let texts = decode_rows(s.tokenizer, rows)?;
-    let (per_source, mut metrics) = online::score_all(&mut s.sources, rows, &texts, refs)?;
-    let names: Vec<String> = s.sources.iter().map(|(src, _)| src.name().to_string()).collect();
-    samples.write(step, rows, &texts, &names, &per_source)?;
-    let pairs: Vec<(&[u32], &[u32])> =
-        rows.iter().map(|r| (r.prompt_ids.as_slice(), r.response_ids.as_slice())).collect();
-    let ref_logp = match s.reference {
-        Some(reference) if cfg.beta != 0.0 || cfg.max_kl > 0.0 => {
-            let (pad, fb) = (s.tokenizer.pad_id(), roll.forward_batch_size);
-            let lp = response_logprobs_rows(reference, &pairs, pad, roll.temperature, fb)?;
-            let seq_kl: Vec<f64> = rows.iter().zip(&lp).map(|(r, l)| sequence_kl(KlEstimator::K1, r, l)).collect();
-            metrics.push(("kl/sequence".into(), online::mean(&seq_kl)));
-            Some(lp)
-        }
-        _ => None,
-    };
-    let (token_adv, keep) = advantages(s, cfg, rows, &per_source, ref_logp.as_deref(), &mut metrics)?;
-    if keep.is_empty() {
-        return Ok(metrics);
-    }
-    let kl_in_loss = cfg.beta != 0.0 && cfg.kl_placement == KlPlacement::Loss;
-    let multi_pass = cfg.num_iterations > 1 || cfg.num_minibatches > 1;
-    let old: Option<Vec<Vec<f64>>> = if multi_pass {
-        let kept: Vec<(&[u32], &[u32])> = keep.iter().map(|&i| pairs[i]).collect();
-        Some(response_logprobs_rows(s.policy, &kept, s.tokenizer.pad_id(), roll.temperature, roll.forward_batch_size)?)
-    } else {
-        None
-    };
-    let mut policy_rows: Vec<PolicyRow> = keep
-        .iter()
-        .enumerate()
-        .map(|(k, &i)| PolicyRow {
-            prompt: rows[i].prompt_ids.clone(),
-            response: rows[i].response_ids.clone(),
-            old_logp: old.as_ref().map(|o| o[k].clone()),
-            ref_logp: ref_logp.as_ref().filter(|_| kl_in_loss).map(|r| r[i].clone()),
-            sampler_logp: rows[i].sampler_logprobs.clone(),
-            advantages: token_adv[i].clone(),
-            weights: Vec::new(),
-        })
-        .collect();
-    let clip = ClipConfig { epsilon_low: cfg.epsilon, epsilon_high: cfg.epsilon_high, dual_clip: cfg.dual_clip };
-    let mut obj =
-        PolicyObjective::new(s.policy, s.tokenizer.pad_id(), roll.temperature, clip).with_tis_cap(roll.tis_cap);
-    obj.kl_coef = if kl_in_loss { cfg.beta } else { 0.0 };
-    obj.kl_estimator = cfg.kl_estimator;
-    let mb_size = policy_rows.len().div_ceil(cfg.num_minibatches);
-    let mut grad_norms = Vec::new();
-    for pass in 0..cfg.num_iterations {
-        let order = rollout::minibatches(policy_rows.len(), mb_size, rollout::step_seed(step, pass as u64));
-        for mb in order {
-            let lengths: Vec<usize> = mb.iter().map(|&i| policy_rows[i].response.len()).collect();
-            let w = token_weights(cfg.loss_type, &lengths, roll.max_new_tokens, None);
-            for (&i, w) in mb.iter().zip(w) {
-                policy_rows[i].weights = w;
+impl GrpoUpdate<'_, '_> {
+    /// Builds advantages from the rollout's scores and runs the updates.
+    fn score_and_update(&mut self, rollout: &Rollout) -> Result<StepStats> {
+        let (cfg, roll) = (self.cfg, self.roll);
+        let (rows, step) = (&rollout.rows, rollout.step);
+        let mut metrics = Vec::new();
+        let mut mean_kl = None;
+        let pairs: Vec<(&[u32], &[u32])> =
+            rows.iter().map(|r| (r.prompt_ids.as_slice(), r.response_ids.as_slice())).collect();
+        let ref_logp = match self.reference {
+            Some(reference) if cfg.beta != 0.0 || cfg.max_kl > 0.0 => {
+                let (pad, fb) = (self.tokenizer.pad_id(), roll.forward_batch_size);
+                let lp = response_logprobs_rows(reference, &pairs, pad, roll.temperature, fb)?;
+                let seq_kl: Vec<f64> = rows.iter().zip(&lp).map(|(r, l)| sequence_kl(KlEstimator::K1, r, l)).collect();
+                let kl = online::mean(&seq_kl);
+                metrics.push(("kl/sequence".into(), kl));
+                mean_kl = Some(kl);
+                Some(lp)
             }
-            let batch: Vec<&PolicyRow> = mb.iter().map(|&i| &policy_rows[i]).collect();
-            grad_norms.push(session.update(&mut obj, &batch, step)?);
+            _ => None,
+        };
+        let (token_adv, keep) = self.advantages(rollout, ref_logp.as_deref(), &mut metrics)?;
+        if keep.is_empty() {
+            return Ok(StepStats { metrics, sequence_kl: mean_kl });
         }
+        let kl_in_loss = cfg.beta != 0.0 && cfg.kl_placement == KlPlacement::Loss;
+        let multi_pass = cfg.num_iterations > 1 || cfg.num_minibatches > 1;
+        let old: Option<Vec<Vec<f64>>> = if multi_pass {
+            let kept: Vec<(&[u32], &[u32])> = keep.iter().map(|&i| pairs[i]).collect();
+            Some(response_logprobs_rows(
+                self.policy,
+                &kept,
+                self.tokenizer.pad_id(),
+                roll.temperature,
+                roll.forward_batch_size,
+            )?)
+        } else {
+            None
+        };
+        let mut policy_rows: Vec<PolicyRow> = keep
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| PolicyRow {
+                prompt: rows[i].prompt_ids.clone(),
+                response: rows[i].response_ids.clone(),
+                old_logp: old.as_ref().map(|o| o[k].clone()),
+                ref_logp: ref_logp.as_ref().filter(|_| kl_in_loss).map(|r| r[i].clone()),
+                sampler_logp: rows[i].sampler_logprobs.clone(),
+                advantages: token_adv[i].clone(),
+                weights: Vec::new(),
+            })
+            .collect();
+        let clip = ClipConfig { epsilon_low: cfg.epsilon, epsilon_high: cfg.epsilon_high, dual_clip: cfg.dual_clip };
+        let mut obj = PolicyObjective::new(self.policy, self.tokenizer.pad_id(), roll.temperature, clip)
+            .with_tis_cap(roll.tis_cap);
+        obj.kl_coef = if kl_in_loss { cfg.beta } else { 0.0 };
+        obj.kl_estimator = cfg.kl_estimator;
+        let mb_size = policy_rows.len().div_ceil(cfg.num_minibatches);
+        let mut grad_norms = Vec::new();
+        for pass in 0..cfg.num_iterations {
+            let order = rollout::minibatches(policy_rows.len(), mb_size, rollout::step_seed(step, pass as u64));
+            for mb in order {
+                let lengths: Vec<usize> = mb.iter().map(|&i| policy_rows[i].response.len()).collect();
+                let w = token_weights(cfg.loss_type, &lengths, roll.max_new_tokens, None);
+                for (&i, w) in mb.iter().zip(w) {
+                    policy_rows[i].weights = w;
+                }
+                let batch: Vec<&PolicyRow> = mb.iter().map(|&i| &policy_rows[i]).collect();
+                grad_norms.push(self.session.update(&mut obj, &batch, step)?);
+            }
+        }
+        metrics.push(("grad_norm".into(), online::mean(&grad_norms)));
+        let trained: usize = policy_rows.iter().map(|r| r.prompt.len() + r.response.len()).sum();
+        metrics.push(("update/tokens".into(), (trained * cfg.num_iterations) as f64));
+        metrics.extend(obj.take_stats());
+        Ok(StepStats { metrics, sequence_kl: mean_kl })
     }
-    metrics.push(("grad_norm".into(), online::mean(&grad_norms)));
-    let trained: usize = policy_rows.iter().map(|r| r.prompt.len() + r.response.len()).sum();
-    metrics.push(("update/tokens".into(), (trained * cfg.num_iterations) as f64));
-    metrics.extend(obj.take_stats());
-    Ok(metrics)
+
+    /// Per-token advantages of every row and the rows that train: rewards per source (truncation
+    /// penalty and, with `kl_placement = "reward"`, −β·KL as one more source), group statistics,
+    /// outcome or process advantages, zero-variance groups and masked truncations left out.
+    fn advantages(
+        &self,
+        rollout: &Rollout,
+        ref_logp: Option<&[Vec<f64>]>,
+        metrics: &mut Vec<(String, f64)>,
+    ) -> Result<(Vec<Vec<f64>>, Vec<usize>)> {
+        let (cfg, rows, per_source) = (self.cfg, &rollout.rows, &rollout.scores);
+        let mut weights = rollout.weights.clone();
+        let mut per_func: Vec<Vec<f64>> =
+            (0..rows.len()).map(|i| per_source.iter().map(|sc| sc[i].value.unwrap_or(f64::NAN)).collect()).collect();
+        if let Truncation::Penalty(p) = cfg.truncation {
+            for (r, row) in per_func.iter_mut().zip(rows) {
+                if row.truncated() {
+                    // Only the penalty counts: the weighted sum of [p/w₀, NaN…] is p.
+                    *r = std::iter::once(p / weights[0])
+                        .chain(std::iter::repeat_n(f64::NAN, weights.len() - 1))
+                        .collect();
+                }
+            }
+        }
+        if let (Some(lp), KlPlacement::Reward, true) = (ref_logp, cfg.kl_placement, cfg.beta != 0.0) {
+            for ((r, row), l) in per_func.iter_mut().zip(rows).zip(lp) {
+                r.push(-cfg.beta * sequence_kl(cfg.kl_estimator, row, l));
+            }
+            weights.push(1.0);
+        }
+        let g = cfg.num_generations;
+        let groups = group_advantages(&per_func, &weights, g, cfg.scale_rewards, cfg.multi_reward)?;
+        let seq_adv = match cfg.advantage {
+            AdvantageEstimator::Group => groups.advantages.clone(),
+            AdvantageEstimator::Rloo => {
+                let finite: Vec<f64> = groups.rewards.iter().map(|&r| if r.is_finite() { r } else { 0.0 }).collect();
+                rloo_advantages(&finite, g)?
+            }
+        };
+        let token_adv: Vec<Vec<f64>> = if cfg.process_supervision {
+            let mut steps = Vec::with_capacity(rows.len());
+            for (i, row) in rows.iter().enumerate() {
+                let weighted: Vec<(usize, f64)> = per_source
+                    .iter()
+                    .zip(&weights)
+                    .flat_map(|(sc, w)| sc[i].steps.iter().map(move |&(off, r)| (off, r * w)))
+                    .collect();
+                steps.push(rollout::offsets_to_tokens(self.tokenizer, &row.response_ids, &weighted)?);
+            }
+            let lengths: Vec<usize> = rows.iter().map(|r| r.response_ids.len()).collect();
+            process_advantages(&steps, &lengths, g)?
+        } else {
+            rows.iter().zip(&seq_adv).map(|(r, &a)| vec![a; r.response_ids.len()]).collect()
+        };
+        let n_groups = rows.len() / g;
+        let zero_var: Vec<bool> = (0..n_groups).map(|k| groups.is_std_zero[k * g]).collect();
+        let keep: Vec<usize> = (0..rows.len())
+            .filter(|&i| !(cfg.drop_zero_variance_groups && zero_var[i / g]))
+            .filter(|&i| !(cfg.truncation == Truncation::Mask && rows[i].truncated()))
+            .collect();
+        let rewards_ok: Vec<f64> = groups.rewards.iter().copied().filter(|r| r.is_finite()).collect();
+        let zero_share = zero_var.iter().filter(|&&z| z).count() as f64 / n_groups.max(1) as f64;
+        metrics.extend([
+            ("reward/mean".to_string(), online::mean(&rewards_ok)),
+            ("reward/std".into(), online::std(&rewards_ok)),
+            ("zero_variance_group_fraction".into(), zero_share),
+            ("rows_trained".into(), keep.len() as f64),
+            ("response_length".into(), online::mean_len(rows)),
+            ("truncation_rate".into(), online::truncation_rate(rows)),
+            ("entropy".into(), online::sampled_entropy(rows)),
+        ]);
+        Ok((token_adv, keep))
+    }
 }
 
 /// Σ_t KL_t of one response between the sampler's logprobs and the reference's.
 fn sequence_kl(est: KlEstimator, row: &RolloutRow, reference: &[f64]) -> f64 {
     row.sampler_logprobs.iter().zip(reference).map(|(&a, &b)| kl_value(est, a as f64, b, None)).sum()
-}
-
-/// Per-token advantages of every row and the rows that train: rewards per source (truncation
-/// penalty and, with `kl_placement = "reward"`, −β·KL as one more source), group statistics,
-/// outcome or process advantages, zero-variance groups and masked truncations left out.
-fn advantages(
-    s: &GrpoSetup,
-    cfg: &GrpoConfig,
-    rows: &[RolloutRow],
-    per_source: &[Vec<rlhf_reward::Score>],
-    ref_logp: Option<&[Vec<f64>]>,
-    metrics: &mut Vec<(String, f64)>,
-) -> Result<(Vec<Vec<f64>>, Vec<usize>)> {
-    let mut weights: Vec<f64> = s.sources.iter().map(|(_, w)| *w).collect();
-    let mut per_func: Vec<Vec<f64>> =
-        (0..rows.len()).map(|i| per_source.iter().map(|sc| sc[i].value.unwrap_or(f64::NAN)).collect()).collect();
-    if let Truncation::Penalty(p) = cfg.truncation {
-        for (r, row) in per_func.iter_mut().zip(rows) {
-            if row.truncated() {
-                // Only the penalty counts: the weighted sum of [p/w₀, NaN…] is p.
-                *r = std::iter::once(p / weights[0]).chain(std::iter::repeat_n(f64::NAN, weights.len() - 1)).collect();
-            }
-        }
-    }
-    if let (Some(lp), KlPlacement::Reward, true) = (ref_logp, cfg.kl_placement, cfg.beta != 0.0) {
-        for ((r, row), l) in per_func.iter_mut().zip(rows).zip(lp) {
-            r.push(-cfg.beta * sequence_kl(cfg.kl_estimator, row, l));
-        }
-        weights.push(1.0);
-    }
-    let g = cfg.num_generations;
-    let groups = group_advantages(&per_func, &weights, g, cfg.scale_rewards, cfg.multi_reward)?;
-    let seq_adv = match cfg.advantage {
-        AdvantageEstimator::Group => groups.advantages.clone(),
-        AdvantageEstimator::Rloo => {
-            let finite: Vec<f64> = groups.rewards.iter().map(|&r| if r.is_finite() { r } else { 0.0 }).collect();
-            rloo_advantages(&finite, g)?
-        }
-    };
-    let token_adv: Vec<Vec<f64>> = if cfg.process_supervision {
-        let mut steps = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            let weighted: Vec<(usize, f64)> = per_source
-                .iter()
-                .zip(&weights)
-                .flat_map(|(sc, w)| sc[i].steps.iter().map(move |&(off, r)| (off, r * w)))
-                .collect();
-            steps.push(rollout::offsets_to_tokens(s.tokenizer, &row.response_ids, &weighted)?);
-        }
-        let lengths: Vec<usize> = rows.iter().map(|r| r.response_ids.len()).collect();
-        process_advantages(&steps, &lengths, g)?
-    } else {
-        rows.iter().zip(&seq_adv).map(|(r, &a)| vec![a; r.response_ids.len()]).collect()
-    };
-    let n_groups = rows.len() / g;
-    let zero_var: Vec<bool> = (0..n_groups).map(|k| groups.is_std_zero[k * g]).collect();
-    let keep: Vec<usize> = (0..rows.len())
-        .filter(|&i| !(cfg.drop_zero_variance_groups && zero_var[i / g]))
-        .filter(|&i| !(cfg.truncation == Truncation::Mask && rows[i].truncated()))
-        .collect();
-    let rewards_ok: Vec<f64> = groups.rewards.iter().copied().filter(|r| r.is_finite()).collect();
-    let zero_share = zero_var.iter().filter(|&&z| z).count() as f64 / n_groups.max(1) as f64;
-    metrics.extend([
-        ("reward/mean".to_string(), online::mean(&rewards_ok)),
-        ("reward/std".into(), online::std(&rewards_ok)),
-        ("zero_variance_group_fraction".into(), zero_share),
-        ("rows_trained".into(), keep.len() as f64),
-        ("response_length".into(), online::mean_len(rows)),
-        ("truncation_rate".into(), online::truncation_rate(rows)),
-        ("entropy".into(), online::sampled_entropy(rows)),
-    ]);
-    Ok((token_adv, keep))
 }

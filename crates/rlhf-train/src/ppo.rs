@@ -2,23 +2,24 @@
 //! PPO"): a critic, per-token reward −β·KL_t with the sequence score on the last token, GAE,
 //! whitened advantages, the clipped surrogate and clipped value loss over several epochs of
 //! shuffled minibatches, and a fixed or adaptive KL coefficient.
+//!
+//! The step loop (prompts, rollout, scoring, sample log, metrics, evaluation, checkpoints, the
+//! `max_kl` stop) is `online::driver::OnlineLoop::run`; `PpoUpdate::ppo_step` is PPO's update.
 
 use crate::advantage::{gae, kl_penalised_rewards, masked_whiten};
 use crate::aggregate::{token_weights, LossAggregation};
 use crate::error::{Result, TrainError};
 use crate::kl::{kl_value, KlController, KlControllerConfig, KlEstimator, KlPlacement};
-use crate::online::{self, due, step_prompts, HeldOutEval, PolicyObjective, PolicyRow, RlPrompt, RunInfo};
-use crate::online::{SampleLog, Session, StepEnds, StepTiming};
+use crate::online::driver::{OnlineAlgorithm, OnlineLoop, Rollout, StepStats};
+use crate::online::{self, HeldOutEval, PolicyObjective, PolicyRow, RlPrompt, RunInfo, Session};
 use crate::policy_loss::{clipped_value_loss, explained_variance, ClipConfig};
-use crate::rollout::{self, decode_rows, response_logprobs_rows, split_rows, to_f64};
-use crate::rollout::{PromptRef, RolloutConfig, RolloutRow};
+use crate::rollout::{self, response_logprobs_rows, split_rows, to_f64, RolloutConfig};
 use crate::trainer::{MicroOutput, Objective, StepReport, TrainConfig};
 use candle_core::{DType, Tensor, Var};
 use rlhf_data::Tokenizer;
 use rlhf_model::{response_states_packed, CausalLm};
 use rlhf_reward::RewardSource;
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -223,193 +224,222 @@ pub fn train_ppo(
         ));
     }
     roll.validate()?;
-    let total = train.max_steps.max(1) as u64;
-    let mut policy_session = Session::new(s.policy, s.params, train, total as usize, &run.dir.join("checkpoints"))?;
-    let mut critic_session = if s.shared_trunk {
+    let total = train.max_steps.max(1);
+    let policy_session = Session::new(s.policy, s.params, train, total, &run.dir.join("checkpoints"))?;
+    let critic_session = if s.shared_trunk {
         None
     } else {
         let root = run.dir.join("critic_checkpoints");
-        Some(Session::new(s.critic.trunk, s.critic_params, critic_train, total as usize, &root)?)
+        Some(Session::new(s.critic.trunk, s.critic_params, critic_train, total, &root)?)
     };
-    let mut kl_ctl = KlController::new(&cfg.kl);
-    let mut samples = SampleLog::create(run.dir)?;
-    let mut ends = StepEnds::new(run.dir, total)?;
-    let mut last_eval = ends.clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut ends.logger, 0)?;
-    for step in 1..=total {
-        let t0 = Instant::now();
-        let (prompts, refs) = step_prompts(s.prompts, cfg.prompts_per_step, train.seed, step);
-        let seed = rollout::step_seed(train.seed, step);
-        let rows = rollout::rollout(s.policy, &prompts, 1, roll, s.tokenizer, seed, &mut |_| {})?;
-        let rollout_secs = t0.elapsed().as_secs_f64();
-        let sessions = (&mut policy_session, critic_session.as_mut());
-        let metrics = ppo_step(s, cfg, roll, sessions, &mut kl_ctl, &rows, &refs, step, &mut samples)?;
-        let lr = policy_session.schedule.lr_at(step as usize - 1);
-        let timing = StepTiming { started: t0, rollout_secs, tokens: rows.iter().map(|r| r.response_ids.len()).sum() };
-        let kl = ends.finish(step, lr, &timing, "reward/score", metrics, on_step)?;
-        let stop = cfg.max_kl > 0.0 && kl > cfg.max_kl;
-        if due(step, run.eval_steps, total, stop) {
-            last_eval = ends.clock.evaluate(s.eval.as_mut(), s.policy, s.tokenizer, &mut ends.logger, step)?;
-        }
-        if due(step, train.save_steps, total, stop) {
-            policy_session.save(step, total, train.seed, "ppo", &run.config)?;
-            if let Some(c) = &critic_session {
-                c.save(step, total, train.seed, "ppo-critic", &run.config)?;
-            }
-        }
-        if stop {
-            eprintln!("ppo: stopping at step {step}: KL {kl:.3} > max_kl {}", cfg.max_kl);
-            break;
-        }
-    }
-    Ok(last_eval)
+    let PpoSetup { policy, reference, critic, tokenizer, prompts, sources, eval, .. } = s;
+    let mut update = PpoUpdate {
+        cfg,
+        roll,
+        policy,
+        reference,
+        critic: Critic { trunk: critic.trunk, head: critic.head },
+        tokenizer,
+        policy_session,
+        critic_session,
+        kl_ctl: KlController::new(&cfg.kl),
+    };
+    let online = OnlineLoop { policy, tokenizer, prompts, sources, eval: eval.as_mut(), rollout: roll, train, run };
+    online.run(&mut update, on_step)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn ppo_step(
-    s: &mut PpoSetup,
-    cfg: &PpoConfig,
-    roll: &RolloutConfig,
-    (policy_session, mut critic_session): (&mut Session, Option<&mut Session>),
-    kl_ctl: &mut KlController,
-    rows: &[RolloutRow],
-    refs: &[PromptRef],
-    step: u64,
-    samples: &mut SampleLog,
-) -> Result<Vec<(String, f64)>> {
-    let pad = s.tokenizer.pad_id();
-    let texts = decode_rows(s.tokenizer, rows)?;
-    let (per_source, mut m) = online::score_all(&mut s.sources, rows, &texts, refs)?;
-    let names: Vec<String> = s.sources.iter().map(|(src, _)| src.name().to_string()).collect();
-    samples.write(step, rows, &texts, &names, &per_source)?;
-    let mut scores = vec![0.0; rows.len()];
-    for ((_, w), sc) in s.sources.iter().zip(&per_source) {
-        for (total, x) in scores.iter_mut().zip(sc) {
-            *total += *w * x.value.unwrap_or(0.0);
-        }
+/// PPO's side of a step (the loop in `online::driver` does the rest).
+struct PpoUpdate<'a, 'c> {
+    cfg: &'c PpoConfig,
+    roll: &'c RolloutConfig,
+    policy: &'a CausalLm,
+    reference: &'a CausalLm,
+    critic: Critic<'a>,
+    tokenizer: &'a Tokenizer,
+    policy_session: Session<'a>,
+    critic_session: Option<Session<'a>>,
+    kl_ctl: KlController,
+}
+
+impl OnlineAlgorithm for PpoUpdate<'_, '_> {
+    fn name(&self) -> &'static str {
+        "ppo"
     }
-    if let Some(p) = cfg.missing_eos_penalty {
-        for (sc, r) in scores.iter_mut().zip(rows) {
-            if r.truncated() {
-                *sc = p;
+
+    fn samples_per_prompt(&self) -> usize {
+        1
+    }
+
+    fn prompts_per_step(&self) -> usize {
+        self.cfg.prompts_per_step
+    }
+
+    fn headline(&self) -> &'static str {
+        "reward/score"
+    }
+
+    fn max_kl(&self) -> f64 {
+        self.cfg.max_kl
+    }
+
+    fn update(&mut self, rollout: &Rollout) -> Result<StepStats> {
+        self.ppo_step(rollout)
+    }
+
+    fn lr(&self, step: u64) -> f64 {
+        self.policy_session.schedule.lr_at(step as usize - 1)
+    }
+
+    fn save(&self, step: u64, total: u64, seed: u64, config: &serde_json::Value) -> Result<()> {
+        self.policy_session.save(step, total, seed, "ppo", config)?;
+        if let Some(c) = &self.critic_session {
+            c.save(step, total, seed, "ppo-critic", config)?;
+        }
+        Ok(())
+    }
+}
+
+impl PpoUpdate<'_, '_> {
+    fn ppo_step(&mut self, rollout: &Rollout) -> Result<StepStats> {
+        let (cfg, roll, kl_ctl) = (self.cfg, self.roll, &mut self.kl_ctl);
+        let (rows, step, per_source) = (&rollout.rows, rollout.step, &rollout.scores);
+        let pad = self.tokenizer.pad_id();
+        let mut m = Vec::new();
+        let mut scores = vec![0.0; rows.len()];
+        for (w, sc) in rollout.weights.iter().zip(per_source) {
+            for (total, x) in scores.iter_mut().zip(sc) {
+                *total += *w * x.value.unwrap_or(0.0);
             }
         }
-    }
-    let pairs: Vec<(&[u32], &[u32])> =
-        rows.iter().map(|r| (r.prompt_ids.as_slice(), r.response_ids.as_slice())).collect();
-    let fb = roll.forward_batch_size;
-    let old = response_logprobs_rows(s.policy, &pairs, pad, roll.temperature, fb)?;
-    let reference = response_logprobs_rows(s.reference, &pairs, pad, roll.temperature, fb)?;
-    let values = critic_values(&s.critic, &pairs, pad, fb)?;
-    let clamp = (cfg.kl_clamp > 0.0).then_some(cfg.kl_clamp);
-    let kl: Vec<Vec<f64>> = old
-        .iter()
-        .zip(&reference)
-        .map(|(o, r)| o.iter().zip(r).map(|(&a, &b)| kl_value(cfg.kl_estimator, a, b, clamp)).collect())
-        .collect();
-    let seq_kl: Vec<f64> = old.iter().zip(&reference).map(|(o, r)| o.iter().zip(r).map(|(a, b)| a - b).sum()).collect();
-    let kl_in_loss = cfg.kl_placement == KlPlacement::Loss;
-    let mut rewards = kl_penalised_rewards(&kl, &scores, if kl_in_loss { 0.0 } else { kl_ctl.coef });
-    if cfg.whiten_rewards {
-        rewards = masked_whiten(&rewards, false, true);
-    }
-    let (adv_raw, returns) = gae(&rewards, &values, cfg.gamma, cfg.lam);
-    let adv = if cfg.whiten_advantages { masked_whiten(&adv_raw, true, true) } else { adv_raw };
-    let (mismatch_mean, mismatch_max) = rollout::logprob_mismatch(rows, &old);
-    let flat_v: Vec<f64> = values.concat();
-    let flat_r: Vec<f64> = returns.concat();
-    let non_score: f64 = kl.iter().map(|k| -kl_ctl.coef * k.iter().sum::<f64>()).sum::<f64>() / rows.len() as f64;
-    m.extend([
-        ("reward/score".to_string(), online::mean(&scores)),
-        ("reward/non_score".into(), non_score),
-        ("reward/rlhf".into(), online::mean(&scores) + non_score),
-        ("kl/sequence".into(), online::mean(&seq_kl)),
-        ("kl/coef".into(), kl_ctl.coef),
-        ("response_length".into(), online::mean_len(rows)),
-        ("truncation_rate".into(), online::truncation_rate(rows)),
-        ("entropy".into(), online::sampled_entropy(rows)),
-        ("value/explained_variance".into(), explained_variance(&flat_v, &flat_r)),
-        ("value/mean".into(), online::mean(&flat_v)),
-        ("logprob_mismatch/mean_abs".into(), mismatch_mean),
-        ("logprob_mismatch/max_abs".into(), mismatch_max),
-    ]);
-    let mut ppo_rows: Vec<PpoRow> = (0..rows.len())
-        .map(|i| PpoRow {
-            policy: PolicyRow {
-                prompt: rows[i].prompt_ids.clone(),
-                response: rows[i].response_ids.clone(),
-                old_logp: Some(old[i].clone()),
-                ref_logp: kl_in_loss.then(|| reference[i].clone()),
-                sampler_logp: rows[i].sampler_logprobs.clone(),
-                advantages: adv[i].clone(),
-                weights: Vec::new(),
-            },
-            value: ValueRow {
-                prompt: rows[i].prompt_ids.clone(),
-                response: rows[i].response_ids.clone(),
-                old_values: values[i].clone(),
-                returns: returns[i].clone(),
-                weights: Vec::new(),
-            },
-        })
-        .collect();
-    let clip = ClipConfig { epsilon_low: cfg.cliprange, epsilon_high: cfg.cliprange, dual_clip: cfg.dual_clip };
-    let mut obj = PpoObjective {
-        policy: PolicyObjective::new(s.policy, pad, roll.temperature, clip).with_tis_cap(roll.tis_cap),
-        value: ValueObjective {
-            critic: Critic { trunk: s.critic.trunk, head: s.critic.head },
-            pad_id: pad,
-            clip: (cfg.cliprange_value > 0.0).then_some(cfg.cliprange_value),
-            vf_coef: cfg.vf_coef,
-            sums: (0.0, 0.0, 0),
-        },
-    };
-    if kl_in_loss {
-        obj.policy.kl_coef = kl_ctl.coef;
-        obj.policy.kl_estimator = cfg.kl_estimator;
-    }
-    let mb_size = rows.len().div_ceil(cfg.num_minibatches);
-    let (mut gn, mut vgn) = (Vec::new(), Vec::new());
-    let mut first_ratio = f64::NAN;
-    for epoch in 0..cfg.ppo_epochs {
-        for mb in rollout::minibatches(rows.len(), mb_size, rollout::step_seed(step, epoch as u64)) {
-            let lengths: Vec<usize> = mb.iter().map(|&i| rows[i].response_ids.len()).collect();
-            // Token mean over the minibatch (the masked means of the N-details formulas).
-            let w = token_weights(LossAggregation::Bnpo, &lengths, roll.max_new_tokens, None);
-            for (&i, w) in mb.iter().zip(w) {
-                ppo_rows[i].policy.weights = w.clone();
-                ppo_rows[i].value.weights = w;
-            }
-            match critic_session.as_deref_mut() {
-                Some(critic) => {
-                    let prow: Vec<&PolicyRow> = mb.iter().map(|&i| &ppo_rows[i].policy).collect();
-                    gn.push(policy_session.update(&mut obj.policy, &prow, step)?);
-                    let vrow: Vec<&ValueRow> = mb.iter().map(|&i| &ppo_rows[i].value).collect();
-                    vgn.push(critic.update(&mut obj.value, &vrow, step)?);
-                }
-                None => {
-                    let both: Vec<&PpoRow> = mb.iter().map(|&i| &ppo_rows[i]).collect();
-                    gn.push(policy_session.update(&mut obj, &both, step)?);
+        if let Some(p) = cfg.missing_eos_penalty {
+            for (sc, r) in scores.iter_mut().zip(rows) {
+                if r.truncated() {
+                    *sc = p;
                 }
             }
-            if first_ratio.is_nan() {
-                let stats = obj.policy.stats.rows();
-                first_ratio = stats.iter().find(|(k, _)| k == "ratio/mean").map_or(f64::NAN, |(_, v)| *v);
+        }
+        let pairs: Vec<(&[u32], &[u32])> =
+            rows.iter().map(|r| (r.prompt_ids.as_slice(), r.response_ids.as_slice())).collect();
+        let fb = roll.forward_batch_size;
+        let old = response_logprobs_rows(self.policy, &pairs, pad, roll.temperature, fb)?;
+        let reference = response_logprobs_rows(self.reference, &pairs, pad, roll.temperature, fb)?;
+        let values = critic_values(&self.critic, &pairs, pad, fb)?;
+        let clamp = (cfg.kl_clamp > 0.0).then_some(cfg.kl_clamp);
+        let kl: Vec<Vec<f64>> = old
+            .iter()
+            .zip(&reference)
+            .map(|(o, r)| o.iter().zip(r).map(|(&a, &b)| kl_value(cfg.kl_estimator, a, b, clamp)).collect())
+            .collect();
+        let seq_kl: Vec<f64> =
+            old.iter().zip(&reference).map(|(o, r)| o.iter().zip(r).map(|(a, b)| a - b).sum()).collect();
+        let kl_in_loss = cfg.kl_placement == KlPlacement::Loss;
+        let mut rewards = kl_penalised_rewards(&kl, &scores, if kl_in_loss { 0.0 } else { kl_ctl.coef });
+        if cfg.whiten_rewards {
+            rewards = masked_whiten(&rewards, false, true);
+        }
+        let (adv_raw, returns) = gae(&rewards, &values, cfg.gamma, cfg.lam);
+        let adv = if cfg.whiten_advantages { masked_whiten(&adv_raw, true, true) } else { adv_raw };
+        let (mismatch_mean, mismatch_max) = rollout::logprob_mismatch(rows, &old);
+        let mean_kl = online::mean(&seq_kl);
+        let flat_v: Vec<f64> = values.concat();
+        let flat_r: Vec<f64> = returns.concat();
+        let non_score: f64 = kl.iter().map(|k| -kl_ctl.coef * k.iter().sum::<f64>()).sum::<f64>() / rows.len() as f64;
+        m.extend([
+            ("reward/score".to_string(), online::mean(&scores)),
+            ("reward/non_score".into(), non_score),
+            ("reward/rlhf".into(), online::mean(&scores) + non_score),
+            ("kl/sequence".into(), mean_kl),
+            ("kl/coef".into(), kl_ctl.coef),
+            ("response_length".into(), online::mean_len(rows)),
+            ("truncation_rate".into(), online::truncation_rate(rows)),
+            ("entropy".into(), online::sampled_entropy(rows)),
+            ("value/explained_variance".into(), explained_variance(&flat_v, &flat_r)),
+            ("value/mean".into(), online::mean(&flat_v)),
+            ("logprob_mismatch/mean_abs".into(), mismatch_mean),
+            ("logprob_mismatch/max_abs".into(), mismatch_max),
+        ]);
+        let mut ppo_rows: Vec<PpoRow> = (0..rows.len())
+            .map(|i| PpoRow {
+                policy: PolicyRow {
+                    prompt: rows[i].prompt_ids.clone(),
+                    response: rows[i].response_ids.clone(),
+                    old_logp: Some(old[i].clone()),
+                    ref_logp: kl_in_loss.then(|| reference[i].clone()),
+                    sampler_logp: rows[i].sampler_logprobs.clone(),
+                    advantages: adv[i].clone(),
+                    weights: Vec::new(),
+                },
+                value: ValueRow {
+                    prompt: rows[i].prompt_ids.clone(),
+                    response: rows[i].response_ids.clone(),
+                    old_values: values[i].clone(),
+                    returns: returns[i].clone(),
+                    weights: Vec::new(),
+                },
+            })
+            .collect();
+        let clip = ClipConfig { epsilon_low: cfg.cliprange, epsilon_high: cfg.cliprange, dual_clip: cfg.dual_clip };
+        let mut obj = PpoObjective {
+            policy: PolicyObjective::new(self.policy, pad, roll.temperature, clip).with_tis_cap(roll.tis_cap),
+            value: ValueObjective {
+                critic: Critic { trunk: self.critic.trunk, head: self.critic.head },
+                pad_id: pad,
+                clip: (cfg.cliprange_value > 0.0).then_some(cfg.cliprange_value),
+                vf_coef: cfg.vf_coef,
+                sums: (0.0, 0.0, 0),
+            },
+        };
+        if kl_in_loss {
+            obj.policy.kl_coef = kl_ctl.coef;
+            obj.policy.kl_estimator = cfg.kl_estimator;
+        }
+        let mb_size = rows.len().div_ceil(cfg.num_minibatches);
+        let (mut gn, mut vgn) = (Vec::new(), Vec::new());
+        let mut first_ratio = f64::NAN;
+        for epoch in 0..cfg.ppo_epochs {
+            for mb in rollout::minibatches(rows.len(), mb_size, rollout::step_seed(step, epoch as u64)) {
+                let lengths: Vec<usize> = mb.iter().map(|&i| rows[i].response_ids.len()).collect();
+                // Token mean over the minibatch (the masked means of the N-details formulas).
+                let w = token_weights(LossAggregation::Bnpo, &lengths, roll.max_new_tokens, None);
+                for (&i, w) in mb.iter().zip(w) {
+                    ppo_rows[i].policy.weights = w.clone();
+                    ppo_rows[i].value.weights = w;
+                }
+                match self.critic_session.as_mut() {
+                    Some(critic) => {
+                        let prow: Vec<&PolicyRow> = mb.iter().map(|&i| &ppo_rows[i].policy).collect();
+                        gn.push(self.policy_session.update(&mut obj.policy, &prow, step)?);
+                        let vrow: Vec<&ValueRow> = mb.iter().map(|&i| &ppo_rows[i].value).collect();
+                        vgn.push(critic.update(&mut obj.value, &vrow, step)?);
+                    }
+                    None => {
+                        let both: Vec<&PpoRow> = mb.iter().map(|&i| &ppo_rows[i]).collect();
+                        gn.push(self.policy_session.update(&mut obj, &both, step)?);
+                    }
+                }
+                if first_ratio.is_nan() {
+                    let stats = obj.policy.stats.rows();
+                    first_ratio = stats.iter().find(|(k, _)| k == "ratio/mean").map_or(f64::NAN, |(_, v)| *v);
+                }
             }
         }
+        kl_ctl.update(mean_kl, rows.len());
+        let (vl, vc, vn) = obj.value.sums;
+        let updates = (cfg.ppo_epochs * rows.len().div_ceil(mb_size)) as f64;
+        m.extend([
+            ("grad_norm".to_string(), online::mean(&gn)),
+            ("value/grad_norm".into(), online::mean(&vgn)),
+            ("value/loss".into(), vl / updates),
+            ("value/clipfrac".into(), vc / vn.max(1) as f64),
+            ("ratio/first_minibatch".into(), first_ratio),
+            (
+                "update/tokens".into(),
+                (cfg.ppo_epochs * pairs.iter().map(|(p, r)| p.len() + r.len()).sum::<usize>()) as f64,
+            ),
+        ]);
+        m.extend(obj.policy.take_stats().into_iter().filter(|(k, _)| !k.starts_with("logprob_mismatch")));
+        Ok(StepStats { metrics: m, sequence_kl: Some(mean_kl) })
     }
-    kl_ctl.update(online::mean(&seq_kl), rows.len());
-    let (vl, vc, vn) = obj.value.sums;
-    let updates = (cfg.ppo_epochs * rows.len().div_ceil(mb_size)) as f64;
-    m.extend([
-        ("grad_norm".to_string(), online::mean(&gn)),
-        ("value/grad_norm".into(), online::mean(&vgn)),
-        ("value/loss".into(), vl / updates),
-        ("value/clipfrac".into(), vc / vn.max(1) as f64),
-        ("ratio/first_minibatch".into(), first_ratio),
-        ("update/tokens".into(), (cfg.ppo_epochs * pairs.iter().map(|(p, r)| p.len() + r.len()).sum::<usize>()) as f64),
-    ]);
-    m.extend(obj.policy.take_stats().into_iter().filter(|(k, _)| !k.starts_with("logprob_mismatch")));
-    Ok(m)
 }
 
 /// Values of every response token, as host rows, without gradients.

@@ -1,6 +1,9 @@
-//! What PPO and GRPO share around the rollout: the clipped policy-gradient objective over
-//! rollout rows, the optimiser session (schedule, AdamW, clipping, metrics, checkpoints), and
-//! held-out evaluation with greedy decoding scored by a reward source.
+//! What PPO and GRPO share around the rollout: the one step loop (`driver`), the clipped
+//! policy-gradient objective over rollout rows, the optimiser session (schedule, AdamW,
+//! clipping, metrics, checkpoints), and held-out evaluation with greedy decoding scored by a
+//! reward source.
+
+pub mod driver;
 
 use crate::checkpoint::{self, CheckpointState, Fingerprint};
 use crate::error::{Result, TrainError};
@@ -302,8 +305,7 @@ impl StepEnds {
         Ok(Self { logger, clock: Clock::start(), total })
     }
 
-    /// Logs `metrics` plus timing and reports `headline` as the bar's number; returns the step's
-    /// sequence KL (NaN when not measured) for the `max_kl` stop.
+    /// Logs `metrics` plus timing and reports `headline` as the bar's number.
     pub fn finish(
         &mut self,
         step: u64,
@@ -312,7 +314,7 @@ impl StepEnds {
         headline: &str,
         mut metrics: Vec<(String, f64)>,
         on_step: &mut dyn FnMut(&StepReport),
-    ) -> Result<f64> {
+    ) -> Result<()> {
         let secs = timing.started.elapsed().as_secs_f64();
         metrics.extend([
             ("lr".to_string(), lr),
@@ -339,7 +341,7 @@ impl StepEnds {
             tokens_per_sec: timing.tokens as f64 / secs.max(1e-9),
             stats: metrics.clone(),
         });
-        Ok(get("kl/sequence"))
+        Ok(())
     }
 }
 

@@ -1,0 +1,112 @@
+//! The one online-RL loop. Every step: the step's prompts (seeded epoch order) → rollout →
+//! scores from every reward source → the sample log → the algorithm's update → the metrics line
+//! and progress report → held-out evaluation and checkpoints when due → the `max_kl` stop.
+//! GRPO/RLOO and PPO implement only [`OnlineAlgorithm::update`] (and say how to checkpoint).
+
+use super::{due, score_all, step_prompts, HeldOutEval, Metrics, RlPrompt, RunInfo, SampleLog, StepEnds, StepTiming};
+use crate::error::Result;
+use crate::rollout::{self, decode_rows, PromptRef, RolloutConfig, RolloutRow, RowText};
+use crate::trainer::{StepReport, TrainConfig};
+use rlhf_data::Tokenizer;
+use rlhf_model::CausalLm;
+use rlhf_reward::{RewardSource, Score};
+use std::time::Instant;
+
+/// One step's samples, scored.
+pub struct Rollout<'p> {
+    pub step: u64,
+    pub rows: Vec<RolloutRow>,
+    pub texts: Vec<RowText>,
+    pub refs: Vec<PromptRef<'p>>,
+    /// `[source][row]`, in the order of the run's reward sources.
+    pub scores: Vec<Vec<Score>>,
+    /// The sources' weights, in the same order.
+    pub weights: Vec<f64>,
+}
+
+/// What an update reports back to the loop.
+pub struct StepStats {
+    pub metrics: Metrics,
+    /// Mean sequence KL to the reference (nats) where the update measured it: the `max_kl` stop.
+    pub sequence_kl: Option<f64>,
+}
+
+/// An online RL algorithm as the loop drives it.
+pub trait OnlineAlgorithm {
+    /// In messages and checkpoints: `grpo`, `ppo`.
+    fn name(&self) -> &'static str;
+    /// Responses sampled per prompt (a GRPO group, or 1).
+    fn samples_per_prompt(&self) -> usize;
+    fn prompts_per_step(&self) -> usize;
+    /// The metric the progress report shows as the step's number.
+    fn headline(&self) -> &'static str;
+    /// Stop once the sequence KL to the reference exceeds this (0 = never).
+    fn max_kl(&self) -> f64;
+    /// Advantages and optimiser steps on one scored rollout.
+    fn update(&mut self, rollout: &Rollout) -> Result<StepStats>;
+    /// The learning rate at `step` (1-based), for the metrics line.
+    fn lr(&self, step: u64) -> f64;
+    /// Writes the checkpoint(s) of `step`.
+    fn save(&self, step: u64, total: u64, seed: u64, config: &serde_json::Value) -> Result<()>;
+}
+
+/// What the loop owns: the policy it samples from, the prompts, the reward sources, evaluation.
+pub struct OnlineLoop<'a, 's> {
+    pub policy: &'a CausalLm,
+    pub tokenizer: &'a Tokenizer,
+    pub prompts: &'a [RlPrompt<'a>],
+    pub sources: &'s mut [(Box<dyn RewardSource + 'a>, f64)],
+    pub eval: Option<&'s mut HeldOutEval<'a>>,
+    pub rollout: &'s RolloutConfig,
+    pub train: &'s TrainConfig,
+    pub run: &'s RunInfo<'s>,
+}
+
+impl OnlineLoop<'_, '_> {
+    /// Runs `train.max_steps` steps of `alg` (fewer at a `max_kl` stop); the last evaluation.
+    pub fn run(mut self, alg: &mut dyn OnlineAlgorithm, on_step: &mut dyn FnMut(&StepReport)) -> Result<Metrics> {
+        let (train, run) = (self.train, self.run);
+        let total = train.max_steps.max(1) as u64;
+        let mut samples = SampleLog::create(run.dir)?;
+        let mut ends = StepEnds::new(run.dir, total)?;
+        let mut last_eval =
+            ends.clock.evaluate(self.eval.as_deref_mut(), self.policy, self.tokenizer, &mut ends.logger, 0)?;
+        let names: Vec<String> = self.sources.iter().map(|(src, _)| src.name().to_string()).collect();
+        for step in 1..=total {
+            let t0 = Instant::now();
+            let (prompts, refs) = step_prompts(self.prompts, alg.prompts_per_step(), train.seed, step);
+            let seed = rollout::step_seed(train.seed, step);
+            let n = alg.samples_per_prompt();
+            let rows = rollout::rollout(self.policy, &prompts, n, self.rollout, self.tokenizer, seed, &mut |_| {})?;
+            let rollout_secs = t0.elapsed().as_secs_f64();
+            let texts = decode_rows(self.tokenizer, &rows)?;
+            let (scores, mut metrics) = score_all(self.sources, &rows, &texts, &refs)?;
+            samples.write(step, &rows, &texts, &names, &scores)?;
+            let weights = self.sources.iter().map(|(_, w)| *w).collect();
+            let scored = Rollout { step, rows, texts, refs, scores, weights };
+            let stats = alg.update(&scored)?;
+            metrics.extend(stats.metrics);
+            let tokens = scored.rows.iter().map(|r| r.response_ids.len()).sum();
+            let timing = StepTiming { started: t0, rollout_secs, tokens };
+            ends.finish(step, alg.lr(step), &timing, alg.headline(), metrics, on_step)?;
+            let kl = stats.sequence_kl.unwrap_or(f64::NAN);
+            let stop = alg.max_kl() > 0.0 && kl > alg.max_kl();
+            if due(step, run.eval_steps, total, stop) {
+                let eval = self.eval.as_deref_mut();
+                last_eval = ends.clock.evaluate(eval, self.policy, self.tokenizer, &mut ends.logger, step)?;
+            }
+            if due(step, train.save_steps, total, stop) {
+                alg.save(step, total, train.seed, &run.config)?;
+            }
+            if stop {
+                eprintln!(
+                    "{}: stopping at step {step}: KL to the reference {kl:.3} > max_kl {}",
+                    alg.name(),
+                    alg.max_kl()
+                );
+                break;
+            }
+        }
+        Ok(last_eval)
+    }
+}
