@@ -74,6 +74,37 @@ fn resume_without_config_reads_the_runs_own_config() {
 }
 
 #[test]
+fn grpo_resumes_and_a_torn_first_checkpoint_does_not_block_a_fresh_start() {
+    let (dir, model, data) = setup("grpo-resume");
+    let (run, prompts) = (dir.join("run"), data.join("prompts.jsonl"));
+    let grpo = ["grpo", "--config", "examples/grpo.toml", "--model", p(&model), "--data", p(&prompts)];
+    let sets = [
+        ["--set", "train.max_steps=3"],
+        ["--set", "train.save_steps=1"],
+        ["--set", "grpo.num_generations=2"],
+        ["--set", "data.eval_path="],
+    ]
+    .concat();
+    // Killed while writing its first checkpoint: only a partial folder is left.
+    std::fs::create_dir_all(run.join("checkpoints/.step-000001.partial")).unwrap();
+    ok(&[&grpo[..], &["--out", p(&run)], &sets[..]].concat());
+    std::fs::remove_dir_all(run.join("checkpoints/step-000003")).unwrap();
+    ok(&["grpo", "--resume", p(&run)]);
+    let steps: Vec<u64> = common::lines(&run.join("metrics.jsonl"))
+        .iter()
+        .filter(|m| m["reward/mean"].is_number())
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3], "each step once after the resume");
+    let samples = common::lines(&run.join("samples.jsonl"));
+    let per_step = |s: u64| samples.iter().filter(|m| m["step"].as_u64() == Some(s)).count();
+    assert_eq!((per_step(2), per_step(3)), (2, 2), "samples of each step once");
+    // With complete checkpoints, a fresh start is refused.
+    let err = fails(&[&grpo[..], &["--out", p(&run)], &sets[..]].concat());
+    assert!(err.contains("already holds a run") && err.contains("--resume"), "{err}");
+}
+
+#[test]
 fn label_stats_and_export_never_create_a_database_or_clobber_the_output() {
     let dir = common::tempdir("label-typo");
     let typo = dir.join("lables.db");

@@ -2,6 +2,9 @@
 //! note, and the verifier keeps going (a correct solution right after it still scores 1).
 #![cfg(target_os = "linux")]
 
+mod common;
+use common::outside_tmp;
+
 use rlhf_reward::{CodeConfig, CodeVerifier, Outcome, RewardSource, Sample, Sandbox, SandboxConfig};
 use std::time::Instant;
 
@@ -102,8 +105,7 @@ fn network_is_blocked() {
 #[test]
 fn writes_outside_the_directory_are_blocked() {
     // Not under /tmp: with a private file system the sandbox's /tmp is its own.
-    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("outside_{:x}", std::process::id() as u64 * 7919 + 13));
+    let target = outside_tmp().join(format!("outside_{:x}", std::process::id() as u64 * 7919 + 13));
     let t = target.display();
     for code in [
         format!("open('{t}', 'w').write('x')\n"),

@@ -5,6 +5,9 @@
 //! it, a root-only secret, a Unix socket and a TCP port listening, and this process alive.
 #![cfg(target_os = "linux")]
 
+mod common;
+use common::outside_tmp;
+
 use rlhf_reward::{CodeConfig, CodeVerifier, Outcome, RewardSource, Sample, Sandbox, SandboxConfig};
 use std::io::ErrorKind;
 use std::net::TcpListener;
@@ -28,7 +31,7 @@ struct Host {
 
 impl Host {
     fn new(name: &str) -> Self {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("hostile-{name}-{}", std::process::id()));
+        let dir = outside_tmp().join(format!("hostile-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();

@@ -61,6 +61,13 @@ pub struct CheckpointState {
     pub trainer: String,
     pub config: serde_json::Value,
     pub fingerprint: Fingerprint,
+    /// A trainer's own state beyond parameters and moments (PPO: the KL coefficient).
+    #[serde(default)]
+    pub extra: serde_json::Value,
+    /// AdamW steps taken (its bias correction): more than `step` where a trainer step makes
+    /// several (GRPO's μ passes, minibatches). Filled by [`save`]; absent in older checkpoints.
+    #[serde(default)]
+    pub optimizer_steps: Option<u64>,
 }
 
 pub fn step_dir_name(step: u64) -> String {
@@ -86,7 +93,8 @@ pub fn save(
     let tensors: HashMap<String, Tensor> = params.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
     save_tensors(&tmp.join(PARAMS_FILE), &tensors)?;
     save_moments(&tmp.join(OPTIMIZER_FILE), optimizer)?;
-    let text = serde_json::to_string_pretty(state).expect("state serialises");
+    let state = CheckpointState { optimizer_steps: Some(optimizer.step_count()), ..state.clone() };
+    let text = serde_json::to_string_pretty(&state).expect("state serialises");
     std::fs::write(tmp.join(STATE_FILE), text).map_err(|e| io(&tmp, e))?;
     sync_dir(&tmp);
     let dest = root.join(&name);
@@ -215,7 +223,8 @@ pub fn restore(dir: &Path, state: &CheckpointState, params: &[(String, Var)], op
     let path = dir.join(OPTIMIZER_FILE);
     let opt = candle_core::safetensors::load(&path, &device)
         .map_err(|e| TrainError::file(&path, format!("cannot read: {e}")))?;
-    optimizer.load_state(state.step, &opt).map_err(|e| TrainError::file(&path, e.to_string()))?;
+    let steps = state.optimizer_steps.unwrap_or(state.step);
+    optimizer.load_state(steps, &opt).map_err(|e| TrainError::file(&path, e.to_string()))?;
     Ok(())
 }
 
@@ -228,6 +237,16 @@ impl CheckpointState {
         config: serde_json::Value,
         fingerprint: Fingerprint,
     ) -> Self {
-        Self { format: FORMAT, step, total_steps, seed, trainer: trainer.into(), config, fingerprint }
+        Self {
+            format: FORMAT,
+            step,
+            total_steps,
+            seed,
+            trainer: trainer.into(),
+            config,
+            fingerprint,
+            extra: serde_json::Value::Null,
+            optimizer_steps: None,
+        }
     }
 }

@@ -26,6 +26,7 @@ use rlhf_data::Tokenizer;
 use rlhf_model::CausalLm;
 use rlhf_reward::RewardSource;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -181,6 +182,10 @@ impl OnlineAlgorithm for GrpoUpdate<'_, '_> {
 
     fn save(&self, step: u64, total: u64, seed: u64, config: &serde_json::Value) -> Result<()> {
         self.session.save(step, total, seed, "grpo", config).map(|_| ())
+    }
+
+    fn restore(&mut self, dir: &Path, run: &RunInfo) -> Result<u64> {
+        Ok(self.session.restore(dir, "grpo", &run.config)?.step)
     }
 }
 

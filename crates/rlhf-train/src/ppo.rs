@@ -20,6 +20,7 @@ use rlhf_data::Tokenizer;
 use rlhf_model::{response_states_packed, CausalLm};
 use rlhf_reward::RewardSource;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -290,12 +291,25 @@ impl OnlineAlgorithm for PpoUpdate<'_, '_> {
         self.policy_session.schedule.lr_at(step as usize - 1)
     }
 
+    /// The critic first: the policy's checkpoint, written last, is the one a resume looks for.
     fn save(&self, step: u64, total: u64, seed: u64, config: &serde_json::Value) -> Result<()> {
-        self.policy_session.save(step, total, seed, "ppo", config)?;
         if let Some(c) = &self.critic_session {
             c.save(step, total, seed, "ppo-critic", config)?;
         }
+        let extra = serde_json::json!({ "kl_coef": self.kl_ctl.coef });
+        self.policy_session.save_with(step, total, seed, "ppo", config, extra)?;
         Ok(())
+    }
+
+    fn restore(&mut self, dir: &Path, run: &RunInfo) -> Result<u64> {
+        let state = self.policy_session.restore(dir, "ppo", &run.config)?;
+        if let Some(c) = self.critic_session.as_mut() {
+            let critic_dir = c.checkpoint_dir(state.step);
+            c.restore(&critic_dir, "ppo-critic", &run.config)?;
+        }
+        let coef = state.extra.get("kl_coef").and_then(serde_json::Value::as_f64);
+        self.kl_ctl.coef = coef.ok_or_else(|| TrainError::file(dir, "cannot resume: its state.json has no kl_coef"))?;
+        Ok(state.step)
     }
 }
 

@@ -181,7 +181,7 @@ fn grpo_rewards(dir: &Path) -> (Vec<f64>, Vec<f64>) {
     let cfg = GrpoConfig { num_generations: 8, prompts_per_step: 4, beta: 0.01, ..GrpoConfig::default() };
     let rollout = RolloutConfig { max_new_tokens: 6, temperature: 1.0, ..RolloutConfig::default() };
     let train_cfg = TrainConfig { learning_rate: 1e-2, max_steps: 30, ..sft_cfg(30) };
-    let run = RunInfo { dir, config: serde_json::json!({}), eval_steps: 0 };
+    let run = RunInfo { dir, config: serde_json::json!({}), eval_steps: 0, resume: None };
     train_grpo(&mut setup, &cfg, &rollout, &train_cfg, &run, &mut |_| {}).unwrap();
     let metric = |key: &str| -> Vec<f64> {
         std::fs::read_to_string(dir.join("metrics.jsonl"))

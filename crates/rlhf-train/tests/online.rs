@@ -112,7 +112,7 @@ fn toy_ppo(name: &str, shared: bool, kl_placement: KlPlacement) -> std::path::Pa
         save_steps: 0,
         ..TrainConfig::default()
     };
-    let run = RunInfo { dir: &dir, config: serde_json::json!({}), eval_steps: 0 };
+    let run = RunInfo { dir: &dir, config: serde_json::json!({}), eval_steps: 0, resume: None };
     let t0 = std::time::Instant::now();
     train_ppo(&mut setup, &cfg, &rollout_cfg(), &train, &train, &run, &mut |_| {}).unwrap();
     let reward = read_metric(&dir, "reward/score");
@@ -238,9 +238,8 @@ impl RewardSource for FixedSolution {
 
 #[test]
 fn grpo_keeps_training_when_sandboxed_programs_misbehave() {
-    // Not under /tmp: the sandbox's /tmp is a private one of its own.
-    let outside =
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rlhf_outside_{}", std::process::id()));
+    // Not under /tmp: the sandbox's /tmp is a private one of its own (and CI clones under /tmp).
+    let outside = std::path::Path::new("/var/tmp").join(format!("rlhf_outside_{}", std::process::id()));
     let hostile = [
         "while True:\n    pass\n".to_string(),
         "import os\nwhile True:\n    os.fork()\n".to_string(),
@@ -272,7 +271,7 @@ fn grpo_keeps_training_when_sandboxed_programs_misbehave() {
     };
     let cfg = GrpoConfig { num_generations: 2, prompts_per_step: 6, ..GrpoConfig::default() };
     let train = TrainConfig { max_steps: 2, save_steps: 0, ..TrainConfig::default() };
-    let run = RunInfo { dir: &dir, config: serde_json::json!({}), eval_steps: 0 };
+    let run = RunInfo { dir: &dir, config: serde_json::json!({}), eval_steps: 0, resume: None };
     train_grpo(&mut setup, &cfg, &rollout_cfg(), &train, &run, &mut |_| {}).unwrap();
     assert!(!outside.exists(), "a program wrote outside its sandbox directory");
     let samples: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("samples.jsonl"))
@@ -345,7 +344,7 @@ fn toy_grpo(name: &str, cfg: GrpoConfig, source: Box<dyn RewardSource>, steps: u
         save_steps: 0,
         ..TrainConfig::default()
     };
-    let run = RunInfo { dir: &dir, config: serde_json::json!({}), eval_steps: 0 };
+    let run = RunInfo { dir: &dir, config: serde_json::json!({}), eval_steps: 0, resume: None };
     train_grpo(&mut setup, &cfg, &rollout_cfg(), &train, &run, &mut |_| {}).unwrap();
     dir
 }

@@ -52,7 +52,7 @@ pub fn rl_step(model_arg: &str, which: &str, steps: usize, completions: usize, c
     };
     let dir = std::env::temp_dir().join(format!("rlhf-bench-{which}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let run = RunInfo { dir: &dir, config: json!({}), eval_steps: 0 };
+    let run = RunInfo { dir: &dir, config: json!({}), eval_steps: 0, resume: None };
     let mut times = Vec::new();
     let mut record = |r: &rlhf_train::StepReport| {
         if r.step > 1 {

@@ -72,7 +72,12 @@ pub fn run(args: rl::RlArgs) -> Result<()> {
         sources,
         eval: rl::held_out(&eval_prompts, &cfg.eval, tok.pad_id())?,
     };
-    let run = RunInfo { dir: &dir, config: serde_json::to_value(&cfg)?, eval_steps: cfg.eval_steps };
+    let run = RunInfo {
+        dir: &dir,
+        config: serde_json::to_value(&cfg)?,
+        eval_steps: cfg.eval_steps,
+        resume: args.resume.clone(),
+    };
     let mut bar = TrainBar::labelled("reward");
     let eval = train_grpo(&mut setup, &cfg.grpo, &cfg.rollout, &cfg.train, &run, &mut |r| bar.report(r))?;
     drop(setup);

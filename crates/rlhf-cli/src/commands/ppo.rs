@@ -128,7 +128,12 @@ pub fn run(args: rl::RlArgs) -> Result<()> {
     };
     let critic_lr = if cfg.critic.learning_rate > 0.0 { cfg.critic.learning_rate } else { cfg.train.learning_rate };
     let critic_train = TrainConfig { learning_rate: critic_lr, ..cfg.train.clone() };
-    let run = RunInfo { dir: &dir, config: serde_json::to_value(&cfg)?, eval_steps: cfg.eval_steps };
+    let run = RunInfo {
+        dir: &dir,
+        config: serde_json::to_value(&cfg)?,
+        eval_steps: cfg.eval_steps,
+        resume: args.resume.clone(),
+    };
     let mut bar = TrainBar::labelled("score");
     let eval = train_ppo(&mut setup, &cfg.ppo, &cfg.rollout, &cfg.train, &critic_train, &run, &mut |r| bar.report(r))?;
     drop(setup);

@@ -93,7 +93,7 @@ pub fn run(args: Args) -> Result<()> {
         sources,
         eval: rl::held_out(&eval_prompts, &cfg.eval, tok.pad_id())?,
     };
-    let run = RunInfo { dir: &dir, config: serde_json::to_value(&cfg)?, eval_steps: 0 };
+    let run = RunInfo { dir: &dir, config: serde_json::to_value(&cfg)?, eval_steps: 0, resume: None };
     let mut save_round = |_: u64, round_dir: &Path| {
         common::save_final(&t, &tok, round_dir).map_err(|e| TrainError::file(round_dir, format!("{e:#}")))
     };

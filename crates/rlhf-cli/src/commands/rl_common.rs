@@ -93,11 +93,13 @@ pub fn start<T: Serialize>(
     train_cfg: &rlhf_train::TrainConfig,
 ) -> Result<Start> {
     crate::precision::apply(train_cfg.precision);
-    if resume {
-        bail!("--resume is not supported by `rlhf {command}` yet: start a new run (checkpoints hold the policy and AdamW state)");
+    if resume && command == "raft" {
+        bail!(
+            "--resume is not supported by `rlhf raft` yet: start a new run (each round's model is saved in round-N/)"
+        );
     }
     check_no_dropout(lora)?;
-    let dir = super::train_common::prepare_run_dir(out, cfg, false)?;
+    let dir = super::train_common::prepare_run_dir(out, cfg, resume)?;
     let loaded = super::train_common::load_model(model)?;
     let tok = loaded.tokenizer;
     let train = training_prompts(data, &tok)?;

@@ -157,7 +157,9 @@ pub fn prepare_run_dir<T: Serialize>(out: &str, config: &T, resume: bool) -> Res
         bail!("no run folder: give --out DIR (or `out = \"…\"` in the config)");
     }
     let dir = PathBuf::from(out);
-    if !resume && dir.join("checkpoints").exists() {
+    // Complete checkpoints only: a run killed while writing its first one starts again.
+    let has_checkpoints = !rlhf_train::checkpoint::list(&dir.join("checkpoints"))?.is_empty();
+    if !resume && has_checkpoints {
         bail!(
             "{} already holds a run (checkpoints/); pass --resume {} to continue it, or choose another --out",
             dir.display(),

@@ -1,15 +1,18 @@
 //! The one online-RL loop. Every step: the step's prompts (seeded epoch order) → rollout →
 //! scores from every reward source → the sample log → the algorithm's update → the metrics line
 //! and progress report → held-out evaluation and checkpoints when due → the `max_kl` stop.
-//! GRPO/RLOO and PPO implement only [`OnlineAlgorithm::update`] (and say how to checkpoint).
+//! GRPO/RLOO and PPO implement only [`OnlineAlgorithm::update`] (and say how to checkpoint and
+//! restore). `RunInfo::resume` continues a run from a checkpoint, bit-identically.
 
 use super::{due, score_all, step_prompts, HeldOutEval, Metrics, RlPrompt, RunInfo, SampleLog, StepEnds, StepTiming};
+use crate::checkpoint;
 use crate::error::Result;
 use crate::rollout::{self, decode_rows, PromptRef, RolloutConfig, RolloutRow, RowText};
 use crate::trainer::{StepReport, TrainConfig};
 use rlhf_data::Tokenizer;
 use rlhf_model::CausalLm;
 use rlhf_reward::{RewardSource, Score};
+use std::path::Path;
 use std::time::Instant;
 
 /// One step's samples, scored.
@@ -48,6 +51,9 @@ pub trait OnlineAlgorithm {
     fn lr(&self, step: u64) -> f64;
     /// Writes the checkpoint(s) of `step`.
     fn save(&self, step: u64, total: u64, seed: u64, config: &serde_json::Value) -> Result<()>;
+    /// Loads everything [`Self::save`] wrote into the checkpoint folder `dir` (and its
+    /// siblings, such as PPO's critic); the step it was written at.
+    fn restore(&mut self, dir: &Path, run: &RunInfo) -> Result<u64>;
 }
 
 /// What the loop owns: the policy it samples from, the prompts, the reward sources, evaluation.
@@ -67,12 +73,21 @@ impl OnlineLoop<'_, '_> {
     pub fn run(mut self, alg: &mut dyn OnlineAlgorithm, on_step: &mut dyn FnMut(&StepReport)) -> Result<Metrics> {
         let (train, run) = (self.train, self.run);
         let total = train.max_steps.max(1) as u64;
-        let mut samples = SampleLog::create(run.dir)?;
-        let mut ends = StepEnds::new(run.dir, total)?;
-        let mut last_eval =
-            ends.clock.evaluate(self.eval.as_deref_mut(), self.policy, self.tokenizer, &mut ends.logger, 0)?;
+        // Every random choice of a step is derived from (seed, step): the prompts, the sampling,
+        // the minibatch order. So a resumed run only needs the models, the optimisers and the
+        // algorithm's own state back to continue bit for bit.
+        let resumed_at = match &run.resume {
+            Some(path) => Some(alg.restore(&checkpoint::resolve(path)?, run)?),
+            None => None,
+        };
+        let mut samples = SampleLog::open(run.dir, resumed_at)?;
+        let mut ends = StepEnds::new(run.dir, total, resumed_at)?;
+        let mut last_eval = match resumed_at {
+            Some(_) => Vec::new(),
+            None => ends.clock.evaluate(self.eval.as_deref_mut(), self.policy, self.tokenizer, &mut ends.logger, 0)?,
+        };
         let names: Vec<String> = self.sources.iter().map(|(src, _)| src.name().to_string()).collect();
-        for step in 1..=total {
+        for step in resumed_at.unwrap_or(0) + 1..=total {
             let t0 = Instant::now();
             let (prompts, refs) = step_prompts(self.prompts, alg.prompts_per_step(), train.seed, step);
             let seed = rollout::step_seed(train.seed, step);

@@ -249,8 +249,46 @@ impl<'a> Session<'a> {
     }
 
     pub fn save(&self, step: u64, total: u64, seed: u64, trainer: &str, config: &serde_json::Value) -> Result<PathBuf> {
-        let state = CheckpointState::new(step, total, seed, trainer, config.clone(), self.fingerprint.clone());
+        self.save_with(step, total, seed, trainer, config, serde_json::Value::Null)
+    }
+
+    /// [`Self::save`] with the trainer's own state (`CheckpointState::extra`).
+    pub fn save_with(
+        &self,
+        step: u64,
+        total: u64,
+        seed: u64,
+        trainer: &str,
+        config: &serde_json::Value,
+        extra: serde_json::Value,
+    ) -> Result<PathBuf> {
+        let mut state = CheckpointState::new(step, total, seed, trainer, config.clone(), self.fingerprint.clone());
+        state.extra = extra;
         checkpoint::save(&self.ckpt_root, self.params, &self.opt, &state, self.save_total_limit)
+    }
+
+    /// Loads parameters and AdamW state from the checkpoint folder `dir`, refusing one written
+    /// by another trainer, with another configuration, or for other parameters (the offline
+    /// trainers' rules); its state.
+    pub fn restore(&mut self, dir: &Path, trainer: &str, config: &serde_json::Value) -> Result<CheckpointState> {
+        let state = checkpoint::read_state(dir, &self.fingerprint)?;
+        if state.trainer != trainer || &state.config != config {
+            return Err(TrainError::file(
+                dir,
+                format!(
+                    "cannot resume: the checkpoint was written by `{}` with a different configuration \
+                     (resume with the run's own config.toml)",
+                    state.trainer
+                ),
+            ));
+        }
+        checkpoint::restore(dir, &state, self.params, &mut self.opt)?;
+        Ok(state)
+    }
+
+    /// Where this session's checkpoint of `step` is.
+    pub fn checkpoint_dir(&self, step: u64) -> PathBuf {
+        self.ckpt_root.join(checkpoint::step_dir_name(step))
     }
 }
 
@@ -267,6 +305,8 @@ pub struct RunInfo<'a> {
     pub config: serde_json::Value,
     /// Evaluate every this many steps (0 = only before and after).
     pub eval_steps: usize,
+    /// Continue from this checkpoint (a `step-NNNNNN` folder, or a run folder: its newest).
+    pub resume: Option<PathBuf>,
 }
 
 /// The prompts of `step` (1-based): the same seeded epoch order the offline trainers use.
@@ -300,8 +340,13 @@ pub struct StepEnds {
 }
 
 impl StepEnds {
-    pub fn new(dir: &Path, total: u64) -> Result<Self> {
-        let logger = MetricsLogger::create(dir).map_err(|e| TrainError::file(dir, e.to_string()))?;
+    /// A fresh metrics file, or (`resumed_at`) the run's own cut back to that step.
+    pub fn new(dir: &Path, total: u64, resumed_at: Option<u64>) -> Result<Self> {
+        let logger = match resumed_at {
+            Some(step) => MetricsLogger::resume(dir, step),
+            None => MetricsLogger::create(dir),
+        };
+        let logger = logger.map_err(|e| TrainError::file(dir, e.to_string()))?;
         Ok(Self { logger, clock: Clock::start(), total })
     }
 
@@ -449,7 +494,16 @@ pub struct SampleLog {
 
 impl SampleLog {
     pub fn create(dir: &Path) -> Result<Self> {
+        Self::open(dir, None)
+    }
+
+    /// A fresh log, or (`resumed_at`) the run's own log cut back to the lines of that step and
+    /// before, so a resumed run logs each step once.
+    pub fn open(dir: &Path, resumed_at: Option<u64>) -> Result<Self> {
         let path = dir.join("samples.jsonl");
+        if let Some(step) = resumed_at {
+            cut_samples(&path, step)?;
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -483,6 +537,21 @@ impl SampleLog {
         }
         self.file.flush().map_err(|e| TrainError::file(&self.path, format!("cannot write: {e}")))
     }
+}
+
+/// Keeps the lines of `samples.jsonl` whose step is at most `step` (a line that does not parse
+/// is a torn last write, and goes too).
+fn cut_samples(path: &Path, step: u64) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(TrainError::file(path, format!("cannot read: {e}"))),
+    };
+    let step_of = |line: &str| serde_json::from_str::<serde_json::Value>(line).ok()?.get("step")?.as_u64();
+    let kept: String = text.lines().filter(|l| step_of(l).is_some_and(|s| s <= step)).flat_map(|l| [l, "\n"]).collect();
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, kept).map_err(|e| TrainError::file(&tmp, format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::file(path, format!("cannot write: {e}")))
 }
 
 pub fn mean(x: &[f64]) -> f64 {
