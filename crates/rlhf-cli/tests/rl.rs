@@ -220,8 +220,9 @@ fn online_trainers_explain_bad_settings() {
     assert!(err.contains("num_generations"), "the nearest key is suggested: {err}");
     let err = run(with(&["--out", p(&dir.join("w")), "--set", "grpo.num_generations=1"]));
     assert!(err.contains("num_generations must be ≥ 2"), "{err}");
+    // Online runs resume now; a folder without a checkpoint is named.
     let err = run(with(&["--out", p(&dir.join("v")), "--resume", p(&dir)]));
-    assert!(err.contains("--resume is not supported"), "{err}");
+    assert!(err.contains("no checkpoint here") && err.contains(p(&dir)), "{err}");
     let err =
         fails(&["ppo", "--model", p(&model), "--data", p(&dir.join("missing.jsonl")), "--out", p(&dir.join("u"))]);
     assert!(err.contains("missing.jsonl"), "{err}");
