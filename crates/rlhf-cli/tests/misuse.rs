@@ -87,6 +87,8 @@ fn grpo_resumes_and_a_torn_first_checkpoint_does_not_block_a_fresh_start() {
     .concat();
     // Killed while writing its first checkpoint: only a partial folder is left.
     std::fs::create_dir_all(run.join("checkpoints/.step-000001.partial")).unwrap();
+    // ... after logging its first step's samples (found by scripts/kill-campaign.sh ppo).
+    std::fs::write(run.join("samples.jsonl"), "{\"step\":1,\"response\":\"stale\"}\n").unwrap();
     ok(&[&grpo[..], &["--out", p(&run)], &sets[..]].concat());
     std::fs::remove_dir_all(run.join("checkpoints/step-000003")).unwrap();
     ok(&["grpo", "--resume", p(&run)]);
@@ -98,7 +100,7 @@ fn grpo_resumes_and_a_torn_first_checkpoint_does_not_block_a_fresh_start() {
     assert_eq!(steps, vec![1, 2, 3], "each step once after the resume");
     let samples = common::lines(&run.join("samples.jsonl"));
     let per_step = |s: u64| samples.iter().filter(|m| m["step"].as_u64() == Some(s)).count();
-    assert_eq!((per_step(2), per_step(3)), (2, 2), "samples of each step once");
+    assert_eq!((per_step(1), per_step(2), per_step(3)), (2, 2, 2), "samples of each step once");
     // With complete checkpoints, a fresh start is refused.
     let err = fails(&[&grpo[..], &["--out", p(&run)], &sets[..]].concat());
     assert!(err.contains("already holds a run") && err.contains("--resume"), "{err}");

@@ -504,9 +504,12 @@ impl SampleLog {
         if let Some(step) = resumed_at {
             cut_samples(&path, step)?;
         }
+        // A fresh run starts the log anew (a run killed before its first checkpoint leaves lines).
         let file = std::fs::OpenOptions::new()
             .create(true)
-            .append(true)
+            .append(resumed_at.is_some())
+            .write(true)
+            .truncate(resumed_at.is_none())
             .open(&path)
             .map_err(|e| TrainError::file(&path, format!("cannot open: {e}")))?;
         Ok(Self { file: std::io::BufWriter::new(file), path })
