@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# Kill campaign for online RL: runs `rlhf grpo` or `rlhf ppo` once without interruption, then
-# again under SIGKILL at KILLS random moments (during sampling, updates and checkpoint writes:
-# a checkpoint every step), resuming with --resume after each kill, and checks that the final
-# model, the metrics (all but wall-clock fields) and samples.jsonl equal the uninterrupted run's.
+# Kill campaign for online RL: runs `rlhf grpo`, `rlhf ppo` or `rlhf raft` once without
+# interruption, then again under SIGKILL at KILLS random moments (during sampling, updates and
+# checkpoint writes: a checkpoint every step, or RAFT round), resuming with --resume after each
+# kill, and checks that the final model, the metrics (all but wall-clock fields) and
+# samples.jsonl equal the uninterrupted run's.
 #
-#   scripts/kill-campaign.sh grpo|ppo [KILLS=20] [SEED=1]
+#   scripts/kill-campaign.sh grpo|ppo|raft [KILLS=20] [SEED=1]
 #
 # Needs the release binary (cargo build --release) and the default model
 # (scripts/fetch-default-model.sh). Work goes to $WORK (default: a temporary folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-trainer="${1:?usage: scripts/kill-campaign.sh grpo|ppo [KILLS] [SEED]}"
+trainer="${1:?usage: scripts/kill-campaign.sh grpo|ppo|raft [KILLS] [SEED]}"
 kills="${2:-20}"
 RANDOM="${3:-1}"
 RLHF="${RLHF:-./target/release/rlhf}"
 WORK="${WORK:-$(mktemp -d)}"
 mkdir -p "$WORK"
 
+final=final # the model to compare, in the run folder
 case "$trainer" in
 grpo)
   "$RLHF" data make sums --seed 0 --out "$WORK/data" >/dev/null
@@ -29,18 +31,25 @@ ppo)
   "$RLHF" data make arithmetic --n 200 --seed 0 --out "$WORK/data" >/dev/null
   args=(ppo --config examples/ppo.toml --set "data.path=$WORK/data/prompts.jsonl"
     --set "data.eval_path=$WORK/data/prompts_eval.jsonl" --set critic.model=
-    --set 'rewards=[{kind="math"}]' --set train.max_steps=8 --set train.save_steps=1
+    --set 'rewards=[{kind="math"}]' --set train.max_steps=12 --set train.save_steps=1
     --set eval_steps=4 --set eval.limit=8 --set ppo.prompts_per_step=4 --set ppo.ppo_epochs=2)
   ;;
+raft)
+  "$RLHF" data make arithmetic --n 200 --seed 0 --out "$WORK/data" >/dev/null
+  args=(raft --config examples/raft.toml --set "data.path=$WORK/data/prompts.jsonl"
+    --set "data.eval_path=$WORK/data/prompts_eval.jsonl" --set raft.rounds=8
+    --set raft.prompts_per_round=8 --set raft.samples_per_prompt=4 --set eval.limit=8)
+  final=round-8/final
+  ;;
 *)
-  echo "error: trainer must be grpo or ppo, not $trainer" >&2
+  echo "error: trainer must be grpo, ppo or raft, not $trainer" >&2
   exit 2
   ;;
 esac
 
 # What must match: the final weights, and the logs without their wall-clock fields.
 fingerprint() {
-  sha256sum "$1"/final/*.safetensors | awk '{print $1}'
+  sha256sum "$1/$final"/*.safetensors | awk '{print $1}'
   python3 - "$1" <<'PY'
 import json, sys
 drop = ("time", "elapsed_seconds", "train_seconds", "step_time", "update/seconds")

@@ -75,10 +75,11 @@ pub fn step_dir_name(step: u64) -> String {
 }
 
 /// Writes a checkpoint into `root/step-NNNNNN` and keeps only the newest `keep_last` (0 = all).
+/// Without an optimiser (RAFT starts a fresh one every round) only the parameters are written.
 pub fn save(
     root: &Path,
     params: &[(String, Var)],
-    optimizer: &AdamW,
+    optimizer: Option<&AdamW>,
     state: &CheckpointState,
     keep_last: usize,
 ) -> Result<PathBuf> {
@@ -92,8 +93,10 @@ pub fn save(
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     let tensors: HashMap<String, Tensor> = params.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
     save_tensors(&tmp.join(PARAMS_FILE), &tensors)?;
-    save_moments(&tmp.join(OPTIMIZER_FILE), optimizer)?;
-    let state = CheckpointState { optimizer_steps: Some(optimizer.step_count()), ..state.clone() };
+    if let Some(optimizer) = optimizer {
+        save_moments(&tmp.join(OPTIMIZER_FILE), optimizer)?;
+    }
+    let state = CheckpointState { optimizer_steps: optimizer.map(AdamW::step_count), ..state.clone() };
     let text = serde_json::to_string_pretty(&state).expect("state serialises");
     std::fs::write(tmp.join(STATE_FILE), text).map_err(|e| io(&tmp, e))?;
     sync_dir(&tmp);
@@ -208,8 +211,36 @@ pub fn read_state(dir: &Path, expected: &Fingerprint) -> Result<CheckpointState>
     Ok(state)
 }
 
-/// Loads parameters and optimiser state from `dir` into the live `params` and `optimizer`.
-pub fn restore(dir: &Path, state: &CheckpointState, params: &[(String, Var)], optimizer: &mut AdamW) -> Result<()> {
+/// [`read_state`], also refusing a checkpoint of another trainer or configuration: a resume
+/// continues the same run.
+pub fn read_state_of(
+    dir: &Path,
+    expected: &Fingerprint,
+    trainer: &str,
+    config: &serde_json::Value,
+) -> Result<CheckpointState> {
+    let state = read_state(dir, expected)?;
+    if state.trainer != trainer || &state.config != config {
+        return Err(TrainError::file(
+            dir,
+            format!(
+                "cannot resume: the checkpoint was written by `{}` with a different configuration \
+                 (resume with the run's own config.toml)",
+                state.trainer
+            ),
+        ));
+    }
+    Ok(state)
+}
+
+/// Loads parameters and (where given) optimiser state from `dir` into the live `params` and
+/// `optimizer`.
+pub fn restore(
+    dir: &Path,
+    state: &CheckpointState,
+    params: &[(String, Var)],
+    optimizer: Option<&mut AdamW>,
+) -> Result<()> {
     let device = params.first().map(|(_, v)| v.device().clone()).unwrap_or(candle_core::Device::Cpu);
     let path = dir.join(PARAMS_FILE);
     let saved = candle_core::safetensors::load(&path, &device)
@@ -220,6 +251,7 @@ pub fn restore(dir: &Path, state: &CheckpointState, params: &[(String, Var)], op
     }
     // Written in place: copies made from the weights (the bf16 decoding copy) are stale.
     rlhf_model::weights::note_in_place_update();
+    let Some(optimizer) = optimizer else { return Ok(()) };
     let path = dir.join(OPTIMIZER_FILE);
     let opt = candle_core::safetensors::load(&path, &device)
         .map_err(|e| TrainError::file(&path, format!("cannot read: {e}")))?;

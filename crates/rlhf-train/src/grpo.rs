@@ -137,7 +137,8 @@ pub fn train_grpo(
     let session = Session::new(s.policy, s.params, train, total, &run.dir.join("checkpoints"))?;
     let GrpoSetup { policy, reference, tokenizer, prompts, sources, eval, .. } = s;
     let mut update = GrpoUpdate { cfg, roll, policy, reference: *reference, tokenizer, session };
-    let online = OnlineLoop { policy, tokenizer, prompts, sources, eval: eval.as_mut(), rollout: roll, train, run };
+    let schedule = train.into();
+    let online = OnlineLoop { policy, tokenizer, prompts, sources, eval: eval.as_mut(), rollout: roll, schedule, run };
     online.run(&mut update, on_step)
 }
 

@@ -245,7 +245,8 @@ pub fn train_ppo(
         critic_session,
         kl_ctl: KlController::new(&cfg.kl),
     };
-    let online = OnlineLoop { policy, tokenizer, prompts, sources, eval: eval.as_mut(), rollout: roll, train, run };
+    let schedule = train.into();
+    let online = OnlineLoop { policy, tokenizer, prompts, sources, eval: eval.as_mut(), rollout: roll, schedule, run };
     online.run(&mut update, on_step)
 }
 

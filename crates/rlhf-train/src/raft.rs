@@ -3,11 +3,15 @@
 //! reward sources, keeps the best, and fine-tunes the policy on them with the SFT objective in
 //! the shared loop. The reward only decides which samples become data: no advantages, ratio or
 //! reference model, so it is stable where RL is not, at the cost of discarding most samples.
+//! The rounds run in the one online loop (`online::driver`, a step is a round), which samples,
+//! scores, logs, evaluates, checkpoints and resumes; `RaftUpdate` selects and fine-tunes.
 
 use crate::advantage::{group_advantages, MultiRewardAggregation, StdScale};
+use crate::checkpoint::{self, CheckpointState, Fingerprint};
 use crate::error::{Result, TrainError};
-use crate::online::{self, step_prompts, HeldOutEval, Metrics, RlPrompt, RunInfo, SampleLog};
-use crate::rollout::{self, decode_rows, PromptRef, RolloutConfig, RolloutRow};
+use crate::online::driver::{LoopSchedule, OnlineAlgorithm, OnlineLoop, Rollout, StepStats};
+use crate::online::{self, HeldOutEval, Metrics, RlPrompt, RunInfo};
+use crate::rollout::{RolloutConfig, RolloutRow};
 use crate::sft::SftObjective;
 use crate::trainer::{train, RunOptions, StepReport, TrainConfig};
 use candle_core::Var;
@@ -15,9 +19,7 @@ use rlhf_data::{Location, RecordIndex, SftExample, Tokenizer};
 use rlhf_model::CausalLm;
 use rlhf_reward::{RewardSource, Score};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -142,36 +144,28 @@ pub struct RaftSetup<'a> {
     pub eval: Option<HeldOutEval<'a>>,
 }
 
-/// One line of `rounds.jsonl` (round 0: the starting model's held-out evaluation, if any).
-#[derive(Clone, Debug)]
-pub struct RoundSummary {
-    pub round: u64,
-    pub metrics: Metrics,
-}
-
-impl RoundSummary {
-    pub fn get(&self, name: &str) -> f64 {
-        self.metrics.iter().find(|(k, _)| k == name).map_or(f64::NAN, |(_, v)| *v)
-    }
-}
-
 /// What the caller does around the rounds: save a round's model into its folder (full weights
-/// or adapters, the caller knows which), and report SFT steps `(round, step)` for progress.
+/// or adapters, the caller knows which), and report progress: each SFT step `(round, step)`
+/// and each round's end (its metrics line).
 pub struct RaftHooks<'h> {
     pub save_round: &'h mut dyn FnMut(u64, &Path) -> Result<PathBuf>,
-    pub on_step: &'h mut dyn FnMut(u64, &StepReport),
+    pub on_sft_step: &'h mut dyn FnMut(u64, &StepReport),
+    pub on_round: &'h mut dyn FnMut(&StepReport),
 }
 
-/// Runs `cfg.rounds` rounds into `run.dir`: `round-<r>/` holds each round's SFT metrics,
-/// TensorBoard events, checkpoints and (through `save_round`) model; `samples.jsonl` every
-/// sample with its rewards; `rounds.jsonl` one summary per round, also returned.
+/// Runs `cfg.rounds` rounds into `run.dir` through the one online loop, a step being a round:
+/// `metrics.jsonl` holds one line per round (and the held-out evaluation before the first
+/// round and every `run.eval_steps` rounds), `samples.jsonl` every sample with its rewards,
+/// `round-<r>/` each round's SFT metrics, TensorBoard events and (through `save_round`) model,
+/// and `checkpoints/` the policy after the newest round, which `run.resume` continues from.
+/// Returns the last evaluation.
 pub fn train_raft(
     s: &mut RaftSetup,
     cfg: &RaftConfig,
     train_cfg: &TrainConfig,
     run: &RunInfo,
     hooks: &mut RaftHooks,
-) -> Result<Vec<RoundSummary>> {
+) -> Result<Metrics> {
     cfg.validate()?;
     train_cfg.validate()?;
     if s.prompts.is_empty() {
@@ -180,70 +174,152 @@ pub fn train_raft(
     if s.sources.is_empty() {
         return Err(TrainError::Config("raft needs at least one reward source ([[rewards]])".into()));
     }
-    let mut rounds = RoundsLog::create(run.dir)?;
-    let mut samples = SampleLog::create(run.dir)?;
-    let mut sample_lines = 0usize;
-    let mut out = Vec::new();
-    if let Some(eval) = s.eval.as_mut() {
-        let summary = RoundSummary { round: 0, metrics: prefixed("eval/", eval.run(s.policy, s.tokenizer)?) };
-        rounds.write(&summary)?;
-        out.push(summary);
+    let RaftSetup { policy, params, tokenizer, prompts, sources, eval } = s;
+    let RaftHooks { save_round, on_sft_step, on_round } = hooks;
+    let mut update = RaftUpdate {
+        cfg,
+        train: train_cfg,
+        policy,
+        params,
+        tokenizer,
+        fingerprint: Fingerprint::new(policy.config().to_hf_json(), params),
+        dir: run.dir,
+        config: &run.config,
+        save_round: &mut **save_round,
+        on_sft_step: &mut **on_sft_step,
+    };
+    let roll = cfg.rollout();
+    // A step is a round; every round is checkpointed.
+    let schedule = LoopSchedule { steps: cfg.rounds as u64, seed: train_cfg.seed, save_steps: 1 };
+    let online = OnlineLoop { policy, tokenizer, prompts, sources, eval: eval.as_mut(), rollout: &roll, schedule, run };
+    online.run(&mut update, &mut **on_round)
+}
+
+/// Marks the run's own checkpoints (the policy after a round) apart from those a round's SFT
+/// writes into `round-<r>/checkpoints`, which name the same trainer and configuration.
+const ROUND_CHECKPOINT: &str = "round";
+
+/// RAFT's side of a round (the loop in `online::driver` samples, scores and logs).
+struct RaftUpdate<'a, 'c> {
+    cfg: &'c RaftConfig,
+    /// Each round's SFT.
+    train: &'c TrainConfig,
+    policy: &'a CausalLm,
+    params: &'a [(String, Var)],
+    tokenizer: &'a Tokenizer,
+    fingerprint: Fingerprint,
+    dir: &'c Path,
+    /// The command's configuration, stored in every checkpoint.
+    config: &'c serde_json::Value,
+    save_round: &'c mut dyn FnMut(u64, &Path) -> Result<PathBuf>,
+    on_sft_step: &'c mut dyn FnMut(u64, &StepReport),
+}
+
+impl OnlineAlgorithm for RaftUpdate<'_, '_> {
+    fn name(&self) -> &'static str {
+        "raft"
     }
-    for round in 1..=cfg.rounds as u64 {
-        let t0 = Instant::now();
-        let (prompts, refs) = round_prompts(s.prompts, cfg.prompts_per_round, train_cfg.seed, round);
-        let n = cfg.samples_per_prompt;
-        eprintln!("raft round {round}/{}: sampling {} × {n} responses", cfg.rounds, prompts.len());
-        let seed = rollout::step_seed(train_cfg.seed, round);
-        let rows = rollout::rollout(s.policy, &prompts, n, &cfg.rollout(), s.tokenizer, seed, &mut |_| {})?;
-        let sample_secs = t0.elapsed().as_secs_f64();
-        let texts = decode_rows(s.tokenizer, &rows)?;
-        let (per_source, mut metrics) = online::score_all(&mut s.sources, &rows, &texts, &refs)?;
-        let names: Vec<String> = s.sources.iter().map(|(src, _)| src.name().to_string()).collect();
-        samples.write(round, &rows, &texts, &names, &per_source)?;
-        let weights: Vec<f64> = s.sources.iter().map(|(_, w)| *w).collect();
-        let rewards = combined_rewards(&per_source, &weights, rows.len())?;
+
+    fn samples_per_prompt(&self) -> usize {
+        self.cfg.samples_per_prompt
+    }
+
+    fn prompts_per_step(&self) -> usize {
+        self.cfg.prompts_per_round
+    }
+
+    fn headline(&self) -> &'static str {
+        "reward/mean"
+    }
+
+    fn max_kl(&self) -> f64 {
+        0.0
+    }
+
+    /// Keeps the best samples of each prompt and fine-tunes on them.
+    fn update(&mut self, r: &Rollout) -> Result<StepStats> {
+        let (round, rows, n) = (r.step, &r.rows, self.cfg.samples_per_prompt);
+        let rewards = combined_rewards(&r.scores, &r.weights, rows.len())?;
         let kept: Vec<usize> = rewards
             .chunks(n)
             .enumerate()
-            .flat_map(|(p, group)| select(group, cfg.keep_top_k, cfg.threshold).into_iter().map(move |i| p * n + i))
+            .flat_map(|(p, group)| {
+                select(group, self.cfg.keep_top_k, self.cfg.threshold).into_iter().map(move |i| p * n + i)
+            })
             .collect();
-        metrics.extend(selection_metrics(&rows, &rewards, &kept, n));
-        let path = run.dir.join("samples.jsonl");
+        let mut metrics = selection_metrics(rows, &rewards, &kept, n);
+        // Every round samples as many rows, so this round's lines in samples.jsonl follow
+        // (round − 1) × rows earlier ones.
+        let first_line = (round as usize - 1) * rows.len();
+        let path = self.dir.join("samples.jsonl");
         let examples: Vec<SftExample> = kept
             .iter()
             .map(|&i| {
-                sft_example(&rows[i], Location { path: path.clone(), index: RecordIndex::Line(sample_lines + i + 1) })
+                sft_example(&rows[i], Location { path: path.clone(), index: RecordIndex::Line(first_line + i + 1) })
             })
             .collect();
-        sample_lines += rows.len();
-        let dir = run.dir.join(format!("round-{round}"));
-        metrics.extend(fine_tune(s, train_cfg, run, round, &dir, &examples, hooks)?);
-        let model_dir = (hooks.save_round)(round, &dir)?;
-        eprintln!("raft round {round}: {} samples kept; model in {}", kept.len(), model_dir.display());
-        if let Some(eval) = s.eval.as_mut() {
-            metrics.extend(prefixed("eval/", eval.run(s.policy, s.tokenizer)?));
+        let dir = self.dir.join(format!("round-{round}"));
+        // Left by a run stopped during this round: the round starts again from its beginning.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| TrainError::file(&dir, format!("cannot clear: {e}")))?;
         }
-        metrics.push(("sample_seconds".into(), sample_secs));
-        metrics.push(("round_seconds".into(), t0.elapsed().as_secs_f64()));
-        let summary = RoundSummary { round, metrics };
-        rounds.write(&summary)?;
-        out.push(summary);
+        metrics.extend(self.fine_tune(round, &dir, &examples)?);
+        let model_dir = (self.save_round)(round, &dir)?;
+        eprintln!("raft round {round}: {} samples kept; model in {}", kept.len(), model_dir.display());
+        Ok(StepStats { metrics, sequence_kl: None })
     }
-    Ok(out)
+
+    fn lr(&self, _step: u64) -> f64 {
+        self.train.learning_rate
+    }
+
+    /// The policy's parameters only: every round's SFT starts a fresh optimiser.
+    fn save(&self, step: u64, total: u64, seed: u64, config: &serde_json::Value) -> Result<()> {
+        let mut state = CheckpointState::new(step, total, seed, "raft", config.clone(), self.fingerprint.clone());
+        state.extra = serde_json::json!({ "unit": ROUND_CHECKPOINT });
+        checkpoint::save(&self.dir.join("checkpoints"), self.params, None, &state, 1)?;
+        Ok(())
+    }
+
+    fn restore(&mut self, dir: &Path, run: &RunInfo) -> Result<u64> {
+        let state = checkpoint::read_state_of(dir, &self.fingerprint, "raft", &run.config)?;
+        if state.extra.get("unit").and_then(|u| u.as_str()) != Some(ROUND_CHECKPOINT) {
+            return Err(TrainError::file(
+                dir,
+                "is a checkpoint of one round's fine-tuning, not of the RAFT run: resume with the run folder",
+            ));
+        }
+        checkpoint::restore(dir, &state, self.params, None)?;
+        Ok(state.step)
+    }
 }
 
-/// All prompts in file order, or `per_round` of them in the seeded epoch order.
-fn round_prompts<'p>(
-    prompts: &'p [RlPrompt<'p>],
-    per_round: usize,
-    seed: u64,
-    round: u64,
-) -> (Vec<&'p [u32]>, Vec<PromptRef<'p>>) {
-    if per_round == 0 {
-        return (prompts.iter().map(|p| p.ids).collect(), prompts.iter().map(|p| p.refs).collect());
+impl RaftUpdate<'_, '_> {
+    /// The round's SFT in `dir` with the shared loop; its first and last step losses. A round
+    /// that kept nothing leaves the policy as it is.
+    fn fine_tune(&mut self, round: u64, dir: &Path, examples: &[SftExample]) -> Result<Metrics> {
+        if examples.is_empty() {
+            eprintln!("raft round {round}: no sample reached the selection; the model is not updated this round");
+            std::fs::create_dir_all(dir).map_err(|e| TrainError::file(dir, format!("cannot create: {e}")))?;
+            return Ok(vec![("sft/steps".into(), 0.0)]);
+        }
+        let mut obj = SftObjective { model: self.policy, pad_id: self.tokenizer.pad_id(), eval_batch_size: 8 };
+        let opts = RunOptions { dir, trainer: "raft", config: self.config.clone(), resume: None };
+        let mut first = f64::NAN;
+        let on_sft_step = &mut *self.on_sft_step;
+        let outcome = train(&mut obj, examples, &[], self.params, self.train, &opts, &mut |r| {
+            if r.step == 1 {
+                first = r.loss;
+            }
+            on_sft_step(round, r)
+        })?;
+        Ok(vec![
+            ("sft/steps".into(), outcome.steps as f64),
+            ("sft/examples".into(), examples.len() as f64),
+            ("sft/loss_first".into(), first),
+            ("sft/loss".into(), outcome.last_loss),
+        ])
     }
-    step_prompts(prompts, per_round, seed, round)
 }
 
 /// Means over all samples and over the kept ones, and how many prompts contributed.
@@ -268,67 +344,6 @@ fn selection_metrics(rows: &[RolloutRow], rewards: &[f64], kept: &[usize], n: us
         ("truncation_rate".into(), online::truncation_rate(rows)),
         ("entropy".into(), online::sampled_entropy(rows)),
     ]
-}
-
-/// The round's SFT in `dir` with the shared loop; its first and last step losses. A round that
-/// kept nothing leaves the policy as it is.
-fn fine_tune(
-    s: &RaftSetup,
-    train_cfg: &TrainConfig,
-    run: &RunInfo,
-    round: u64,
-    dir: &Path,
-    examples: &[SftExample],
-    hooks: &mut RaftHooks,
-) -> Result<Metrics> {
-    if examples.is_empty() {
-        eprintln!("raft round {round}: no sample reached the selection; the model is not updated this round");
-        std::fs::create_dir_all(dir).map_err(|e| TrainError::file(dir, format!("cannot create: {e}")))?;
-        return Ok(vec![("sft/steps".into(), 0.0)]);
-    }
-    let mut obj = SftObjective { model: s.policy, pad_id: s.tokenizer.pad_id(), eval_batch_size: 8 };
-    let opts = RunOptions { dir, trainer: "raft", config: run.config.clone(), resume: None };
-    let mut first = f64::NAN;
-    let outcome = train(&mut obj, examples, &[], s.params, train_cfg, &opts, &mut |r| {
-        if r.step == 1 {
-            first = r.loss;
-        }
-        (hooks.on_step)(round, r)
-    })?;
-    Ok(vec![
-        ("sft/steps".into(), outcome.steps as f64),
-        ("sft/examples".into(), examples.len() as f64),
-        ("sft/loss_first".into(), first),
-        ("sft/loss".into(), outcome.last_loss),
-    ])
-}
-
-fn prefixed(prefix: &str, rows: Metrics) -> Metrics {
-    rows.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect()
-}
-
-/// `rounds.jsonl`: one JSON object per round, written as each round ends (NaN → null).
-struct RoundsLog {
-    file: std::fs::File,
-    path: PathBuf,
-}
-
-impl RoundsLog {
-    fn create(dir: &Path) -> Result<Self> {
-        let path = dir.join("rounds.jsonl");
-        let file = std::fs::File::create(&path).map_err(|e| TrainError::file(&path, format!("cannot create: {e}")))?;
-        Ok(Self { file, path })
-    }
-
-    fn write(&mut self, s: &RoundSummary) -> Result<()> {
-        let mut obj = serde_json::Map::new();
-        obj.insert("round".into(), s.round.into());
-        for (k, v) in &s.metrics {
-            obj.insert(k.clone(), serde_json::Number::from_f64(*v).map_or(serde_json::Value::Null, Into::into));
-        }
-        writeln!(self.file, "{}", serde_json::Value::Object(obj))
-            .map_err(|e| TrainError::file(&self.path, format!("cannot write: {e}")))
-    }
 }
 
 #[cfg(test)]

@@ -229,18 +229,8 @@ pub fn train<O: Objective>(
     let mut start = 0u64;
     if let Some(path) = &run.resume {
         let dir = checkpoint::resolve(path)?;
-        let state = checkpoint::read_state(&dir, &fingerprint)?;
-        if state.trainer != run.trainer || state.config != run.config {
-            return Err(TrainError::file(
-                &dir,
-                format!(
-                    "cannot resume: the checkpoint was written by `{}` with a different configuration \
-                     (resume with the run's own config.toml)",
-                    state.trainer
-                ),
-            ));
-        }
-        checkpoint::restore(&dir, &state, params, &mut opt)?;
+        let state = checkpoint::read_state_of(&dir, &fingerprint, run.trainer, &run.config)?;
+        checkpoint::restore(&dir, &state, params, Some(&mut opt))?;
         start = state.step;
     }
     let logger =
@@ -287,7 +277,7 @@ pub fn train<O: Objective>(
         if last || (cfg.save_steps > 0 && done % cfg.save_steps as u64 == 0) {
             let state =
                 CheckpointState::new(done, total, cfg.seed, run.trainer, run.config.clone(), fingerprint.clone());
-            checkpoint::save(&ckpt_root, params, &opt, &state, cfg.save_total_limit)?;
+            checkpoint::save(&ckpt_root, params, Some(&opt), &state, cfg.save_total_limit)?;
         }
     }
     Ok(RunOutcome { steps: total, last_loss, eval })

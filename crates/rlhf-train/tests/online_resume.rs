@@ -1,8 +1,10 @@
 //! Online runs continue bit for bit from a checkpoint: GRPO (β > 0, μ = 2, linear decay) and PPO
 //! (its own critic, adaptive KL) stopped after step 2 and resumed end with the parameters,
 //! metrics and samples of one uninterrupted run (this caught AdamW's bias correction restarting
-//! from the trainer's step where a step makes several optimiser steps). A changed configuration
-//! is refused.
+//! from the trainer's step where a step makes several optimiser steps). RAFT stopped in its third
+//! round, with that round's folder half written, redoes the round and ends where an
+//! uninterrupted run does. A changed configuration is refused, and so is a checkpoint of one
+//! round's fine-tuning passed as RAFT's.
 
 use candle_core::{DType, Tensor, Var};
 use rlhf_model::{tiny, CausalLm};
@@ -10,6 +12,7 @@ use rlhf_train::grpo::{train_grpo, GrpoConfig, GrpoSetup};
 use rlhf_train::kl::{KlControl, KlControllerConfig};
 use rlhf_train::online::{RlPrompt, RunInfo};
 use rlhf_train::ppo::{train_ppo, Critic, PpoConfig, PpoSetup};
+use rlhf_train::raft::{train_raft, RaftConfig, RaftHooks, RaftSetup};
 use rlhf_train::rollout::{PromptRef, RolloutConfig};
 use rlhf_train::{ScheduleKind, TrainConfig};
 use std::path::{Path, PathBuf};
@@ -158,4 +161,76 @@ fn ppo_resumes_bit_identically_with_its_critic_and_kl_coefficient() {
     for d in [whole, cut] {
         std::fs::remove_dir_all(d).unwrap();
     }
+}
+
+/// A RAFT run of `rounds` rounds (best of 4, two prompts a round, two SFT steps a round) with
+/// the configuration of a 3-round run; the parameters.
+fn raft(dir: &Path, rounds: usize, resume: Option<PathBuf>) -> rlhf_train::Result<Vec<Vec<f32>>> {
+    let tok = rlhf_data::tiny::tokenizer();
+    let (policy, params) = tiny_model(7).trainable().unwrap();
+    let ids: Vec<Vec<u32>> = ["ab", "hello", "xyz", "q"].iter().map(|p| tok.encode(p, false).unwrap()).collect();
+    let prompts: Vec<RlPrompt> = ids.iter().map(|p| RlPrompt { ids: p, refs: PromptRef::default() }).collect();
+    let mut setup = RaftSetup {
+        policy: &policy,
+        params: &params,
+        tokenizer: &tok,
+        prompts: &prompts,
+        sources: vec![(DigitShare::new(&tok), 1.0)],
+        eval: None,
+    };
+    let cfg =
+        RaftConfig { rounds, samples_per_prompt: 4, prompts_per_round: 2, max_new_tokens: 6, ..Default::default() };
+    let sft = TrainConfig { learning_rate: 1e-2, batch_size: 1, epochs: 1.0, ..TrainConfig::default() };
+    let run = RunInfo { dir, config: serde_json::json!({"raft": 3}), eval_steps: 1, resume };
+    let mut save_round = |_: u64, round_dir: &Path| Ok(round_dir.to_path_buf());
+    let hooks = &mut RaftHooks { save_round: &mut save_round, on_sft_step: &mut |_, _| {}, on_round: &mut |_| {} };
+    train_raft(&mut setup, &cfg, &sft, &run, hooks)?;
+    Ok(values(&params))
+}
+
+#[test]
+fn raft_resumes_after_the_last_complete_round() {
+    let (whole, cut) = (fresh_dir("raft-whole"), fresh_dir("raft-cut"));
+    let expected = raft(&whole, 3, None).unwrap();
+    // Stopped during round 3: two rounds done, round 3's folder and samples half written.
+    raft(&cut, 2, None).unwrap();
+    std::fs::create_dir_all(cut.join("round-3/checkpoints")).unwrap();
+    std::fs::write(cut.join("round-3/metrics.jsonl"), "{\"step\":1,\"loss\":9.0}\n").unwrap();
+    let stale = std::fs::read_to_string(cut.join("samples.jsonl"))
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .replace("\"step\":2", "\"step\":3");
+    std::fs::write(
+        cut.join("samples.jsonl"),
+        std::fs::read_to_string(cut.join("samples.jsonl")).unwrap() + &stale + "\n",
+    )
+    .unwrap();
+    let resumed = raft(&cut, 3, Some(cut.clone())).unwrap();
+    assert!(expected == resumed, "parameters differ after resuming");
+    assert!(expected != values(&tiny_model(7).trainable().unwrap().1), "the rounds trained");
+    let (m, s) = logs(&cut);
+    assert_eq!(m.iter().map(|v| v["step"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3], "each round once");
+    assert_eq!((m, s), logs(&whole), "metrics and samples differ after resuming");
+    let round3 = |d: &Path| std::fs::read_to_string(d.join("round-3/metrics.jsonl")).unwrap();
+    assert_eq!(logs_without_time(&round3(&cut)), logs_without_time(&round3(&whole)), "round 3 was redone afresh");
+    // A round's own SFT checkpoint is not the run's.
+    let sft_ckpt = rlhf_train::checkpoint::resolve(&cut.join("round-1")).unwrap();
+    let err = raft(&cut, 3, Some(sft_ckpt)).unwrap_err().to_string();
+    assert!(err.contains("one round's fine-tuning") && err.contains("round-1"), "{err}");
+    for d in [whole, cut] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+/// A metrics file's lines without the wall-clock fields.
+fn logs_without_time(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().retain(|k, _| !["time", "step_time", "tokens_per_sec"].contains(&k.as_str()));
+            v
+        })
+        .collect()
 }

@@ -5,12 +5,13 @@
 use super::rewards::{build_all, RewardSpec};
 use super::rl_common::{self as rl, EvalSection, PromptData};
 use super::train_common::{self as common, LoraSection, TrainArgs, TrainBar};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rlhf_reward::RewardSource;
 use rlhf_train::online::RunInfo;
-use rlhf_train::raft::{train_raft, RaftConfig, RaftHooks, RaftSetup, RoundSummary};
+use rlhf_train::raft::{train_raft, RaftConfig, RaftHooks, RaftSetup};
 use rlhf_train::{ScheduleKind, StepReport, TrainConfig, TrainError};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 #[derive(clap::Args)]
@@ -27,7 +28,8 @@ pub struct Args {
 pub struct RaftCommandConfig {
     /// Hub id ORG/NAME[@REVISION], HF folder, .gguf file, or `default`.
     pub model: String,
-    /// Run folder: config.toml, rounds.jsonl, samples.jsonl, round-<r>/{metrics.jsonl,tb,final}.
+    /// Run folder: config.toml, metrics.jsonl (a line per round), samples.jsonl, checkpoints/
+    /// (the policy after the newest round, for --resume), round-<r>/{metrics.jsonl,tb,final}.
     pub out: String,
     pub data: PromptData,
     pub raft: RaftConfig,
@@ -78,7 +80,7 @@ pub fn run(args: Args) -> Result<()> {
         build_all(&cfg.rewards, 0)?; // fails, naming the reward kinds
     }
     if !cfg.out.is_empty() && Path::new(&cfg.out).join("rounds.jsonl").exists() {
-        bail!("{} already holds a raft run (rounds.jsonl); choose another --out", cfg.out);
+        bail!("{} already holds a run with rounds (rounds.jsonl); choose another --out", cfg.out);
     }
     let rl::Start { dir, base, tok, train: train_prompts, eval: eval_prompts, policy: t } =
         rl::start("raft", train_args.resume.is_some(), &cfg, &cfg.out, &cfg.model, &cfg.data, &cfg.lora, &cfg.train)?;
@@ -93,57 +95,77 @@ pub fn run(args: Args) -> Result<()> {
         sources,
         eval: rl::held_out(&eval_prompts, &cfg.eval, tok.pad_id())?,
     };
-    let run = RunInfo { dir: &dir, config: serde_json::to_value(&cfg)?, eval_steps: 0, resume: None };
+    // Evaluated before the first round and after every round.
+    let resume = train_args.resume.clone();
+    let run = RunInfo { dir: &dir, config: serde_json::to_value(&cfg)?, eval_steps: 1, resume };
     let mut save_round = |_: u64, round_dir: &Path| {
         common::save_final(&t, &tok, round_dir).map_err(|e| TrainError::file(round_dir, format!("{e:#}")))
     };
     let mut bar = TrainBar::default();
-    let mut on_step = |_: u64, r: &StepReport| {
+    let mut on_sft_step = |_: u64, r: &StepReport| {
         if r.step == 1 {
             bar = TrainBar::default(); // a new bar for each round's SFT
         }
         bar.report(r)
     };
-    let hooks = &mut RaftHooks { save_round: &mut save_round, on_step: &mut on_step };
-    let rounds = train_raft(&mut setup, &cfg.raft, &cfg.train, &run, hooks)?;
+    let mut on_round = |r: &StepReport| {
+        eprintln!("raft round {}/{}: mean reward {:.4} ({:.1} s)", r.step, r.total_steps, r.loss, stat(r, "step_time"))
+    };
+    let hooks = &mut RaftHooks { save_round: &mut save_round, on_sft_step: &mut on_sft_step, on_round: &mut on_round };
+    train_raft(&mut setup, &cfg.raft, &cfg.train, &run, hooks)?;
     drop(setup);
-    print_rounds(&rounds);
+    print_rounds(&dir.join("metrics.jsonl"))?;
     let last = dir.join(format!("round-{}", cfg.raft.rounds)).join("final");
     println!(
         "raft: {} rounds; per-round metrics in {}; last model in {}",
         cfg.raft.rounds,
-        dir.join("rounds.jsonl").display(),
+        dir.join("metrics.jsonl").display(),
         last.display()
     );
     Ok(())
 }
 
-/// The per-round table: rewards of all and of kept samples, what was kept, length, SFT loss,
-/// and the held-out reward when there is an evaluation (round 0 = the starting model).
-fn print_rounds(rounds: &[RoundSummary]) {
-    let eval_key =
-        rounds.iter().flat_map(|r| &r.metrics).find(|(k, _)| k.starts_with("eval/reward/")).map(|(k, _)| k.clone());
+fn stat(r: &StepReport, name: &str) -> f64 {
+    r.stats.iter().find(|(k, _)| k == name).map_or(f64::NAN, |(_, v)| *v)
+}
+
+/// The per-round table from the run's `metrics.jsonl` (so a resumed run shows every round):
+/// rewards of all and of kept samples, what was kept, length, SFT loss, and the held-out reward
+/// when there is an evaluation (round 0 = the starting model).
+fn print_rounds(path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // A round's training line and its evaluation line, merged.
+    let mut rounds: BTreeMap<u64, BTreeMap<String, f64>> = BTreeMap::new();
+    for line in text.lines() {
+        let Ok(serde_json::Value::Object(obj)) = serde_json::from_str(line) else { continue };
+        let Some(step) = obj.get("step").and_then(|s| s.as_u64()) else { continue };
+        let round = rounds.entry(step).or_default();
+        round.extend(obj.iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(f64::NAN))));
+    }
+    let eval_key = rounds.values().flat_map(|r| r.keys()).find(|k| k.starts_with("eval/reward/")).cloned();
     let eval_head = eval_key.as_deref().map(|k| k.trim_start_matches("eval/")).unwrap_or("");
     println!(
         "{:>5} {:>10} {:>10} {:>6} {:>8} {:>8} {:>9}  {}",
         "round", "reward", "kept rew.", "kept", "prompt%", "length", "SFT loss", eval_head
     );
     let f = |x: f64| if x.is_nan() { "-".to_string() } else { format!("{x:.4}") };
-    for r in rounds {
-        let eval = eval_key.as_deref().map(|k| f(r.get(k))).unwrap_or_default();
-        if r.round == 0 {
+    for (&round, r) in &rounds {
+        let get = |k: &str| r.get(k).copied().unwrap_or(f64::NAN);
+        let eval = eval_key.as_deref().map(|k| f(get(k))).unwrap_or_default();
+        if round == 0 {
             println!("{:>5} {:>10} {:>10} {:>6} {:>8} {:>8} {:>9}  {eval}", "base", "", "", "", "", "", "");
             continue;
         }
         println!(
             "{:>5} {:>10} {:>10} {:>6} {:>7.0}% {:>8.1} {:>9}  {eval}",
-            r.round,
-            f(r.get("reward/mean")),
-            f(r.get("reward/kept_mean")),
-            r.get("kept"),
-            100.0 * r.get("kept_prompt_share"),
-            r.get("response_length"),
-            f(r.get("sft/loss")),
+            round,
+            f(get("reward/mean")),
+            f(get("reward/kept_mean")),
+            get("kept"),
+            100.0 * get("kept_prompt_share"),
+            get("response_length"),
+            f(get("sft/loss")),
         );
     }
+    Ok(())
 }

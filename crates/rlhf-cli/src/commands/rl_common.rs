@@ -70,7 +70,7 @@ impl Default for EvalSection {
     }
 }
 
-/// What both online commands start from: the run folder (with the effective config), the
+/// What the online commands (grpo, ppo, raft) start from: the run folder (with the effective config), the
 /// model and tokenizer, training and held-out prompts, and the trainable policy.
 pub struct Start {
     pub dir: std::path::PathBuf,
@@ -93,11 +93,6 @@ pub fn start<T: Serialize>(
     train_cfg: &rlhf_train::TrainConfig,
 ) -> Result<Start> {
     crate::precision::apply(train_cfg.precision);
-    if resume && command == "raft" {
-        bail!(
-            "--resume is not supported by `rlhf raft` yet: start a new run (each round's model is saved in round-N/)"
-        );
-    }
     check_no_dropout(lora)?;
     let dir = super::train_common::prepare_run_dir(out, cfg, resume)?;
     let loaded = super::train_common::load_model(model)?;

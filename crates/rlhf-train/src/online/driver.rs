@@ -1,8 +1,9 @@
 //! The one online-RL loop. Every step: the step's prompts (seeded epoch order) → rollout →
 //! scores from every reward source → the sample log → the algorithm's update → the metrics line
 //! and progress report → held-out evaluation and checkpoints when due → the `max_kl` stop.
-//! GRPO/RLOO and PPO implement only [`OnlineAlgorithm::update`] (and say how to checkpoint and
-//! restore). `RunInfo::resume` continues a run from a checkpoint, bit-identically.
+//! GRPO/RLOO, PPO and RAFT (a step is a round) implement only [`OnlineAlgorithm::update`] (and
+//! say how to checkpoint and restore). `RunInfo::resume` continues a run from a checkpoint,
+//! bit-identically.
 
 use super::{due, score_all, step_prompts, HeldOutEval, Metrics, RlPrompt, RunInfo, SampleLog, StepEnds, StepTiming};
 use crate::checkpoint;
@@ -40,6 +41,7 @@ pub trait OnlineAlgorithm {
     fn name(&self) -> &'static str;
     /// Responses sampled per prompt (a GRPO group, or 1).
     fn samples_per_prompt(&self) -> usize;
+    /// Prompts per step in the seeded epoch order; 0 = every prompt, in file order.
     fn prompts_per_step(&self) -> usize;
     /// The metric the progress report shows as the step's number.
     fn headline(&self) -> &'static str;
@@ -64,15 +66,32 @@ pub struct OnlineLoop<'a, 's> {
     pub sources: &'s mut [(Box<dyn RewardSource + 'a>, f64)],
     pub eval: Option<&'s mut HeldOutEval<'a>>,
     pub rollout: &'s RolloutConfig,
-    pub train: &'s TrainConfig,
+    pub schedule: LoopSchedule,
     pub run: &'s RunInfo<'s>,
 }
 
+/// How long the loop runs, its seed and when it checkpoints.
+pub struct LoopSchedule {
+    /// Steps to run (fewer at a `max_kl` stop).
+    pub steps: u64,
+    /// Every random choice of a step derives from (seed, step).
+    pub seed: u64,
+    /// A checkpoint every this many steps (0 = only at the end or a stop).
+    pub save_steps: usize,
+}
+
+impl From<&TrainConfig> for LoopSchedule {
+    /// GRPO's and PPO's: a step is an RL step.
+    fn from(train: &TrainConfig) -> Self {
+        Self { steps: train.max_steps as u64, seed: train.seed, save_steps: train.save_steps }
+    }
+}
+
 impl OnlineLoop<'_, '_> {
-    /// Runs `train.max_steps` steps of `alg` (fewer at a `max_kl` stop); the last evaluation.
+    /// Runs `steps` steps of `alg` (fewer at a `max_kl` stop); the last evaluation.
     pub fn run(mut self, alg: &mut dyn OnlineAlgorithm, on_step: &mut dyn FnMut(&StepReport)) -> Result<Metrics> {
-        let (train, run) = (self.train, self.run);
-        let total = train.max_steps.max(1) as u64;
+        let (run, plan) = (self.run, &self.schedule);
+        let total = plan.steps.max(1);
         // Every random choice of a step is derived from (seed, step): the prompts, the sampling,
         // the minibatch order. So a resumed run only needs the models, the optimisers and the
         // algorithm's own state back to continue bit for bit.
@@ -89,8 +108,8 @@ impl OnlineLoop<'_, '_> {
         let names: Vec<String> = self.sources.iter().map(|(src, _)| src.name().to_string()).collect();
         for step in resumed_at.unwrap_or(0) + 1..=total {
             let t0 = Instant::now();
-            let (prompts, refs) = step_prompts(self.prompts, alg.prompts_per_step(), train.seed, step);
-            let seed = rollout::step_seed(train.seed, step);
+            let (prompts, refs) = step_prompts(self.prompts, alg.prompts_per_step(), plan.seed, step);
+            let seed = rollout::step_seed(plan.seed, step);
             let n = alg.samples_per_prompt();
             let rows = rollout::rollout(self.policy, &prompts, n, self.rollout, self.tokenizer, seed, &mut |_| {})?;
             let rollout_secs = t0.elapsed().as_secs_f64();
@@ -110,8 +129,8 @@ impl OnlineLoop<'_, '_> {
                 let eval = self.eval.as_deref_mut();
                 last_eval = ends.clock.evaluate(eval, self.policy, self.tokenizer, &mut ends.logger, step)?;
             }
-            if due(step, train.save_steps, total, stop) {
-                alg.save(step, total, train.seed, &run.config)?;
+            if due(step, plan.save_steps, total, stop) {
+                alg.save(step, total, plan.seed, &run.config)?;
             }
             if stop {
                 eprintln!(

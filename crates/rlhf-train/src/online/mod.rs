@@ -264,25 +264,15 @@ impl<'a> Session<'a> {
     ) -> Result<PathBuf> {
         let mut state = CheckpointState::new(step, total, seed, trainer, config.clone(), self.fingerprint.clone());
         state.extra = extra;
-        checkpoint::save(&self.ckpt_root, self.params, &self.opt, &state, self.save_total_limit)
+        checkpoint::save(&self.ckpt_root, self.params, Some(&self.opt), &state, self.save_total_limit)
     }
 
     /// Loads parameters and AdamW state from the checkpoint folder `dir`, refusing one written
     /// by another trainer, with another configuration, or for other parameters (the offline
     /// trainers' rules); its state.
     pub fn restore(&mut self, dir: &Path, trainer: &str, config: &serde_json::Value) -> Result<CheckpointState> {
-        let state = checkpoint::read_state(dir, &self.fingerprint)?;
-        if state.trainer != trainer || &state.config != config {
-            return Err(TrainError::file(
-                dir,
-                format!(
-                    "cannot resume: the checkpoint was written by `{}` with a different configuration \
-                     (resume with the run's own config.toml)",
-                    state.trainer
-                ),
-            ));
-        }
-        checkpoint::restore(dir, &state, self.params, &mut self.opt)?;
+        let state = checkpoint::read_state_of(dir, &self.fingerprint, trainer, config)?;
+        checkpoint::restore(dir, &state, self.params, Some(&mut self.opt))?;
         Ok(state)
     }
 
@@ -309,14 +299,18 @@ pub struct RunInfo<'a> {
     pub resume: Option<PathBuf>,
 }
 
-/// The prompts of `step` (1-based): the same seeded epoch order the offline trainers use.
+/// The prompts of `step` (1-based): `per_step` of them in the same seeded epoch order the
+/// offline trainers use, or (`per_step` = 0, RAFT's "every prompt every round") all in file order.
 pub fn step_prompts<'p>(
     prompts: &'p [RlPrompt<'p>],
     per_step: usize,
     seed: u64,
     step: u64,
 ) -> (Vec<&'p [u32]>, Vec<PromptRef<'p>>) {
-    let idx = batch_indices(prompts.len(), per_step, seed, step - 1);
+    let idx = match per_step {
+        0 => (0..prompts.len()).collect(),
+        n => batch_indices(prompts.len(), n, seed, step - 1),
+    };
     (idx.iter().map(|&i| prompts[i].ids).collect(), idx.iter().map(|&i| prompts[i].refs).collect())
 }
 
