@@ -4,16 +4,17 @@
 //! shuffled minibatches, and a fixed or adaptive KL coefficient.
 //!
 //! The step loop (prompts, rollout, scoring, sample log, metrics, evaluation, checkpoints, the
-//! `max_kl` stop) is `online::driver::OnlineLoop::run`; `PpoUpdate::ppo_step` is PPO's update.
+//! `max_kl` stop) is `online::driver::OnlineLoop::run`; `PpoUpdate::ppo_step` is PPO's update,
+//! in named stages: scores → forward passes → targets → rollout metrics → minibatch epochs.
 
 use crate::advantage::{gae, kl_penalised_rewards, masked_whiten};
 use crate::aggregate::{token_weights, LossAggregation};
 use crate::error::{Result, TrainError};
 use crate::kl::{kl_value, KlController, KlControllerConfig, KlEstimator, KlPlacement};
 use crate::online::driver::{OnlineAlgorithm, OnlineLoop, Rollout, StepStats};
-use crate::online::{self, HeldOutEval, PolicyObjective, PolicyRow, RlPrompt, RunInfo, Session};
+use crate::online::{self, HeldOutEval, Metrics, PolicyObjective, PolicyRow, RlPrompt, RunInfo, Session};
 use crate::policy_loss::{clipped_value_loss, explained_variance, ClipConfig};
-use crate::rollout::{self, response_logprobs_rows, split_rows, to_f64, RolloutConfig};
+use crate::rollout::{self, response_logprobs_rows, split_rows, to_f64, RolloutConfig, RolloutRow};
 use crate::trainer::{MicroOutput, Objective, StepReport, TrainConfig};
 use candle_core::{DType, Tensor, Var};
 use rlhf_data::Tokenizer;
@@ -314,57 +315,129 @@ impl OnlineAlgorithm for PpoUpdate<'_, '_> {
     }
 }
 
-impl PpoUpdate<'_, '_> {
+/// What the current policy, the reference and the critic say about the sampled tokens before
+/// any update of this step.
+struct Passes {
+    /// The policy's logprobs (the ratio's denominator).
+    old: Vec<Vec<f64>>,
+    reference: Vec<Vec<f64>>,
+    values: Vec<Vec<f64>>,
+}
+
+/// A step's per-token training targets.
+struct Targets {
+    /// The per-token KL estimate to the reference that the reward penalises.
+    kl: Vec<Vec<f64>>,
+    /// Σ (old − reference) per sequence: what the KL controller and `max_kl` watch.
+    seq_kl: Vec<f64>,
+    advantages: Vec<Vec<f64>>,
+    returns: Vec<Vec<f64>>,
+}
+
+/// What the epochs of minibatch updates report.
+struct EpochStats {
+    grad_norms: Vec<f64>,
+    value_grad_norms: Vec<f64>,
+    /// The policy ratio's mean on the first minibatch (1 unless sampling and training disagree).
+    first_ratio: f64,
+    updates: usize,
+}
+
+impl<'a> PpoUpdate<'a, '_> {
+    /// One PPO update, stage by stage: scores → forward passes → targets (KL-shaped rewards,
+    /// GAE, whitening) → the rollout's metrics → epochs of minibatch updates → the KL controller.
     fn ppo_step(&mut self, rollout: &Rollout) -> Result<StepStats> {
-        let (cfg, roll, kl_ctl) = (self.cfg, self.roll, &mut self.kl_ctl);
-        let (rows, step, per_source) = (&rollout.rows, rollout.step, &rollout.scores);
-        let pad = self.tokenizer.pad_id();
-        let mut m = Vec::new();
-        let mut scores = vec![0.0; rows.len()];
-        for (w, sc) in rollout.weights.iter().zip(per_source) {
+        let rows = &rollout.rows;
+        let scores = self.scores(rollout);
+        let passes = self.forward_passes(rows)?;
+        let targets = self.targets(&passes, &scores);
+        let mut metrics = self.rollout_metrics(rows, &scores, &passes, &targets);
+        let mut obj = self.objective();
+        let epochs = self.optimise(&mut obj, rows, &passes, &targets, rollout.step)?;
+        let mean_kl = online::mean(&targets.seq_kl);
+        self.kl_ctl.update(mean_kl, rows.len());
+        let (value_loss, value_clipped, value_tokens) = obj.value.sums;
+        let prompt_and_response: usize = rows.iter().map(|r| r.prompt_ids.len() + r.response_ids.len()).sum();
+        metrics.extend([
+            ("grad_norm".to_string(), online::mean(&epochs.grad_norms)),
+            ("value/grad_norm".into(), online::mean(&epochs.value_grad_norms)),
+            ("value/loss".into(), value_loss / epochs.updates as f64),
+            ("value/clipfrac".into(), value_clipped / value_tokens.max(1) as f64),
+            ("ratio/first_minibatch".into(), epochs.first_ratio),
+            ("update/tokens".into(), (self.cfg.ppo_epochs * prompt_and_response) as f64),
+        ]);
+        metrics.extend(obj.policy.take_stats().into_iter().filter(|(k, _)| !k.starts_with("logprob_mismatch")));
+        Ok(StepStats { metrics, sequence_kl: Some(mean_kl) })
+    }
+
+    /// Each response's score: the weighted sum of the sources (unscored = 0), or
+    /// `missing_eos_penalty` for a response cut off before EOS.
+    fn scores(&self, rollout: &Rollout) -> Vec<f64> {
+        let mut scores = vec![0.0; rollout.rows.len()];
+        for (w, sc) in rollout.weights.iter().zip(&rollout.scores) {
             for (total, x) in scores.iter_mut().zip(sc) {
                 *total += *w * x.value.unwrap_or(0.0);
             }
         }
-        if let Some(p) = cfg.missing_eos_penalty {
-            for (sc, r) in scores.iter_mut().zip(rows) {
+        if let Some(p) = self.cfg.missing_eos_penalty {
+            for (sc, r) in scores.iter_mut().zip(&rollout.rows) {
                 if r.truncated() {
                     *sc = p;
                 }
             }
         }
+        scores
+    }
+
+    fn forward_passes(&self, rows: &[RolloutRow]) -> Result<Passes> {
+        let (pad, roll) = (self.tokenizer.pad_id(), self.roll);
         let pairs: Vec<(&[u32], &[u32])> =
             rows.iter().map(|r| (r.prompt_ids.as_slice(), r.response_ids.as_slice())).collect();
         let fb = roll.forward_batch_size;
-        let old = response_logprobs_rows(self.policy, &pairs, pad, roll.temperature, fb)?;
-        let reference = response_logprobs_rows(self.reference, &pairs, pad, roll.temperature, fb)?;
-        let values = critic_values(&self.critic, &pairs, pad, fb)?;
+        Ok(Passes {
+            old: response_logprobs_rows(self.policy, &pairs, pad, roll.temperature, fb)?,
+            reference: response_logprobs_rows(self.reference, &pairs, pad, roll.temperature, fb)?,
+            values: critic_values(&self.critic, &pairs, pad, fb)?,
+        })
+    }
+
+    /// Per-token rewards (−β·KL_t, the score on the last token; β = 0 here when the KL is in
+    /// the loss instead), optionally whitened, then GAE and optionally whitened advantages.
+    fn targets(&self, passes: &Passes, scores: &[f64]) -> Targets {
+        let cfg = self.cfg;
         let clamp = (cfg.kl_clamp > 0.0).then_some(cfg.kl_clamp);
-        let kl: Vec<Vec<f64>> = old
+        let kl: Vec<Vec<f64>> = passes
+            .old
             .iter()
-            .zip(&reference)
+            .zip(&passes.reference)
             .map(|(o, r)| o.iter().zip(r).map(|(&a, &b)| kl_value(cfg.kl_estimator, a, b, clamp)).collect())
             .collect();
         let seq_kl: Vec<f64> =
-            old.iter().zip(&reference).map(|(o, r)| o.iter().zip(r).map(|(a, b)| a - b).sum()).collect();
-        let kl_in_loss = cfg.kl_placement == KlPlacement::Loss;
-        let mut rewards = kl_penalised_rewards(&kl, &scores, if kl_in_loss { 0.0 } else { kl_ctl.coef });
+            passes.old.iter().zip(&passes.reference).map(|(o, r)| o.iter().zip(r).map(|(a, b)| a - b).sum()).collect();
+        let reward_coef = if cfg.kl_placement == KlPlacement::Loss { 0.0 } else { self.kl_ctl.coef };
+        let mut rewards = kl_penalised_rewards(&kl, scores, reward_coef);
         if cfg.whiten_rewards {
             rewards = masked_whiten(&rewards, false, true);
         }
-        let (adv_raw, returns) = gae(&rewards, &values, cfg.gamma, cfg.lam);
-        let adv = if cfg.whiten_advantages { masked_whiten(&adv_raw, true, true) } else { adv_raw };
-        let (mismatch_mean, mismatch_max) = rollout::logprob_mismatch(rows, &old);
-        let mean_kl = online::mean(&seq_kl);
-        let flat_v: Vec<f64> = values.concat();
-        let flat_r: Vec<f64> = returns.concat();
-        let non_score: f64 = kl.iter().map(|k| -kl_ctl.coef * k.iter().sum::<f64>()).sum::<f64>() / rows.len() as f64;
-        m.extend([
-            ("reward/score".to_string(), online::mean(&scores)),
+        let (raw, returns) = gae(&rewards, &passes.values, cfg.gamma, cfg.lam);
+        let advantages = if cfg.whiten_advantages { masked_whiten(&raw, true, true) } else { raw };
+        Targets { kl, seq_kl, advantages, returns }
+    }
+
+    /// What the rollout looked like before the update: rewards, KL, length, entropy, the
+    /// critic's fit and the sampler-vs-trainer logprob mismatch.
+    fn rollout_metrics(&self, rows: &[RolloutRow], scores: &[f64], passes: &Passes, targets: &Targets) -> Metrics {
+        let coef = self.kl_ctl.coef;
+        let (mismatch_mean, mismatch_max) = rollout::logprob_mismatch(rows, &passes.old);
+        let flat_v: Vec<f64> = passes.values.concat();
+        let flat_r: Vec<f64> = targets.returns.concat();
+        let non_score: f64 = targets.kl.iter().map(|k| -coef * k.iter().sum::<f64>()).sum::<f64>() / rows.len() as f64;
+        vec![
+            ("reward/score".to_string(), online::mean(scores)),
             ("reward/non_score".into(), non_score),
-            ("reward/rlhf".into(), online::mean(&scores) + non_score),
-            ("kl/sequence".into(), mean_kl),
-            ("kl/coef".into(), kl_ctl.coef),
+            ("reward/rlhf".into(), online::mean(scores) + non_score),
+            ("kl/sequence".into(), online::mean(&targets.seq_kl)),
+            ("kl/coef".into(), coef),
             ("response_length".into(), online::mean_len(rows)),
             ("truncation_rate".into(), online::truncation_rate(rows)),
             ("entropy".into(), online::sampled_entropy(rows)),
@@ -372,27 +445,13 @@ impl PpoUpdate<'_, '_> {
             ("value/mean".into(), online::mean(&flat_v)),
             ("logprob_mismatch/mean_abs".into(), mismatch_mean),
             ("logprob_mismatch/max_abs".into(), mismatch_max),
-        ]);
-        let mut ppo_rows: Vec<PpoRow> = (0..rows.len())
-            .map(|i| PpoRow {
-                policy: PolicyRow {
-                    prompt: rows[i].prompt_ids.clone(),
-                    response: rows[i].response_ids.clone(),
-                    old_logp: Some(old[i].clone()),
-                    ref_logp: kl_in_loss.then(|| reference[i].clone()),
-                    sampler_logp: rows[i].sampler_logprobs.clone(),
-                    advantages: adv[i].clone(),
-                    weights: Vec::new(),
-                },
-                value: ValueRow {
-                    prompt: rows[i].prompt_ids.clone(),
-                    response: rows[i].response_ids.clone(),
-                    old_values: values[i].clone(),
-                    returns: returns[i].clone(),
-                    weights: Vec::new(),
-                },
-            })
-            .collect();
+        ]
+    }
+
+    /// The clipped surrogate (with the KL term when it sits in the loss) and the clipped value
+    /// loss, at this step's KL coefficient.
+    fn objective(&self) -> PpoObjective<'a> {
+        let (cfg, roll, pad) = (self.cfg, self.roll, self.tokenizer.pad_id());
         let clip = ClipConfig { epsilon_low: cfg.cliprange, epsilon_high: cfg.cliprange, dual_clip: cfg.dual_clip };
         let mut obj = PpoObjective {
             policy: PolicyObjective::new(self.policy, pad, roll.temperature, clip).with_tis_cap(roll.tis_cap),
@@ -404,13 +463,49 @@ impl PpoUpdate<'_, '_> {
                 sums: (0.0, 0.0, 0),
             },
         };
-        if kl_in_loss {
-            obj.policy.kl_coef = kl_ctl.coef;
+        if cfg.kl_placement == KlPlacement::Loss {
+            obj.policy.kl_coef = self.kl_ctl.coef;
             obj.policy.kl_estimator = cfg.kl_estimator;
         }
+        obj
+    }
+
+    /// `ppo_epochs` passes over seeded shuffles of the rows in `num_minibatches` minibatches,
+    /// each a token-mean loss: one policy and one critic optimiser step, or one step of both
+    /// together when they share a trunk.
+    fn optimise(
+        &mut self,
+        obj: &mut PpoObjective,
+        rows: &[RolloutRow],
+        passes: &Passes,
+        targets: &Targets,
+        step: u64,
+    ) -> Result<EpochStats> {
+        let (cfg, roll) = (self.cfg, self.roll);
+        let kl_in_loss = cfg.kl_placement == KlPlacement::Loss;
+        let mut ppo_rows: Vec<PpoRow> = (0..rows.len())
+            .map(|i| PpoRow {
+                policy: PolicyRow {
+                    prompt: rows[i].prompt_ids.clone(),
+                    response: rows[i].response_ids.clone(),
+                    old_logp: Some(passes.old[i].clone()),
+                    ref_logp: kl_in_loss.then(|| passes.reference[i].clone()),
+                    sampler_logp: rows[i].sampler_logprobs.clone(),
+                    advantages: targets.advantages[i].clone(),
+                    weights: Vec::new(),
+                },
+                value: ValueRow {
+                    prompt: rows[i].prompt_ids.clone(),
+                    response: rows[i].response_ids.clone(),
+                    old_values: passes.values[i].clone(),
+                    returns: targets.returns[i].clone(),
+                    weights: Vec::new(),
+                },
+            })
+            .collect();
         let mb_size = rows.len().div_ceil(cfg.num_minibatches);
-        let (mut gn, mut vgn) = (Vec::new(), Vec::new());
-        let mut first_ratio = f64::NAN;
+        let mut out =
+            EpochStats { grad_norms: Vec::new(), value_grad_norms: Vec::new(), first_ratio: f64::NAN, updates: 0 };
         for epoch in 0..cfg.ppo_epochs {
             for mb in rollout::minibatches(rows.len(), mb_size, rollout::step_seed(step, epoch as u64)) {
                 let lengths: Vec<usize> = mb.iter().map(|&i| rows[i].response_ids.len()).collect();
@@ -423,37 +518,23 @@ impl PpoUpdate<'_, '_> {
                 match self.critic_session.as_mut() {
                     Some(critic) => {
                         let prow: Vec<&PolicyRow> = mb.iter().map(|&i| &ppo_rows[i].policy).collect();
-                        gn.push(self.policy_session.update(&mut obj.policy, &prow, step)?);
+                        out.grad_norms.push(self.policy_session.update(&mut obj.policy, &prow, step)?);
                         let vrow: Vec<&ValueRow> = mb.iter().map(|&i| &ppo_rows[i].value).collect();
-                        vgn.push(critic.update(&mut obj.value, &vrow, step)?);
+                        out.value_grad_norms.push(critic.update(&mut obj.value, &vrow, step)?);
                     }
                     None => {
                         let both: Vec<&PpoRow> = mb.iter().map(|&i| &ppo_rows[i]).collect();
-                        gn.push(self.policy_session.update(&mut obj, &both, step)?);
+                        out.grad_norms.push(self.policy_session.update(obj, &both, step)?);
                     }
                 }
-                if first_ratio.is_nan() {
+                if out.first_ratio.is_nan() {
                     let stats = obj.policy.stats.rows();
-                    first_ratio = stats.iter().find(|(k, _)| k == "ratio/mean").map_or(f64::NAN, |(_, v)| *v);
+                    out.first_ratio = stats.iter().find(|(k, _)| k == "ratio/mean").map_or(f64::NAN, |(_, v)| *v);
                 }
+                out.updates += 1;
             }
         }
-        kl_ctl.update(mean_kl, rows.len());
-        let (vl, vc, vn) = obj.value.sums;
-        let updates = (cfg.ppo_epochs * rows.len().div_ceil(mb_size)) as f64;
-        m.extend([
-            ("grad_norm".to_string(), online::mean(&gn)),
-            ("value/grad_norm".into(), online::mean(&vgn)),
-            ("value/loss".into(), vl / updates),
-            ("value/clipfrac".into(), vc / vn.max(1) as f64),
-            ("ratio/first_minibatch".into(), first_ratio),
-            (
-                "update/tokens".into(),
-                (cfg.ppo_epochs * pairs.iter().map(|(p, r)| p.len() + r.len()).sum::<usize>()) as f64,
-            ),
-        ]);
-        m.extend(obj.policy.take_stats().into_iter().filter(|(k, _)| !k.starts_with("logprob_mismatch")));
-        Ok(StepStats { metrics: m, sequence_kl: Some(mean_kl) })
+        Ok(out)
     }
 }
 
