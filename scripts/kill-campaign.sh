@@ -19,24 +19,26 @@ WORK="${WORK:-$(mktemp -d)}"
 mkdir -p "$WORK"
 
 final=final # the model to compare, in the run folder
+# The campaign's own copy of the example config: editing the repository meanwhile changes nothing.
+cp "examples/$trainer.toml" "$WORK/$trainer.toml" 2>/dev/null || true
 case "$trainer" in
 grpo)
   "$RLHF" data make sums --seed 0 --out "$WORK/data" >/dev/null
-  args=(grpo --config examples/grpo.toml --set "data.path=$WORK/data/prompts.jsonl"
+  args=(grpo --config "$WORK/grpo.toml" --set "data.path=$WORK/data/prompts.jsonl"
     --set "data.eval_path=$WORK/data/prompts_eval.jsonl" --set train.max_steps=12
     --set train.save_steps=1 --set eval_steps=4 --set eval.limit=8 --set grpo.beta=0.04
     --set grpo.num_iterations=2)
   ;;
 ppo)
   "$RLHF" data make arithmetic --n 200 --seed 0 --out "$WORK/data" >/dev/null
-  args=(ppo --config examples/ppo.toml --set "data.path=$WORK/data/prompts.jsonl"
+  args=(ppo --config "$WORK/ppo.toml" --set "data.path=$WORK/data/prompts.jsonl"
     --set "data.eval_path=$WORK/data/prompts_eval.jsonl" --set critic.model=
     --set 'rewards=[{kind="math"}]' --set train.max_steps=12 --set train.save_steps=1
     --set eval_steps=4 --set eval.limit=8 --set ppo.prompts_per_step=4 --set ppo.ppo_epochs=2)
   ;;
 raft)
   "$RLHF" data make arithmetic --n 200 --seed 0 --out "$WORK/data" >/dev/null
-  args=(raft --config examples/raft.toml --set "data.path=$WORK/data/prompts.jsonl"
+  args=(raft --config "$WORK/raft.toml" --set "data.path=$WORK/data/prompts.jsonl"
     --set "data.eval_path=$WORK/data/prompts_eval.jsonl" --set raft.rounds=8
     --set raft.prompts_per_round=8 --set raft.samples_per_prompt=4 --set eval.limit=8)
   final=round-8/final
@@ -93,9 +95,15 @@ while true; do
     wait "$pid" && completed=1
     break
   fi
-  # A random moment within start-up and the next two steps, so that the kills spread over the
-  # whole run.
-  left=$(echo "scale=2; $startup + 2 * ($whole_secs - $startup) / $steps" | bc)
+  # A random moment within start-up and twice the run time left per kill left, so that the
+  # kills spread evenly over the whole run.
+  done_steps=0
+  if [ ${#resume[@]} -gt 0 ]; then
+    newest=$(compgen -G "$run/checkpoints/step-*/state.json" | sort | tail -n 1)
+    done_steps=$((10#$(basename "$(dirname "$newest")" | sed 's/step-//')))
+  fi
+  left_steps=$((steps - done_steps > 0 ? steps - done_steps : 1))
+  left=$(echo "scale=2; $startup + 2 * ($whole_secs - $startup) / $steps * $left_steps / ($kills - $n)" | bc)
   r=$((RANDOM % 1000))
   delay=$(echo "scale=2; $r * $left / 1000" | bc)
   sleep "$delay"
@@ -109,8 +117,12 @@ while true; do
     fi
     echo "   kill $n at ${delay} s into the process (newest checkpoint: ${last##*/}$torn)"
   else
-    # It had finished before the kill: the next start resumes from its last checkpoint.
-    wait "$pid" 2>/dev/null || true
+    # It had ended before the kill: the next start resumes from its last checkpoint, unless
+    # it failed.
+    if ! wait "$pid" 2>/dev/null; then
+      echo "FAILED: a run exited with an error before its kill (see $WORK/killed.log)" >&2
+      exit 1
+    fi
   fi
 done
 if [ "$completed" != 1 ]; then

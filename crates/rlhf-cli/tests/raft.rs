@@ -38,7 +38,7 @@ fn raft(model: &Path, data: &Path, run: &Path, extra: &[&str]) -> Vec<String> {
         "--set",
         "raft.prompts_per_round=0",
         "--set",
-        "raft.max_new_tokens=8",
+        "rollout.max_new_tokens=8",
         "--set",
         "train.learning_rate=3e-2",
         "--set",
@@ -162,7 +162,10 @@ fn a_run_killed_during_a_round_resumes_to_the_same_models() {
         .unwrap();
     let has_checkpoint = || {
         let entries = std::fs::read_dir(killed.join("checkpoints")).into_iter().flatten().flatten();
-        entries.into_iter().any(|e| e.path().join("state.json").exists())
+        // Complete ones only: `.step-N.partial` holds a state.json before it is renamed.
+        entries
+            .into_iter()
+            .any(|e| e.file_name().to_string_lossy().starts_with("step-") && e.path().join("state.json").exists())
     };
     while !has_checkpoint() {
         assert!(child.try_wait().unwrap().is_none(), "the run ended before its first checkpoint");

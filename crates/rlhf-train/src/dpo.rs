@@ -10,6 +10,7 @@
 //! The loss is the mean over pairs. At init (π = π_ref) Δ = 0 and the sigmoid loss is ln 2.
 
 use crate::error::Result as TrainResult;
+use crate::stats::mean;
 use crate::trainer::{MicroOutput, Objective};
 use candle_core::{bail, DType, Result, Tensor};
 use rlhf_data::PairExample;
@@ -100,14 +101,6 @@ pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
 /// Masked positions may hold any finite value.
 pub fn sequence_logps(per_token: &Tensor, mask: &Tensor) -> Result<Tensor> {
     (per_token * mask.to_dtype(per_token.dtype())?)?.sum(1)
-}
-
-fn mean(xs: &[f64]) -> f64 {
-    if xs.is_empty() {
-        0.0
-    } else {
-        xs.iter().sum::<f64>() / xs.len() as f64
-    }
 }
 
 pub fn dpo_loss(cfg: &DpoLossConfig, p: &PairLogps) -> Result<DpoOutput> {

@@ -20,6 +20,7 @@ use crate::online::driver::{OnlineAlgorithm, OnlineLoop, Rollout, StepStats};
 use crate::online::{self, HeldOutEval, PolicyObjective, PolicyRow, RlPrompt, RunInfo, Session};
 use crate::policy_loss::ClipConfig;
 use crate::rollout::{self, response_logprobs_rows, RolloutConfig, RolloutRow};
+use crate::stats;
 use crate::trainer::{StepReport, TrainConfig};
 use candle_core::Var;
 use rlhf_data::Tokenizer;
@@ -224,7 +225,7 @@ impl GrpoUpdate<'_, '_> {
                 let (pad, fb) = (self.tokenizer.pad_id(), roll.forward_batch_size);
                 let lp = response_logprobs_rows(reference, &pairs, pad, roll.temperature, fb)?;
                 let seq_kl: Vec<f64> = rows.iter().zip(&lp).map(|(r, l)| sequence_kl(KlEstimator::K1, r, l)).collect();
-                let kl = online::mean(&seq_kl);
+                let kl = stats::mean(&seq_kl);
                 metrics.push(("kl/sequence".into(), kl));
                 mean_kl = Some(kl);
                 Some(lp)
@@ -281,7 +282,7 @@ impl GrpoUpdate<'_, '_> {
                 grad_norms.push(self.session.update(&mut obj, &batch, step)?);
             }
         }
-        metrics.push(("grad_norm".into(), online::mean(&grad_norms)));
+        metrics.push(("grad_norm".into(), stats::mean(&grad_norms)));
         let trained: usize = policy_rows.iter().map(|r| r.prompt.len() + r.response.len()).sum();
         metrics.push(("update/tokens".into(), (trained * cfg.num_iterations) as f64));
         metrics.extend(obj.take_stats());
@@ -350,8 +351,8 @@ impl GrpoUpdate<'_, '_> {
         let rewards_ok: Vec<f64> = groups.rewards.iter().copied().filter(|r| r.is_finite()).collect();
         let zero_share = zero_var.iter().filter(|&&z| z).count() as f64 / n_groups.max(1) as f64;
         metrics.extend([
-            ("reward/mean".to_string(), online::mean(&rewards_ok)),
-            ("reward/std".into(), online::std(&rewards_ok)),
+            ("reward/mean".to_string(), stats::mean(&rewards_ok)),
+            ("reward/std".into(), stats::std(&rewards_ok)),
             ("zero_variance_group_fraction".into(), zero_share),
             ("rows_trained".into(), keep.len() as f64),
             ("response_length".into(), online::mean_len(rows)),

@@ -20,6 +20,7 @@ pub mod reward;
 pub mod rollout;
 pub mod schedule;
 pub mod sft;
+pub mod stats;
 pub mod tensorboard;
 pub mod trainer;
 

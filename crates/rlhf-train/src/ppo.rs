@@ -15,6 +15,7 @@ use crate::online::driver::{OnlineAlgorithm, OnlineLoop, Rollout, StepStats};
 use crate::online::{self, HeldOutEval, Metrics, PolicyObjective, PolicyRow, RlPrompt, RunInfo, Session};
 use crate::policy_loss::{clipped_value_loss, explained_variance, ClipConfig};
 use crate::rollout::{self, response_logprobs_rows, split_rows, to_f64, RolloutConfig, RolloutRow};
+use crate::stats;
 use crate::trainer::{MicroOutput, Objective, StepReport, TrainConfig};
 use candle_core::{DType, Tensor, Var};
 use rlhf_data::Tokenizer;
@@ -354,13 +355,13 @@ impl<'a> PpoUpdate<'a, '_> {
         let mut metrics = self.rollout_metrics(rows, &scores, &passes, &targets);
         let mut obj = self.objective();
         let epochs = self.optimise(&mut obj, rows, &passes, &targets, rollout.step)?;
-        let mean_kl = online::mean(&targets.seq_kl);
+        let mean_kl = stats::mean(&targets.seq_kl);
         self.kl_ctl.update(mean_kl, rows.len());
         let (value_loss, value_clipped, value_tokens) = obj.value.sums;
         let prompt_and_response: usize = rows.iter().map(|r| r.prompt_ids.len() + r.response_ids.len()).sum();
         metrics.extend([
-            ("grad_norm".to_string(), online::mean(&epochs.grad_norms)),
-            ("value/grad_norm".into(), online::mean(&epochs.value_grad_norms)),
+            ("grad_norm".to_string(), stats::mean(&epochs.grad_norms)),
+            ("value/grad_norm".into(), stats::mean(&epochs.value_grad_norms)),
             ("value/loss".into(), value_loss / epochs.updates as f64),
             ("value/clipfrac".into(), value_clipped / value_tokens.max(1) as f64),
             ("ratio/first_minibatch".into(), epochs.first_ratio),
@@ -433,16 +434,16 @@ impl<'a> PpoUpdate<'a, '_> {
         let flat_r: Vec<f64> = targets.returns.concat();
         let non_score: f64 = targets.kl.iter().map(|k| -coef * k.iter().sum::<f64>()).sum::<f64>() / rows.len() as f64;
         vec![
-            ("reward/score".to_string(), online::mean(scores)),
+            ("reward/score".to_string(), stats::mean(scores)),
             ("reward/non_score".into(), non_score),
-            ("reward/rlhf".into(), online::mean(scores) + non_score),
-            ("kl/sequence".into(), online::mean(&targets.seq_kl)),
+            ("reward/rlhf".into(), stats::mean(scores) + non_score),
+            ("kl/sequence".into(), stats::mean(&targets.seq_kl)),
             ("kl/coef".into(), coef),
             ("response_length".into(), online::mean_len(rows)),
             ("truncation_rate".into(), online::truncation_rate(rows)),
             ("entropy".into(), online::sampled_entropy(rows)),
             ("value/explained_variance".into(), explained_variance(&flat_v, &flat_r)),
-            ("value/mean".into(), online::mean(&flat_v)),
+            ("value/mean".into(), stats::mean(&flat_v)),
             ("logprob_mismatch/mean_abs".into(), mismatch_mean),
             ("logprob_mismatch/max_abs".into(), mismatch_max),
         ]

@@ -13,6 +13,7 @@ use crate::online::driver::{LoopSchedule, OnlineAlgorithm, OnlineLoop, Rollout, 
 use crate::online::{self, HeldOutEval, Metrics, RlPrompt, RunInfo};
 use crate::rollout::{RolloutConfig, RolloutRow};
 use crate::sft::SftObjective;
+use crate::stats;
 use crate::trainer::{train, RunOptions, StepReport, TrainConfig};
 use candle_core::Var;
 use rlhf_data::{Location, RecordIndex, SftExample, Tokenizer};
@@ -34,28 +35,11 @@ pub struct RaftConfig {
     pub threshold: Option<f64>,
     /// Prompts per round, in the seeded epoch order the other trainers use (0 = all).
     pub prompts_per_round: usize,
-    pub temperature: f64,
-    pub max_new_tokens: usize,
-    pub top_k: Option<usize>,
-    pub top_p: Option<f64>,
-    /// Responses per `generate` call (0 = all of a round at once).
-    pub generation_batch_size: usize,
 }
 
 impl Default for RaftConfig {
     fn default() -> Self {
-        Self {
-            rounds: 2,
-            samples_per_prompt: 8,
-            keep_top_k: 1,
-            threshold: None,
-            prompts_per_round: 0,
-            temperature: 1.0,
-            max_new_tokens: 64,
-            top_k: None,
-            top_p: None,
-            generation_batch_size: 64,
-        }
+        Self { rounds: 2, samples_per_prompt: 8, keep_top_k: 1, threshold: None, prompts_per_round: 0 }
     }
 }
 
@@ -80,24 +64,7 @@ impl RaftConfig {
         if let Some(t) = self.threshold.filter(|t| !t.is_finite()) {
             return bad(format!("raft.threshold must be a finite number, got {t}"));
         }
-        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return bad(format!("raft.temperature must be ≥ 0, got {}", self.temperature));
-        }
-        if self.max_new_tokens == 0 {
-            return bad("raft.max_new_tokens must be ≥ 1".into());
-        }
         Ok(())
-    }
-
-    pub fn rollout(&self) -> RolloutConfig {
-        RolloutConfig {
-            max_new_tokens: self.max_new_tokens,
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            generation_batch_size: self.generation_batch_size,
-            ..RolloutConfig::default()
-        }
     }
 }
 
@@ -162,11 +129,13 @@ pub struct RaftHooks<'h> {
 pub fn train_raft(
     s: &mut RaftSetup,
     cfg: &RaftConfig,
+    roll: &RolloutConfig,
     train_cfg: &TrainConfig,
     run: &RunInfo,
     hooks: &mut RaftHooks,
 ) -> Result<Metrics> {
     cfg.validate()?;
+    roll.validate()?;
     train_cfg.validate()?;
     if s.prompts.is_empty() {
         return Err(TrainError::Config("raft needs at least one prompt".into()));
@@ -188,10 +157,9 @@ pub fn train_raft(
         save_round: &mut **save_round,
         on_sft_step: &mut **on_sft_step,
     };
-    let roll = cfg.rollout();
     // A step is a round; every round is checkpointed.
     let schedule = LoopSchedule { steps: cfg.rounds as u64, seed: train_cfg.seed, save_steps: 1 };
-    let online = OnlineLoop { policy, tokenizer, prompts, sources, eval: eval.as_mut(), rollout: &roll, schedule, run };
+    let online = OnlineLoop { policy, tokenizer, prompts, sources, eval: eval.as_mut(), rollout: roll, schedule, run };
     online.run(&mut update, &mut **on_round)
 }
 
@@ -332,9 +300,9 @@ fn selection_metrics(rows: &[RolloutRow], rewards: &[f64], kept: &[usize], n: us
     with_kept.dedup(); // `kept` is grouped by prompt
     let unscored = rewards.chunks(n).filter(|g| g.iter().all(|r| r.is_nan())).count();
     vec![
-        ("reward/mean".into(), online::mean(&finite)),
-        ("reward/std".into(), online::std(&finite)),
-        ("reward/kept_mean".into(), online::mean(&kept_rewards)),
+        ("reward/mean".into(), stats::mean(&finite)),
+        ("reward/std".into(), stats::std(&finite)),
+        ("reward/kept_mean".into(), stats::mean(&kept_rewards)),
         ("kept".into(), kept.len() as f64),
         ("prompts".into(), prompts as f64),
         ("kept_prompt_share".into(), with_kept.len() as f64 / prompts.max(1) as f64),

@@ -38,6 +38,15 @@ pub struct RolloutConfig {
 
 impl RolloutConfig {
     pub fn validate(&self) -> crate::Result<()> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(crate::TrainError::Config(format!(
+                "rollout.temperature must be ≥ 0 (0 = greedy), got {}",
+                self.temperature
+            )));
+        }
+        if self.max_new_tokens == 0 {
+            return Err(crate::TrainError::Config("rollout.max_new_tokens must be ≥ 1".into()));
+        }
         if !(self.tis_cap >= 0.0 && self.tis_cap.is_finite()) {
             return Err(crate::TrainError::Config(format!(
                 "rollout.tis_cap must be a finite number ≥ 0 (0 = off), got {}",

@@ -178,13 +178,12 @@ fn raft(dir: &Path, rounds: usize, resume: Option<PathBuf>) -> rlhf_train::Resul
         sources: vec![(DigitShare::new(&tok), 1.0)],
         eval: None,
     };
-    let cfg =
-        RaftConfig { rounds, samples_per_prompt: 4, prompts_per_round: 2, max_new_tokens: 6, ..Default::default() };
+    let cfg = RaftConfig { rounds, samples_per_prompt: 4, prompts_per_round: 2, ..Default::default() };
     let sft = TrainConfig { learning_rate: 1e-2, batch_size: 1, epochs: 1.0, ..TrainConfig::default() };
     let run = RunInfo { dir, config: serde_json::json!({"raft": 3}), eval_steps: 1, resume };
     let mut save_round = |_: u64, round_dir: &Path| Ok(round_dir.to_path_buf());
     let hooks = &mut RaftHooks { save_round: &mut save_round, on_sft_step: &mut |_, _| {}, on_round: &mut |_| {} };
-    train_raft(&mut setup, &cfg, &sft, &run, hooks)?;
+    train_raft(&mut setup, &cfg, &rollout_cfg(), &sft, &run, hooks)?;
     Ok(values(&params))
 }
 

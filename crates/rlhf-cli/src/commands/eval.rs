@@ -15,8 +15,9 @@ use rlhf_eval::significance::{discordant, mcnemar_exact, paired_bootstrap, Paire
 use rlhf_model::CausalLm;
 use rlhf_reward::math::{extract_final_answer, last_integer};
 use rlhf_reward::RewardSource;
-use rlhf_train::online::{mean, mean_len};
+use rlhf_train::online::mean_len;
 use rlhf_train::rollout::{decode_rows, response_logprobs_rows, rollout, score_rows, PromptRef, RolloutConfig};
+use rlhf_train::stats::mean;
 use serde_json::json;
 use std::path::PathBuf;
 

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use rlhf_reward::RewardSource;
 use rlhf_train::online::RunInfo;
 use rlhf_train::raft::{train_raft, RaftConfig, RaftHooks, RaftSetup};
+use rlhf_train::rollout::RolloutConfig;
 use rlhf_train::{ScheduleKind, StepReport, TrainConfig, TrainError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -32,6 +33,8 @@ pub struct RaftCommandConfig {
     /// (the policy after the newest round, for --resume), round-<r>/{metrics.jsonl,tb,final}.
     pub out: String,
     pub data: PromptData,
+    /// How each round samples: the same section as GRPO's and PPO's.
+    pub rollout: RolloutConfig,
     pub raft: RaftConfig,
     /// The SFT of every round (a fresh optimiser each round, on that round's kept samples).
     pub train: TrainConfig,
@@ -51,6 +54,7 @@ impl Default for RaftCommandConfig {
             model: "default".into(),
             out: String::new(),
             data: PromptData::default(),
+            rollout: RolloutConfig { max_new_tokens: 64, generation_batch_size: 64, ..RolloutConfig::default() },
             raft: RaftConfig::default(),
             train: TrainConfig {
                 learning_rate: 2e-5,
@@ -75,6 +79,7 @@ pub fn run(args: Args) -> Result<()> {
     let cfg: RaftCommandConfig = train_args.load()?;
     // Settings errors before the model loads.
     cfg.raft.validate()?;
+    cfg.rollout.validate()?;
     cfg.train.validate()?;
     if cfg.rewards.is_empty() {
         build_all(&cfg.rewards, 0)?; // fails, naming the reward kinds
@@ -112,7 +117,7 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("raft round {}/{}: mean reward {:.4} ({:.1} s)", r.step, r.total_steps, r.loss, stat(r, "step_time"))
     };
     let hooks = &mut RaftHooks { save_round: &mut save_round, on_sft_step: &mut on_sft_step, on_round: &mut on_round };
-    train_raft(&mut setup, &cfg.raft, &cfg.train, &run, hooks)?;
+    train_raft(&mut setup, &cfg.raft, &cfg.rollout, &cfg.train, &run, hooks)?;
     drop(setup);
     print_rounds(&dir.join("metrics.jsonl"))?;
     let last = dir.join(format!("round-{}", cfg.raft.rounds)).join("final");

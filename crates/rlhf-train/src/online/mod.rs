@@ -13,6 +13,7 @@ use crate::optim::AdamW;
 use crate::policy_loss::{clipped_policy_loss, ClipConfig, PolicyLossInputs, PolicyStats};
 use crate::rollout::{decode_rows, response_logprobs, score_rows, PromptRef, RolloutConfig, RolloutRow, RowText};
 use crate::schedule::LrSchedule;
+use crate::stats::mean;
 use crate::trainer::{
     accumulate_batch, apply_gradients, batch_indices, MicroOutput, Objective, StepReport, TrainConfig,
 };
@@ -549,19 +550,6 @@ fn cut_samples(path: &Path, step: u64) -> Result<()> {
     let tmp = path.with_extension("jsonl.tmp");
     std::fs::write(&tmp, kept).map_err(|e| TrainError::file(&tmp, format!("cannot write: {e}")))?;
     std::fs::rename(&tmp, path).map_err(|e| TrainError::file(path, format!("cannot write: {e}")))
-}
-
-pub fn mean(x: &[f64]) -> f64 {
-    if x.is_empty() {
-        return f64::NAN;
-    }
-    x.iter().sum::<f64>() / x.len() as f64
-}
-
-/// Population standard deviation.
-pub fn std(x: &[f64]) -> f64 {
-    let m = mean(x);
-    (x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / x.len().max(1) as f64).sqrt()
 }
 
 pub fn mean_len(rows: &[RolloutRow]) -> f64 {
