@@ -16,6 +16,7 @@ use crate::advantage::{group_advantages, process_advantages, rloo_advantages, Mu
 use crate::aggregate::{token_weights, LossAggregation};
 use crate::error::{Result, TrainError};
 use crate::kl::{kl_value, KlEstimator, KlPlacement};
+use crate::metric_keys as keys;
 use crate::online::driver::{OnlineAlgorithm, OnlineLoop, Rollout, StepStats};
 use crate::online::{self, HeldOutEval, PolicyObjective, PolicyRow, RlPrompt, RunInfo, Session};
 use crate::policy_loss::ClipConfig;
@@ -167,7 +168,7 @@ impl OnlineAlgorithm for GrpoUpdate<'_, '_> {
     }
 
     fn headline(&self) -> &'static str {
-        "reward/mean"
+        keys::REWARD_MEAN
     }
 
     fn max_kl(&self) -> f64 {
@@ -226,7 +227,7 @@ impl GrpoUpdate<'_, '_> {
                 let lp = response_logprobs_rows(reference, &pairs, pad, roll.temperature, fb)?;
                 let seq_kl: Vec<f64> = rows.iter().zip(&lp).map(|(r, l)| sequence_kl(KlEstimator::K1, r, l)).collect();
                 let kl = stats::mean(&seq_kl);
-                metrics.push(("kl/sequence".into(), kl));
+                metrics.push((keys::KL_SEQUENCE.into(), kl));
                 mean_kl = Some(kl);
                 Some(lp)
             }
@@ -284,7 +285,7 @@ impl GrpoUpdate<'_, '_> {
         }
         metrics.push(("grad_norm".into(), stats::mean(&grad_norms)));
         let trained: usize = policy_rows.iter().map(|r| r.prompt.len() + r.response.len()).sum();
-        metrics.push(("update/tokens".into(), (trained * cfg.num_iterations) as f64));
+        metrics.push((keys::UPDATE_TOKENS.into(), (trained * cfg.num_iterations) as f64));
         metrics.extend(obj.take_stats());
         Ok(StepStats { metrics, sequence_kl: mean_kl })
     }
@@ -351,11 +352,11 @@ impl GrpoUpdate<'_, '_> {
         let rewards_ok: Vec<f64> = groups.rewards.iter().copied().filter(|r| r.is_finite()).collect();
         let zero_share = zero_var.iter().filter(|&&z| z).count() as f64 / n_groups.max(1) as f64;
         metrics.extend([
-            ("reward/mean".to_string(), stats::mean(&rewards_ok)),
+            (keys::REWARD_MEAN.to_string(), stats::mean(&rewards_ok)),
             ("reward/std".into(), stats::std(&rewards_ok)),
             ("zero_variance_group_fraction".into(), zero_share),
             ("rows_trained".into(), keep.len() as f64),
-            ("response_length".into(), online::mean_len(rows)),
+            (keys::RESPONSE_LENGTH.into(), online::mean_len(rows)),
             ("truncation_rate".into(), online::truncation_rate(rows)),
             ("entropy".into(), online::sampled_entropy(rows)),
         ]);

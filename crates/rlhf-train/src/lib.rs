@@ -10,6 +10,7 @@ pub mod error;
 pub mod grad_accum;
 pub mod grpo;
 pub mod kl;
+pub mod metric_keys;
 pub mod metrics;
 pub mod online;
 pub mod optim;

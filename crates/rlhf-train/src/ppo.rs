@@ -11,6 +11,7 @@ use crate::advantage::{gae, kl_penalised_rewards, masked_whiten};
 use crate::aggregate::{token_weights, LossAggregation};
 use crate::error::{Result, TrainError};
 use crate::kl::{kl_value, KlController, KlControllerConfig, KlEstimator, KlPlacement};
+use crate::metric_keys as keys;
 use crate::online::driver::{OnlineAlgorithm, OnlineLoop, Rollout, StepStats};
 use crate::online::{self, HeldOutEval, Metrics, PolicyObjective, PolicyRow, RlPrompt, RunInfo, Session};
 use crate::policy_loss::{clipped_value_loss, explained_variance, ClipConfig};
@@ -279,7 +280,7 @@ impl OnlineAlgorithm for PpoUpdate<'_, '_> {
     }
 
     fn headline(&self) -> &'static str {
-        "reward/score"
+        keys::REWARD_SCORE
     }
 
     fn max_kl(&self) -> f64 {
@@ -365,7 +366,7 @@ impl<'a> PpoUpdate<'a, '_> {
             ("value/loss".into(), value_loss / epochs.updates as f64),
             ("value/clipfrac".into(), value_clipped / value_tokens.max(1) as f64),
             ("ratio/first_minibatch".into(), epochs.first_ratio),
-            ("update/tokens".into(), (self.cfg.ppo_epochs * prompt_and_response) as f64),
+            (keys::UPDATE_TOKENS.into(), (self.cfg.ppo_epochs * prompt_and_response) as f64),
         ]);
         metrics.extend(obj.policy.take_stats().into_iter().filter(|(k, _)| !k.starts_with("logprob_mismatch")));
         Ok(StepStats { metrics, sequence_kl: Some(mean_kl) })
@@ -434,12 +435,12 @@ impl<'a> PpoUpdate<'a, '_> {
         let flat_r: Vec<f64> = targets.returns.concat();
         let non_score: f64 = targets.kl.iter().map(|k| -coef * k.iter().sum::<f64>()).sum::<f64>() / rows.len() as f64;
         vec![
-            ("reward/score".to_string(), stats::mean(scores)),
+            (keys::REWARD_SCORE.to_string(), stats::mean(scores)),
             ("reward/non_score".into(), non_score),
             ("reward/rlhf".into(), stats::mean(scores) + non_score),
-            ("kl/sequence".into(), stats::mean(&targets.seq_kl)),
+            (keys::KL_SEQUENCE.into(), stats::mean(&targets.seq_kl)),
             ("kl/coef".into(), coef),
-            ("response_length".into(), online::mean_len(rows)),
+            (keys::RESPONSE_LENGTH.into(), online::mean_len(rows)),
             ("truncation_rate".into(), online::truncation_rate(rows)),
             ("entropy".into(), online::sampled_entropy(rows)),
             ("value/explained_variance".into(), explained_variance(&flat_v, &flat_r)),

@@ -9,6 +9,7 @@
 use crate::advantage::{group_advantages, MultiRewardAggregation, StdScale};
 use crate::checkpoint::{self, CheckpointState, Fingerprint};
 use crate::error::{Result, TrainError};
+use crate::metric_keys as keys;
 use crate::online::driver::{LoopSchedule, OnlineAlgorithm, OnlineLoop, Rollout, StepStats};
 use crate::online::{self, HeldOutEval, Metrics, RlPrompt, RunInfo};
 use crate::rollout::{RolloutConfig, RolloutRow};
@@ -197,7 +198,7 @@ impl OnlineAlgorithm for RaftUpdate<'_, '_> {
     }
 
     fn headline(&self) -> &'static str {
-        "reward/mean"
+        keys::REWARD_MEAN
     }
 
     fn max_kl(&self) -> f64 {
@@ -285,7 +286,7 @@ impl RaftUpdate<'_, '_> {
             ("sft/steps".into(), outcome.steps as f64),
             ("sft/examples".into(), examples.len() as f64),
             ("sft/loss_first".into(), first),
-            ("sft/loss".into(), outcome.last_loss),
+            (keys::SFT_LOSS.into(), outcome.last_loss),
         ])
     }
 }
@@ -300,14 +301,14 @@ fn selection_metrics(rows: &[RolloutRow], rewards: &[f64], kept: &[usize], n: us
     with_kept.dedup(); // `kept` is grouped by prompt
     let unscored = rewards.chunks(n).filter(|g| g.iter().all(|r| r.is_nan())).count();
     vec![
-        ("reward/mean".into(), stats::mean(&finite)),
+        (keys::REWARD_MEAN.into(), stats::mean(&finite)),
         ("reward/std".into(), stats::std(&finite)),
-        ("reward/kept_mean".into(), stats::mean(&kept_rewards)),
-        ("kept".into(), kept.len() as f64),
+        (keys::KEPT_REWARD_MEAN.into(), stats::mean(&kept_rewards)),
+        (keys::KEPT.into(), kept.len() as f64),
         ("prompts".into(), prompts as f64),
-        ("kept_prompt_share".into(), with_kept.len() as f64 / prompts.max(1) as f64),
+        (keys::KEPT_PROMPT_SHARE.into(), with_kept.len() as f64 / prompts.max(1) as f64),
         ("unscored_prompts".into(), unscored as f64),
-        ("response_length".into(), online::mean_len(rows)),
+        (keys::RESPONSE_LENGTH.into(), online::mean_len(rows)),
         ("kept_response_length".into(), if kept.is_empty() { f64::NAN } else { online::mean_len(&kept_rows) }),
         ("truncation_rate".into(), online::truncation_rate(rows)),
         ("entropy".into(), online::sampled_entropy(rows)),

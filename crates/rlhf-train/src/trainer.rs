@@ -8,6 +8,7 @@
 use crate::checkpoint::{self, CheckpointState, Fingerprint};
 use crate::error::{Result, TrainError};
 use crate::grad_accum;
+use crate::metric_keys as keys;
 use crate::metrics::MetricsLogger;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::schedule::{LrSchedule, ScheduleKind};
@@ -255,7 +256,7 @@ pub fn train<O: Objective>(
             ("lr".into(), lr),
             ("grad_norm".into(), grad_norm),
             ("tokens_per_sec".into(), tokens as f64 / secs.max(1e-9)),
-            ("step_time".into(), secs),
+            (keys::STEP_TIME.into(), secs),
         ];
         row.extend(stats.iter().map(|(n, s, w)| (n.clone(), s / w.max(1e-300))));
         log(&mut logger, done, &row)?;
@@ -271,7 +272,7 @@ pub fn train<O: Objective>(
         let last = done == total;
         if !eval_set.is_empty() && (last || (cfg.eval_steps > 0 && done % cfg.eval_steps as u64 == 0)) {
             eval = obj.evaluate(eval_set)?;
-            let rows: Vec<(String, f64)> = eval.iter().map(|(k, v)| (format!("eval/{k}"), *v)).collect();
+            let rows: Vec<(String, f64)> = eval.iter().map(|(k, v)| (keys::eval(k), *v)).collect();
             log(&mut logger, done, &rows)?;
         }
         if last || (cfg.save_steps > 0 && done % cfg.save_steps as u64 == 0) {

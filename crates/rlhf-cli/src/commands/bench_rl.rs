@@ -10,6 +10,7 @@ use rlhf_data::Message;
 use rlhf_model::heads::SCORE_WEIGHT;
 use rlhf_reward::{RewardSource, Sample, Score};
 use rlhf_train::grpo::{train_grpo, GrpoConfig, GrpoSetup};
+use rlhf_train::metric_keys as keys;
 use rlhf_train::online::{RlPrompt, RunInfo};
 use rlhf_train::ppo::{train_ppo, Critic, PpoConfig, PpoSetup};
 use rlhf_train::rollout::{PromptRef, RolloutConfig};
@@ -57,7 +58,7 @@ pub fn rl_step(model_arg: &str, which: &str, steps: usize, completions: usize, c
     let mut record = |r: &rlhf_train::StepReport| {
         if r.step > 1 {
             let get = |k: &str| r.stats.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, v)| *v);
-            times.push((get("step_time"), get("step_time") - get("update/seconds")));
+            times.push((get(keys::STEP_TIME), get(keys::STEP_TIME) - get(keys::UPDATE_SECONDS)));
         }
     };
     let (model, params) = loaded.model.trainable()?;

@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rlhf_train::metric_keys as keys;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -556,7 +557,7 @@ pub fn run(a: Args) -> Result<()> {
         append_jsonl(&out.join("eval.jsonl"), &eval_rows)?;
         let new_row = eval_rows.iter().find(|v| v["model"] == json!(format!("round-{round}")));
 
-        let reward_key = if cfg.rl.algorithm == Algorithm::Ppo { "reward/score" } else { "reward/mean" };
+        let reward_key = if cfg.rl.algorithm == Algorithm::Ppo { keys::REWARD_SCORE } else { keys::REWARD_MEAN };
         let summary = json!({
             "round": round,
             "start_policy": policy,
@@ -566,9 +567,9 @@ pub fn run(a: Args) -> Result<()> {
             "replayed": replayed.len(),
             "replayed_from": replayed_from,
             "rm_rows": rm_rows.len(),
-            "rm_eval_accuracy": last_metric(&reward_dir, "eval/accuracy"),
+            "rm_eval_accuracy": last_metric(&reward_dir, keys::EVAL_ACCURACY),
             "rl_reward": last_metric(&policy_dir, reward_key),
-            "rl_kl": last_metric(&policy_dir, "kl/sequence"),
+            "rl_kl": last_metric(&policy_dir, keys::KL_SEQUENCE),
             "accuracy": new_row.and_then(|v| v["accuracy"].as_f64()),
             "rm_reward": new_row.and_then(|v| v["rm_reward"].as_f64()),
             "win_rate_rm_vs_original": new_row.and_then(|v| v["win_rate_rm"].as_f64()),

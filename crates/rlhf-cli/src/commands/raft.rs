@@ -7,6 +7,7 @@ use super::rl_common::{self as rl, EvalSection, PromptData};
 use super::train_common::{self as common, LoraSection, TrainArgs, TrainBar};
 use anyhow::{bail, Context, Result};
 use rlhf_reward::RewardSource;
+use rlhf_train::metric_keys as keys;
 use rlhf_train::online::RunInfo;
 use rlhf_train::raft::{train_raft, RaftConfig, RaftHooks, RaftSetup};
 use rlhf_train::rollout::RolloutConfig;
@@ -114,7 +115,13 @@ pub fn run(args: Args) -> Result<()> {
         bar.report(r)
     };
     let mut on_round = |r: &StepReport| {
-        eprintln!("raft round {}/{}: mean reward {:.4} ({:.1} s)", r.step, r.total_steps, r.loss, stat(r, "step_time"))
+        eprintln!(
+            "raft round {}/{}: mean reward {:.4} ({:.1} s)",
+            r.step,
+            r.total_steps,
+            r.loss,
+            stat(r, keys::STEP_TIME)
+        )
     };
     let hooks = &mut RaftHooks { save_round: &mut save_round, on_sft_step: &mut on_sft_step, on_round: &mut on_round };
     train_raft(&mut setup, &cfg.raft, &cfg.rollout, &cfg.train, &run, hooks)?;
@@ -147,7 +154,7 @@ fn print_rounds(path: &Path) -> Result<()> {
         let round = rounds.entry(step).or_default();
         round.extend(obj.iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(f64::NAN))));
     }
-    let eval_key = rounds.values().flat_map(|r| r.keys()).find(|k| k.starts_with("eval/reward/")).cloned();
+    let eval_key = rounds.values().flat_map(|r| r.keys()).find(|k| k.starts_with(keys::EVAL_REWARD_PREFIX)).cloned();
     let eval_head = eval_key.as_deref().map(|k| k.trim_start_matches("eval/")).unwrap_or("");
     println!(
         "{:>5} {:>10} {:>10} {:>6} {:>8} {:>8} {:>9}  {}",
@@ -164,12 +171,12 @@ fn print_rounds(path: &Path) -> Result<()> {
         println!(
             "{:>5} {:>10} {:>10} {:>6} {:>7.0}% {:>8.1} {:>9}  {eval}",
             round,
-            f(get("reward/mean")),
-            f(get("reward/kept_mean")),
-            get("kept"),
-            100.0 * get("kept_prompt_share"),
-            get("response_length"),
-            f(get("sft/loss")),
+            f(get(keys::REWARD_MEAN)),
+            f(get(keys::KEPT_REWARD_MEAN)),
+            get(keys::KEPT),
+            100.0 * get(keys::KEPT_PROMPT_SHARE),
+            get(keys::RESPONSE_LENGTH),
+            f(get(keys::SFT_LOSS)),
         );
     }
     Ok(())

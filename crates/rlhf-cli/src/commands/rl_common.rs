@@ -6,6 +6,7 @@ use super::train_common::{LoraSection, TrainArgs, Trainable};
 use anyhow::{bail, Context, Result};
 use rlhf_data::{load_prompts, LoadOptions, OnBadRecord, PromptExample, Tokenizer};
 use rlhf_model::CausalLm;
+use rlhf_train::metric_keys as keys;
 use rlhf_train::online::HeldOutEval;
 use rlhf_train::online::RlPrompt;
 use rlhf_train::rollout::{PromptRef, RolloutConfig};
@@ -194,10 +195,10 @@ pub fn print_curve(dir: &Path) -> Result<()> {
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         let Some(obj) = v.as_object() else { continue };
-        let Some(train) = obj.get("eval/train_seconds").and_then(|x| x.as_f64()) else { continue };
+        let Some(train) = obj.get(keys::EVAL_TRAIN_SECONDS).and_then(|x| x.as_f64()) else { continue };
         let rewards: Vec<(String, f64)> = obj
             .iter()
-            .filter(|(k, _)| k.starts_with("eval/reward/"))
+            .filter(|(k, _)| k.starts_with(keys::EVAL_REWARD_PREFIX))
             .filter_map(|(k, x)| Some((k.trim_start_matches("eval/").to_string(), x.as_f64()?)))
             .collect();
         if !printed_header {
@@ -205,7 +206,7 @@ pub fn print_curve(dir: &Path) -> Result<()> {
             println!("held-out curve:\n  {:>6} {:>10} {:>10}  {}", "step", "train min", "wall min", names.join("  "));
             printed_header = true;
         }
-        let wall = obj.get("eval/elapsed_seconds").and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
+        let wall = obj.get(keys::EVAL_ELAPSED_SECONDS).and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
         let step = obj.get("step").and_then(|x| x.as_u64()).unwrap_or(0);
         let values: Vec<String> = rewards.iter().map(|(_, x)| format!("{x:.4}")).collect();
         println!("  {step:>6} {:>10.2} {:>10.2}  {}", train / 60.0, wall / 60.0, values.join("  "));

@@ -8,6 +8,7 @@ pub mod driver;
 use crate::checkpoint::{self, CheckpointState, Fingerprint};
 use crate::error::{Result, TrainError};
 use crate::kl::KlEstimator;
+use crate::metric_keys as keys;
 use crate::metrics::MetricsLogger;
 use crate::optim::AdamW;
 use crate::policy_loss::{clipped_policy_loss, ClipConfig, PolicyLossInputs, PolicyStats};
@@ -359,14 +360,14 @@ impl StepEnds {
         metrics.extend([
             ("lr".to_string(), lr),
             ("rollout/tokens_per_sec".into(), timing.tokens as f64 / timing.rollout_secs.max(1e-9)),
-            ("update/seconds".into(), secs - timing.rollout_secs),
-            ("step_time".into(), secs),
+            (keys::UPDATE_SECONDS.into(), secs - timing.rollout_secs),
+            (keys::STEP_TIME.into(), secs),
             ("elapsed_seconds".into(), self.clock.elapsed()),
             ("train_seconds".into(), self.clock.train_seconds()),
         ]);
         let get = |m: &[(String, f64)], k: &str| m.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, v)| *v);
         let update_secs = secs - timing.rollout_secs;
-        let update_tokens = get(&metrics, "update/tokens");
+        let update_tokens = get(&metrics, keys::UPDATE_TOKENS);
         if update_tokens > 0.0 {
             metrics.push(("update/tokens_per_sec".into(), update_tokens / update_secs.max(1e-9)));
         }
@@ -410,7 +411,7 @@ impl HeldOutEval<'_> {
         let values: Vec<f64> = scores.iter().filter_map(|s| s.value).collect();
         Ok(vec![
             (format!("reward/{}", self.source.name()), mean(&values)),
-            ("response_length".into(), mean_len(&rows)),
+            (keys::RESPONSE_LENGTH.into(), mean_len(&rows)),
             ("truncation_rate".into(), truncation_rate(&rows)),
         ])
     }
@@ -448,10 +449,10 @@ impl Clock {
         let Some(eval) = eval else { return Ok(Vec::new()) };
         let t0 = Instant::now();
         let mut rows: Vec<(String, f64)> =
-            eval.run(policy, tok)?.into_iter().map(|(k, v)| (format!("eval/{k}"), v)).collect();
+            eval.run(policy, tok)?.into_iter().map(|(k, v)| (keys::eval(&k), v)).collect();
         self.eval_secs += t0.elapsed().as_secs_f64();
-        rows.push(("eval/elapsed_seconds".into(), self.elapsed()));
-        rows.push(("eval/train_seconds".into(), self.train_seconds()));
+        rows.push((keys::EVAL_ELAPSED_SECONDS.into(), self.elapsed()));
+        rows.push((keys::EVAL_TRAIN_SECONDS.into(), self.train_seconds()));
         log_metrics(logger, step, &rows)?;
         Ok(rows)
     }
