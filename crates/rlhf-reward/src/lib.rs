@@ -9,6 +9,7 @@
 //!   [`humaneval`] turns the HumanEval tasks into such prompts.
 //! - [`RegexReward`], [`LengthPenalty`]: format rewards and penalties.
 //! - [`Weighted`], [`Ensemble`]: combinations of sources.
+//! - [`RewardSpec`]: a source as a config names it, and the one builder of sources from configs.
 //!
 //! A score's `value` is `None` when a source cannot judge a sample (no reference answer, no
 //! tests); its `note` says why a verifier gave what it gave.
@@ -21,6 +22,7 @@ pub mod judge;
 pub mod math;
 pub mod reward_model;
 pub mod source;
+pub mod spec;
 
 #[cfg(target_os = "linux")]
 pub mod code;
@@ -34,6 +36,7 @@ pub use humaneval::{load_human_eval, write_prompts_jsonl, HumanEvalTask};
 pub use math::{extract_final_answer, EquationSteps, MathConfig, MathMode, MathVerifier, Verdict};
 pub use reward_model::RewardModel;
 pub use source::{RewardSource, Sample, Score};
+pub use spec::{build_all, BuildContext, RewardSpec, SourceSpec};
 
 #[cfg(target_os = "linux")]
 pub use code::{extract_code, CodeAssembly, CodeConfig, CodeVerifier};

@@ -5,7 +5,7 @@
 //! samples, perplexity on held-out text, and reward-hacking signals: length–reward correlation,
 //! repetition, and how often the reward model prefers a wrong answer to a right one.
 
-use super::rewards::{RewardKind, RewardSpec};
+use super::rewards::{self, RewardSpec, SourceSpec};
 use crate::loading;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
@@ -92,8 +92,8 @@ pub fn run(a: Args) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let verifier = match a.verifier.as_str() {
-        "math" => RewardSpec::of(RewardKind::Math),
-        "last_integer" => RewardSpec::of(RewardKind::LastInteger),
+        "math" => RewardSpec::of(SourceSpec::Math {}),
+        "last_integer" => RewardSpec::of(SourceSpec::LastInteger {}),
         v => bail!("--verifier {v}: use `math` or `last_integer`"),
     };
     let reference_path = a.reference.clone().unwrap_or_else(|| named[0].1.clone());
@@ -105,10 +105,12 @@ pub fn run(a: Args) -> Result<()> {
     if a.limit > 0 {
         prompts.truncate(a.limit);
     }
-    let mut sources: Vec<Box<dyn RewardSource>> =
-        vec![verifier.build(tok.pad_id())?, RewardSpec::of(RewardKind::Format).build(tok.pad_id())?];
+    let mut sources: Vec<Box<dyn RewardSource>> = vec![
+        rewards::build(&verifier, tok.pad_id())?,
+        rewards::build(&RewardSpec::of(SourceSpec::Format {}), tok.pad_id())?,
+    ];
     if let Some(rm) = &a.reward_model {
-        sources.push(RewardSpec { path: rm.clone(), ..RewardSpec::of(RewardKind::RewardModel) }.build(tok.pad_id())?);
+        sources.push(rewards::build(&RewardSpec::reward_model(rm), tok.pad_id())?);
     }
     let baseline = match &a.baseline {
         None => 0,

@@ -1,6 +1,6 @@
 //! `rlhf grpo`: Group Relative Policy Optimization against verifiers and/or reward models.
 
-use super::rewards::{build_all, RewardKind, RewardSpec};
+use super::rewards::{build_all, RewardSpec, SourceSpec};
 use super::rl_common::{self as rl, EvalSection, PromptData};
 use super::train_common::{self as common, LoraSection, TrainBar};
 use anyhow::Result;
@@ -48,7 +48,7 @@ impl Default for GrpoCommandConfig {
                 ..TrainConfig::default()
             },
             lora: LoraSection::default(),
-            rewards: vec![RewardSpec::of(RewardKind::Math)],
+            rewards: vec![RewardSpec::of(SourceSpec::Math {})],
             eval: EvalSection::default(),
         }
     }

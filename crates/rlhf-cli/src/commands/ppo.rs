@@ -1,7 +1,7 @@
 //! `rlhf ppo`: PPO with a critic against reward models and/or verifiers, KL-penalised per token
 //! towards a frozen reference.
 
-use super::rewards::{build_all, RewardKind, RewardSpec};
+use super::rewards::{build_all, RewardSpec};
 use super::rl_common::{self as rl, EvalSection, PromptData};
 use super::train_common::{self as common, LoraSection, TrainBar};
 use anyhow::{bail, Context, Result};
@@ -74,7 +74,7 @@ impl Default for PpoCommandConfig {
                 ..TrainConfig::default()
             },
             lora: LoraSection::default(),
-            rewards: vec![RewardSpec::of(RewardKind::RewardModel)],
+            rewards: vec![RewardSpec::reward_model("")],
             eval: EvalSection::default(),
         }
     }

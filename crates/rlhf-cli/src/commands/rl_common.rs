@@ -156,7 +156,7 @@ pub fn held_out<'a>(examples: &'a [PromptExample], eval: &EvalSection, pad_id: u
     Ok(Some(HeldOutEval {
         prompts: examples[..n].iter().map(|e| e.prompt_ids.clone()).collect(),
         refs: examples[..n].iter().map(prompt_ref).collect(),
-        source: eval.reward.build(pad_id)?,
+        source: super::rewards::build(&eval.reward, pad_id)?,
         rollout,
     }))
 }
