@@ -125,7 +125,9 @@ pub struct RaftHooks<'h> {
 /// `metrics.jsonl` holds one line per round (and the held-out evaluation before the first
 /// round and every `run.eval_steps` rounds), `samples.jsonl` every sample with its rewards,
 /// `round-<r>/` each round's SFT metrics, TensorBoard events and (through `save_round`) model,
-/// and `checkpoints/` the policy after the newest round, which `run.resume` continues from.
+/// and `checkpoints/` the policy after the newest round, which `run.resume` continues from. A
+/// round's SFT writes no checkpoints: an interrupted round is redone from its start, and its
+/// optimiser state (twice the policy's size) does not outlive the round.
 /// Returns the last evaluation.
 pub fn train_raft(
     s: &mut RaftSetup,
@@ -163,10 +165,6 @@ pub fn train_raft(
     let online = OnlineLoop { policy, tokenizer, prompts, sources, eval: eval.as_mut(), rollout: roll, schedule, run };
     online.run(&mut update, &mut **on_round)
 }
-
-/// Marks the run's own checkpoints (the policy after a round) apart from those a round's SFT
-/// writes into `round-<r>/checkpoints`, which name the same trainer and configuration.
-const ROUND_CHECKPOINT: &str = "round";
 
 /// RAFT's side of a round (the loop in `online::driver` samples, scores and logs).
 struct RaftUpdate<'a, 'c> {
@@ -244,20 +242,13 @@ impl OnlineAlgorithm for RaftUpdate<'_, '_> {
 
     /// The policy's parameters only: every round's SFT starts a fresh optimiser.
     fn save(&self, step: u64, total: u64, seed: u64, config: &serde_json::Value) -> Result<()> {
-        let mut state = CheckpointState::new(step, total, seed, "raft", config.clone(), self.fingerprint.clone());
-        state.extra = serde_json::json!({ "unit": ROUND_CHECKPOINT });
+        let state = CheckpointState::new(step, total, seed, "raft", config.clone(), self.fingerprint.clone());
         checkpoint::save(&self.dir.join("checkpoints"), self.params, None, &state, 1)?;
         Ok(())
     }
 
     fn restore(&mut self, dir: &Path, run: &RunInfo) -> Result<u64> {
         let state = checkpoint::read_state_of(dir, &self.fingerprint, "raft", &run.config)?;
-        if state.extra.get("unit").and_then(|u| u.as_str()) != Some(ROUND_CHECKPOINT) {
-            return Err(TrainError::file(
-                dir,
-                "is a checkpoint of one round's fine-tuning, not of the RAFT run: resume with the run folder",
-            ));
-        }
         checkpoint::restore(dir, &state, self.params, None)?;
         Ok(state.step)
     }
@@ -273,7 +264,7 @@ impl RaftUpdate<'_, '_> {
             return Ok(vec![("sft/steps".into(), 0.0)]);
         }
         let mut obj = SftObjective { model: self.policy, pad_id: self.tokenizer.pad_id(), eval_batch_size: 8 };
-        let opts = RunOptions { dir, trainer: "raft", config: self.config.clone(), resume: None };
+        let opts = RunOptions { dir, trainer: "raft", config: self.config.clone(), resume: None, checkpoints: false };
         let mut first = f64::NAN;
         let on_sft_step = &mut *self.on_sft_step;
         let outcome = train(&mut obj, examples, &[], self.params, self.train, &opts, &mut |r| {

@@ -182,6 +182,9 @@ pub struct RunOptions<'a> {
     /// The trainer's full config, stored in checkpoints; a resume must match it.
     pub config: serde_json::Value,
     pub resume: Option<PathBuf>,
+    /// Write checkpoints (every `save_steps` and at the end). Off for a RAFT round, which is
+    /// redone whole after an interruption and whose optimiser does not outlive it.
+    pub checkpoints: bool,
 }
 
 pub struct RunOutcome {
@@ -275,7 +278,7 @@ pub fn train<O: Objective>(
             let rows: Vec<(String, f64)> = eval.iter().map(|(k, v)| (keys::eval(k), *v)).collect();
             log(&mut logger, done, &rows)?;
         }
-        if last || (cfg.save_steps > 0 && done % cfg.save_steps as u64 == 0) {
+        if run.checkpoints && (last || (cfg.save_steps > 0 && done % cfg.save_steps as u64 == 0)) {
             let state =
                 CheckpointState::new(done, total, cfg.seed, run.trainer, run.config.clone(), fingerprint.clone());
             checkpoint::save(&ckpt_root, params, Some(&opt), &state, cfg.save_total_limit)?;

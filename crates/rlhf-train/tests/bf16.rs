@@ -96,6 +96,7 @@ fn sft_curve(dir: &Path, cfg: &TrainConfig, resume: Option<&Path>) -> (Vec<f64>,
         trainer: "sft",
         config: serde_json::to_value(cfg).unwrap(),
         resume: resume.map(Path::to_path_buf),
+        checkpoints: true,
     };
     let mut losses = vec![];
     train(&mut obj, &data, &data[..4], &params, cfg, &run, &mut |r| losses.push(r.loss)).unwrap();
@@ -144,7 +145,7 @@ fn dpo_curve(dir: &Path) -> (f64, Vec<f64>) {
     let mut obj = DpoObjective { policy: &m, pad_id: PAD, loss: DpoLossConfig::default(), eval_batch_size: 8 };
     let init = obj.evaluate(&data).unwrap().iter().find(|(n, _)| n == "loss").unwrap().1;
     let cfg = TrainConfig { batch_size: 8, max_steps: 20, learning_rate: 2e-3, save_steps: 0, ..sft_cfg(20) };
-    let run = RunOptions { dir, trainer: "dpo", config: serde_json::json!({}), resume: None };
+    let run = RunOptions { dir, trainer: "dpo", config: serde_json::json!({}), resume: None, checkpoints: true };
     let mut losses = vec![];
     train(&mut obj, &data, &data, &params, &cfg, &run, &mut |r| losses.push(r.loss)).unwrap();
     (init, losses)

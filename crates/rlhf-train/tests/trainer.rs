@@ -102,6 +102,7 @@ fn sft_run(dir: &Path, cfg: &TrainConfig, resume: Option<&Path>) -> Vec<Vec<f32>
         trainer: "sft",
         config: serde_json::to_value(cfg).unwrap(),
         resume: resume.map(Path::to_path_buf),
+        checkpoints: true,
     };
     train(&mut obj, &data, &data[..3], &params, cfg, &run, &mut |_| {}).unwrap();
     snapshot(&params)
@@ -153,6 +154,7 @@ fn checkpoint_from_a_different_model_is_refused() {
         trainer: "sft",
         config: serde_json::to_value(&cfg).unwrap(),
         resume: Some(tmp.join("a")),
+        checkpoints: true,
     };
     let err = train(&mut obj, &sft_set(4), &[], &params, &cfg, &run, &mut |_| {}).err().unwrap().to_string();
     assert!(err.contains("cannot resume") && err.contains("step-000001"), "{err}");
@@ -191,7 +193,7 @@ fn non_finite_loss_stops_without_a_checkpoint() {
     let (model, params) = base_model(3).trainable().unwrap();
     let cfg = TrainConfig { batch_size: 2, max_steps: 4, save_steps: 1, ..Default::default() };
     let mut obj = Poisoned { inner: SftObjective { model: &model, pad_id: PAD, eval_batch_size: 4 }, calls: 0 };
-    let run = RunOptions { dir: &tmp, trainer: "sft", config: serde_json::json!({}), resume: None };
+    let run = RunOptions { dir: &tmp, trainer: "sft", config: serde_json::json!({}), resume: None, checkpoints: true };
     let before = snapshot(&params);
     let err = train(&mut obj, &sft_set(6), &[], &params, &cfg, &run, &mut |_| {}).err().unwrap();
     assert!(matches!(err, TrainError::NonFinite { step: 2, .. }), "{err}");
@@ -216,7 +218,7 @@ fn sft_overfits_a_tiny_set() {
         save_steps: 0,
         ..Default::default()
     };
-    let run = RunOptions { dir: &tmp, trainer: "sft", config: serde_json::json!({}), resume: None };
+    let run = RunOptions { dir: &tmp, trainer: "sft", config: serde_json::json!({}), resume: None, checkpoints: true };
     let out = train(&mut obj, &data, &data, &params, &cfg, &run, &mut |_| {}).unwrap();
     let after = out.eval[0].1;
     assert!(after < before / 10.0, "held-in loss {before:.3} → {after:.3}: expected a 10× drop");
@@ -244,7 +246,7 @@ fn dpo_starts_at_ln2_and_learns_the_preference() {
         save_steps: 0,
         ..Default::default()
     };
-    let run = RunOptions { dir: &tmp, trainer: "dpo", config: serde_json::json!({}), resume: None };
+    let run = RunOptions { dir: &tmp, trainer: "dpo", config: serde_json::json!({}), resume: None, checkpoints: true };
     let out = train(&mut obj, &data, &data, &params, &cfg, &run, &mut |_| {}).unwrap();
     assert!(get(&out.eval, "loss") < 0.2, "{:?}", out.eval);
     assert_eq!(get(&out.eval, "rewards/accuracies"), 1.0);
@@ -282,7 +284,8 @@ fn reward_model_learns_the_preference() {
         save_steps: 0,
         ..Default::default()
     };
-    let run = RunOptions { dir: &tmp, trainer: "reward", config: serde_json::json!({}), resume: None };
+    let run =
+        RunOptions { dir: &tmp, trainer: "reward", config: serde_json::json!({}), resume: None, checkpoints: true };
     let out = train(&mut obj, &groups, &groups, &params, &cfg, &run, &mut |_| {}).unwrap();
     let get = |k: &str| out.eval.iter().find(|(n, _)| n == k).unwrap().1;
     assert_eq!(get("accuracy"), 1.0, "{:?}", out.eval);
@@ -332,7 +335,7 @@ fn dpo_with_lora_uses_the_base_as_reference_and_learns() {
         save_steps: 0,
         ..Default::default()
     };
-    let run = RunOptions { dir: &tmp, trainer: "dpo", config: serde_json::json!({}), resume: None };
+    let run = RunOptions { dir: &tmp, trainer: "dpo", config: serde_json::json!({}), resume: None, checkpoints: true };
     let out = train(&mut obj, &data, &data, &params, &cfg, &run, &mut |_| {}).unwrap();
     // Tiny random embeddings (std 0.05) bound the logits the adapters can reach: the loss
     // settles near 0.47 here; full fine-tuning (above) goes further.

@@ -81,8 +81,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
     drop(loaded.model); // the reference is cached: its weights are no longer needed
     let mut objective =
         DpoObjective { policy: &t.model, pad_id: pad, loss: cfg.loss.clone(), eval_batch_size: cfg.eval_batch_size };
-    let run =
-        RunOptions { dir: &dir, trainer: "dpo", config: serde_json::to_value(&cfg)?, resume: args.resume.clone() };
+    let run = RunOptions {
+        dir: &dir,
+        trainer: "dpo",
+        config: serde_json::to_value(&cfg)?,
+        resume: args.resume.clone(),
+        checkpoints: true,
+    };
     let outcome = common::fit(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run)?;
     let out = common::save_final(&t, &tok, &dir)?;
     println!("dpo: {} steps, final training loss {:.4}; model in {}", outcome.steps, outcome.last_loss, out.display());

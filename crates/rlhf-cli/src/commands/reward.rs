@@ -68,8 +68,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         center_rewards_coefficient: center,
         eval_batch_size: cfg.eval_batch_size,
     };
-    let run =
-        RunOptions { dir: &dir, trainer: "reward", config: serde_json::to_value(&cfg)?, resume: args.resume.clone() };
+    let run = RunOptions {
+        dir: &dir,
+        trainer: "reward",
+        config: serde_json::to_value(&cfg)?,
+        resume: args.resume.clone(),
+        checkpoints: true,
+    };
     let outcome = common::fit(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run)?;
     let reference = &train_set[..train_set.len().min(cfg.stats_examples)];
     let stats = reward_stats(&t.model, head.as_tensor(), tok.pad_id(), reference, cfg.eval_batch_size)?;

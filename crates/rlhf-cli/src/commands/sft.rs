@@ -44,8 +44,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let t = common::trainable(&loaded.model, &cfg.lora, cfg.train.seed)?;
     drop(loaded.model); // full fine-tuning trains a copy; LoRA shares the base's storage
     let mut objective = SftObjective { model: &t.model, pad_id: tok.pad_id(), eval_batch_size: cfg.eval_batch_size };
-    let run =
-        RunOptions { dir: &dir, trainer: "sft", config: serde_json::to_value(&cfg)?, resume: args.resume.clone() };
+    let run = RunOptions {
+        dir: &dir,
+        trainer: "sft",
+        config: serde_json::to_value(&cfg)?,
+        resume: args.resume.clone(),
+        checkpoints: true,
+    };
     let outcome = common::fit(&mut objective, &train_set, &eval_set, &t.params, &cfg.train, &run)?;
     let out = common::save_final(&t, &tok, &dir)?;
     println!("sft: {} steps, final training loss {:.4}; model in {}", outcome.steps, outcome.last_loss, out.display());
