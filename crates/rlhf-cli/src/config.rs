@@ -62,14 +62,25 @@ pub fn load_config<T: Serialize + DeserializeOwned + Default>(
     file: Option<&Path>,
     sets: &[String],
 ) -> anyhow::Result<T> {
-    load_config_inner(file, sets).map_err(|e| usage(format!("{e:#}")))
+    load_config_over(T::default(), file, sets)
 }
 
-fn load_config_inner<T: Serialize + DeserializeOwned + Default>(
+/// As [`load_config`], over `base` instead of the defaults: a caller that fixes some settings
+/// itself (as `iterate` does for its stages) applies the user's overrides after them.
+pub fn load_config_over<T: Serialize + DeserializeOwned>(
+    base: T,
     file: Option<&Path>,
     sets: &[String],
 ) -> anyhow::Result<T> {
-    let defaults = match Value::try_from(T::default()).context("serialising the default configuration")? {
+    load_config_inner(base, file, sets).map_err(|e| usage(format!("{e:#}")))
+}
+
+fn load_config_inner<T: Serialize + DeserializeOwned>(
+    base: T,
+    file: Option<&Path>,
+    sets: &[String],
+) -> anyhow::Result<T> {
+    let defaults = match Value::try_from(base).context("serialising the default configuration")? {
         Value::Table(table) => table,
         other => bail!("a configuration must serialise to a table, not a {}", other.type_str()),
     };

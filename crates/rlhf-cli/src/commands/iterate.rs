@@ -10,12 +10,17 @@
 //! hand. A round that ends with no preference pairs stops the run with an error: training a
 //! reward model on replayed rows alone would only repeat the previous round.
 
-use crate::config::{load_config, to_toml_string};
+use super::grpo::GrpoCommandConfig;
+use super::ppo::PpoCommandConfig;
+use super::reward::RewardConfig;
+use super::rewards::RewardSpec;
+use crate::config::{load_config, load_config_over, to_toml_string};
 use anyhow::{bail, Context, Result};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rlhf_train::metric_keys as keys;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -84,8 +89,8 @@ impl Default for PreferencesSection {
     }
 }
 
-/// A stage's own config file and extra `--set` overrides, passed through unchanged (they come
-/// after the flags `iterate` sets, so they win).
+/// A stage's own config file and `key=value` overrides (applied after the settings `iterate`
+/// fixes, so they win); the stage runs with the result, written to `round-R/<stage>.toml`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StageSection {
@@ -216,9 +221,25 @@ fn check(cfg: &IterateConfig) -> Result<()> {
     Ok(())
 }
 
-/// TOML string literal, for `--set key=…` values that are paths.
-fn quoted(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
+/// Writes a stage's settings to `path`, for `rlhf <stage> --config path`: the section's config
+/// file over the command's defaults, then what the round fixes (`fix`: model, data, run folder,
+/// reference, reward model), then the section's `set`, which wins. The file is also the record
+/// of what the stage ran with.
+fn stage_config<T: Serialize + DeserializeOwned + Default>(
+    round: usize,
+    stage: &str,
+    file: &str,
+    sets: &[String],
+    path: &Path,
+    fix: impl FnOnce(&mut T),
+) -> Result<()> {
+    let settings = (|| {
+        let mut settings: T = load_config((!file.is_empty()).then(|| Path::new(file)), &[])?;
+        fix(&mut settings);
+        load_config_over(settings, None, sets)
+    })()
+    .with_context(|| format!("round {round}: the {stage} stage (`rlhf {stage}`) failed: its settings"))?;
+    std::fs::write(path, to_toml_string(&settings)?).with_context(|| format!("writing {}", path.display()))
 }
 
 fn path_str(p: &Path) -> String {
@@ -468,22 +489,13 @@ pub fn run(a: Args) -> Result<()> {
 
         // (4) the reward model, from the round's starting policy.
         let reward_dir = dir.join("reward");
-        let mut args: Vec<String> = vec!["reward".into()];
-        if !cfg.reward.config.is_empty() {
-            args.extend(["--config".into(), cfg.reward.config.clone()]);
-        }
-        args.extend([
-            "--model".into(),
-            policy.clone(),
-            "--data".into(),
-            path_str(&rm_data),
-            "--out".into(),
-            path_str(&reward_dir),
-        ]);
-        for s in &cfg.reward.set {
-            args.extend(["--set".into(), s.clone()]);
-        }
-        stage(round, "reward", &args)?;
+        let reward_toml = dir.join("reward.toml");
+        stage_config(round, "reward", &cfg.reward.config, &cfg.reward.set, &reward_toml, |c: &mut RewardConfig| {
+            c.model = policy.clone();
+            c.data.path = path_str(&rm_data);
+            c.out = path_str(&reward_dir);
+        })?;
+        stage(round, "reward", &["reward".into(), "--config".into(), path_str(&reward_toml)])?;
         let rm_final = reward_dir.join("final");
 
         // (5) RL against it; the reference is the round's starting policy.
@@ -492,28 +504,26 @@ pub fn run(a: Args) -> Result<()> {
             Algorithm::Ppo => "ppo",
             Algorithm::Grpo => "grpo",
         };
-        let mut args: Vec<String> = vec![command.into()];
-        if !cfg.rl.config.is_empty() {
-            args.extend(["--config".into(), cfg.rl.config.clone()]);
+        let rl_toml = dir.join(format!("{command}.toml"));
+        let (rl_config, rl_set) = (&cfg.rl.config, &cfg.rl.set);
+        let data = path_str(&dir.join("prompts.jsonl"));
+        let rewards = vec![RewardSpec::reward_model(&path_str(&rm_final))];
+        match cfg.rl.algorithm {
+            Algorithm::Ppo => stage_config(round, command, rl_config, rl_set, &rl_toml, |c: &mut PpoCommandConfig| {
+                (c.model, c.reference, c.out) = (policy.clone(), policy.clone(), path_str(&policy_dir));
+                c.data.path = data;
+                c.rewards = rewards;
+                c.critic.model = path_str(&rm_final);
+            })?,
+            Algorithm::Grpo => {
+                stage_config(round, command, rl_config, rl_set, &rl_toml, |c: &mut GrpoCommandConfig| {
+                    (c.model, c.reference, c.out) = (policy.clone(), policy.clone(), path_str(&policy_dir));
+                    c.data.path = data;
+                    c.rewards = rewards;
+                })?
+            }
         }
-        args.extend([
-            "--model".into(),
-            policy.clone(),
-            "--data".into(),
-            path_str(&dir.join("prompts.jsonl")),
-            "--out".into(),
-            path_str(&policy_dir),
-            "--set".into(),
-            format!("reference={}", quoted(&policy)),
-            "--set".into(),
-            format!("rewards=[{{kind=\"reward_model\", path={}}}]", quoted(&path_str(&rm_final))),
-        ]);
-        if cfg.rl.algorithm == Algorithm::Ppo {
-            args.extend(["--set".into(), format!("critic.model={}", quoted(&path_str(&rm_final)))]);
-        }
-        for s in &cfg.rl.set {
-            args.extend(["--set".into(), s.clone()]);
-        }
+        let args: Vec<String> = vec![command.into(), "--config".into(), path_str(&rl_toml)];
         stage(round, command, &args)?;
         let new_policy = path_str(&policy_dir.join("final"));
 
