@@ -495,7 +495,7 @@ mod tests {
     /// with an error, never a panic.
     #[test]
     fn fuzzed_configs_never_panic() {
-        use crate::commands::{dpo, grpo, iterate, ppo, raft, reward, sft};
+        use crate::commands::train::{dpo, grpo, iterate, ppo, raft, reward, sft};
         use rlhf_model::fuzz::{cases, Mutator};
         fn check<T: Serialize + DeserializeOwned + Default>(example: &str, seed: u64, text: &[u8]) {
             let path = std::env::temp_dir().join(format!("rlhf-config-fuzz-{}-{example}", std::process::id()));

@@ -23,53 +23,53 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Sample continuations of a prompt (greedy by default).
-    Generate(commands::generate::Args),
+    Generate(commands::model::generate::Args),
     /// Per-token log-probabilities of a text, for checks against other frameworks.
-    Logprobs(commands::logprobs::Args),
+    Logprobs(commands::model::logprobs::Args),
     /// Write a model (e.g. a GGUF file) as a Hugging Face folder that `transformers` loads.
-    Convert(commands::convert::Args),
+    Convert(commands::model::convert::Args),
     /// Measure matmul GFLOP/s, decoding tokens/s and one training step of a model.
-    Bench(commands::bench::Args),
+    Bench(commands::bench::bench::Args),
     /// Supervised fine-tuning on demonstrations (prompt/completion or messages).
-    Sft(commands::train_common::TrainArgs),
+    Sft(commands::train::common::TrainArgs),
     /// Train a reward model (Bradley–Terry) on preference pairs or K-wise rankings.
-    Reward(commands::train_common::TrainArgs),
+    Reward(commands::train::common::TrainArgs),
     /// Held-out accuracy, margin and calibration of a saved reward model on a preference file.
-    RewardEval(commands::reward_eval::Args),
+    RewardEval(commands::eval::reward_eval::Args),
     /// Direct Preference Optimization (sigmoid / cDPO / IPO) on preference pairs.
-    Dpo(commands::train_common::TrainArgs),
+    Dpo(commands::train::common::TrainArgs),
     /// GRPO: G samples per prompt, group-normalised advantages, verifiers and/or reward models.
-    Grpo(commands::rl_common::RlArgs),
+    Grpo(commands::train::rl::RlArgs),
     /// PPO with a critic and a per-token KL penalty to a frozen reference.
-    Ppo(commands::rl_common::RlArgs),
+    Ppo(commands::train::rl::RlArgs),
     /// Compare checkpoints on held-out prompts: verifier accuracy, format, RM reward, KL, length.
-    Eval(commands::eval::Args),
+    Eval(commands::eval::eval::Args),
     /// Greedy answers to prompts with reference answers: verifier accuracy and format rate.
-    Verify(commands::verify::Args),
+    Verify(commands::eval::verify::Args),
     /// Sample K responses per prompt at varied temperatures into a labelling queue.
-    Collect(commands::collect::Args),
+    Collect(commands::feedback::collect::Args),
     /// Human labelling: serve the ranking app, add annotators, agreement stats, export.
     #[command(subcommand)]
-    Label(commands::label::Command),
+    Label(commands::feedback::label::Command),
     /// OpenAI-compatible server (chat and completions, streaming) for any checkpoint.
-    Serve(commands::serve::Args),
+    Serve(commands::model::serve::Args),
     /// Completion tokens/s of an OpenAI-compatible server at several client concurrencies.
-    ServeBench(commands::serve::BenchArgs),
+    ServeBench(commands::model::serve::BenchArgs),
     /// RLAIF: preference pairs from an LLM judge behind any OpenAI-compatible endpoint.
-    Judge(commands::judge::Args),
+    Judge(commands::feedback::judge::Args),
     /// Constitutional AI: generate, critique against principles, revise → SFT data and preference pairs.
-    Constitution(commands::constitution::Args),
+    Constitution(commands::feedback::constitution::Args),
     /// Rejection-sampling fine-tuning (RAFT / best-of-n): sample, score, keep the best, SFT, repeat.
-    Raft(commands::raft::Args),
+    Raft(commands::train::raft::Args),
     /// Iterative RLHF: each round collects from the current policy, gets preferences, retrains the reward model with replay, runs PPO or GRPO, and resets the reference.
-    Iterate(commands::iterate::Args),
+    Iterate(commands::train::iterate::Args),
     /// report.html: every run's curves (SVG) and the evaluation tables, self-contained.
-    Report(commands::report::Args),
+    Report(commands::eval::report::Args),
     /// Fold LoRA adapters into their base model.
-    Merge(commands::merge::Args),
+    Merge(commands::model::merge::Args),
     /// Dataset utilities (`rlhf data make arithmetic`).
     #[command(subcommand)]
-    Data(commands::data::Command),
+    Data(commands::train::data::Command),
 }
 
 fn main() {
@@ -83,29 +83,29 @@ fn main() {
     keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(a) => commands::generate::run(a),
-        Command::Logprobs(a) => commands::logprobs::run(a),
-        Command::Convert(a) => commands::convert::run(a),
-        Command::Bench(a) => commands::bench::run(a),
-        Command::Sft(a) => commands::sft::run(a),
-        Command::Reward(a) => commands::reward::run(a),
-        Command::Dpo(a) => commands::dpo::run(a),
-        Command::RewardEval(a) => commands::reward_eval::run(a),
-        Command::Merge(a) => commands::merge::run(a),
-        Command::Grpo(a) => commands::grpo::run(a),
-        Command::Eval(a) => commands::eval::run(a),
-        Command::Ppo(a) => commands::ppo::run(a),
-        Command::Verify(a) => commands::verify::run(a),
-        Command::Data(c) => commands::data::run(c),
-        Command::Collect(a) => commands::collect::run(a),
-        Command::Label(c) => commands::label::run(c),
-        Command::Serve(a) => commands::serve::run(a),
-        Command::Report(a) => commands::report::run(a),
-        Command::Judge(a) => commands::judge::run(a),
-        Command::Constitution(a) => commands::constitution::run(a),
-        Command::Raft(a) => commands::raft::run(a),
-        Command::Iterate(a) => commands::iterate::run(a),
-        Command::ServeBench(a) => commands::serve::bench(a),
+        Command::Generate(a) => commands::model::generate::run(a),
+        Command::Logprobs(a) => commands::model::logprobs::run(a),
+        Command::Convert(a) => commands::model::convert::run(a),
+        Command::Bench(a) => commands::bench::bench::run(a),
+        Command::Sft(a) => commands::train::sft::run(a),
+        Command::Reward(a) => commands::train::reward::run(a),
+        Command::Dpo(a) => commands::train::dpo::run(a),
+        Command::RewardEval(a) => commands::eval::reward_eval::run(a),
+        Command::Merge(a) => commands::model::merge::run(a),
+        Command::Grpo(a) => commands::train::grpo::run(a),
+        Command::Eval(a) => commands::eval::eval::run(a),
+        Command::Ppo(a) => commands::train::ppo::run(a),
+        Command::Verify(a) => commands::eval::verify::run(a),
+        Command::Data(c) => commands::train::data::run(c),
+        Command::Collect(a) => commands::feedback::collect::run(a),
+        Command::Label(c) => commands::feedback::label::run(c),
+        Command::Serve(a) => commands::model::serve::run(a),
+        Command::Report(a) => commands::eval::report::run(a),
+        Command::Judge(a) => commands::feedback::judge::run(a),
+        Command::Constitution(a) => commands::feedback::constitution::run(a),
+        Command::Raft(a) => commands::train::raft::run(a),
+        Command::Iterate(a) => commands::train::iterate::run(a),
+        Command::ServeBench(a) => commands::model::serve::bench(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,29 +1,11 @@
+//! One module per command, grouped as the README's command table is: training (and the data it
+//! trains on), feedback (sampling candidates, judges, human labels), evaluation, model
+//! utilities, benchmarks. `rewards.rs` turns `[[rewards]]` tables into sources for the
+//! trainers and `eval`.
+
 pub mod bench;
-pub mod bench_rl;
-pub mod bench_trainers;
-pub mod collect;
-pub mod constitution;
-pub mod convert;
-pub mod data;
-pub mod dpo;
-pub mod endpoint;
 pub mod eval;
-pub mod generate;
-pub mod grpo;
-pub mod iterate;
-pub mod judge;
-pub mod label;
-pub mod label_bench;
-pub mod logprobs;
-pub mod merge;
-pub mod ppo;
-pub mod raft;
-pub mod report;
-pub mod reward;
-pub mod reward_eval;
+pub mod feedback;
+pub mod model;
 pub mod rewards;
-pub mod rl_common;
-pub mod serve;
-pub mod sft;
-pub mod train_common;
-pub mod verify;
+pub mod train;

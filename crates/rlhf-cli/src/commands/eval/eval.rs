@@ -5,7 +5,7 @@
 //! samples, perplexity on held-out text, and reward-hacking signals: length–reward correlation,
 //! repetition, and how often the reward model prefers a wrong answer to a right one.
 
-use super::rewards::{self, RewardSpec, SourceSpec};
+use crate::commands::rewards::{self, RewardSpec, SourceSpec};
 use crate::loading;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;

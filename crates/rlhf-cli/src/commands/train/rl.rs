@@ -1,8 +1,8 @@
 //! What `rlhf grpo` and `rlhf ppo` share: prompt files, the held-out evaluation, the reference
 //! model, and the progress bar / summary around the run.
 
-use super::rewards::RewardSpec;
-use super::train_common::{LoraSection, TrainArgs, Trainable};
+use super::common::{LoraSection, TrainArgs, Trainable};
+use crate::commands::rewards::RewardSpec;
 use anyhow::{bail, Context, Result};
 use rlhf_data::{load_prompts, LoadOptions, OnBadRecord, PromptExample, Tokenizer};
 use rlhf_model::CausalLm;
@@ -95,13 +95,13 @@ pub fn start<T: Serialize>(
 ) -> Result<Start> {
     crate::precision::apply(train_cfg.precision);
     check_no_dropout(lora)?;
-    let dir = super::train_common::prepare_run_dir(out, cfg, resume)?;
-    let loaded = super::train_common::load_model(model)?;
+    let dir = super::common::prepare_run_dir(out, cfg, resume)?;
+    let loaded = super::common::load_model(model)?;
     let tok = loaded.tokenizer;
     let train = training_prompts(data, &tok)?;
     let eval = if data.eval_path.is_empty() { Vec::new() } else { load_prompt_file(&data.eval_path, data, &tok)? };
     eprintln!("{command}: {} training / {} held-out prompts", train.len(), eval.len());
-    let policy = super::train_common::trainable(&loaded.model, lora, train_cfg.seed)?;
+    let policy = super::common::trainable(&loaded.model, lora, train_cfg.seed)?;
     Ok(Start { dir, base: loaded.model, tok, train, eval, policy })
 }
 
@@ -156,7 +156,7 @@ pub fn held_out<'a>(examples: &'a [PromptExample], eval: &EvalSection, pad_id: u
     Ok(Some(HeldOutEval {
         prompts: examples[..n].iter().map(|e| e.prompt_ids.clone()).collect(),
         refs: examples[..n].iter().map(prompt_ref).collect(),
-        source: super::rewards::build(&eval.reward, pad_id)?,
+        source: crate::commands::rewards::build(&eval.reward, pad_id)?,
         rollout,
     }))
 }
@@ -175,7 +175,7 @@ pub fn check_no_dropout(lora: &LoraSection) -> Result<()> {
 pub fn reference_model(needed: bool, path: &str, t: &Trainable, base: CausalLm) -> Result<Option<CausalLm>> {
     Ok(match (needed, path.is_empty(), t.lora) {
         (false, _, _) => None,
-        (true, false, _) => Some(super::train_common::load_model(path).context("loading `reference`")?.model),
+        (true, false, _) => Some(super::common::load_model(path).context("loading `reference`")?.model),
         (true, true, true) => Some(t.model.without_adapters()?),
         (true, true, false) => Some(base),
     })
@@ -183,7 +183,7 @@ pub fn reference_model(needed: bool, path: &str, t: &Trainable, base: CausalLm) 
 
 /// Prints the evaluation as `name value` lines.
 pub fn print_eval(title: &str, rows: &[(String, f64)]) {
-    super::train_common::print_metrics(title, rows);
+    super::common::print_metrics(title, rows);
 }
 
 /// Prints the held-out curve of a run from its `metrics.jsonl`: step, minutes of training

@@ -2,9 +2,9 @@
 //! responses per prompt from the current model, keeps the best by the `[[rewards]]`, and
 //! fine-tunes on them with SFT; the next round samples from the fine-tuned model.
 
-use super::rewards::{build_all, RewardSpec};
-use super::rl_common::{self as rl, EvalSection, PromptData};
-use super::train_common::{self as common, LoraSection, TrainArgs, TrainBar};
+use super::common::{self, LoraSection, TrainArgs, TrainBar};
+use super::rl::{self, EvalSection, PromptData};
+use crate::commands::rewards::{build_all, RewardSpec};
 use anyhow::{bail, Context, Result};
 use rlhf_reward::RewardSource;
 use rlhf_train::metric_keys as keys;

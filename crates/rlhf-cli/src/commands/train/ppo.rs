@@ -1,9 +1,9 @@
 //! `rlhf ppo`: PPO with a critic against reward models and/or verifiers, KL-penalised per token
 //! towards a frozen reference.
 
-use super::rewards::{build_all, RewardSpec};
-use super::rl_common::{self as rl, EvalSection, PromptData};
-use super::train_common::{self as common, LoraSection, TrainBar};
+use super::common::{self, LoraSection, TrainBar};
+use super::rl::{self, EvalSection, PromptData};
+use crate::commands::rewards::{build_all, RewardSpec};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rlhf_model::heads::{load_sequence_classifier, SCORE_WEIGHT};

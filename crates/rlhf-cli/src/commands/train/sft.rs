@@ -1,6 +1,6 @@
 //! `rlhf sft`: supervised fine-tuning on demonstrations (loss on completion tokens only).
 
-use super::train_common::{self as common, DataConfig, LoraSection, TrainArgs};
+use super::common::{self, DataConfig, LoraSection, TrainArgs};
 use anyhow::Result;
 use rlhf_train::sft::SftObjective;
 use rlhf_train::{RunOptions, TrainConfig};

@@ -1,7 +1,7 @@
 //! `rlhf reward`: a scalar head on the LM trunk trained with the Bradley–Terry loss on pairs
 //! and K-wise rankings; saved as an HF sequence-classification folder with reward statistics.
 
-use super::train_common::{self as common, DataConfig, LoraSection, TrainArgs};
+use super::common::{self, DataConfig, LoraSection, TrainArgs};
 use anyhow::{Context, Result};
 use candle_core::Var;
 use rlhf_model::heads::{init_scalar_head, save_sequence_classifier, SCORE_WEIGHT};

@@ -1,8 +1,8 @@
 //! `rlhf grpo`: Group Relative Policy Optimization against verifiers and/or reward models.
 
-use super::rewards::{build_all, RewardSpec, SourceSpec};
-use super::rl_common::{self as rl, EvalSection, PromptData};
-use super::train_common::{self as common, LoraSection, TrainBar};
+use super::common::{self, LoraSection, TrainBar};
+use super::rl::{self, EvalSection, PromptData};
+use crate::commands::rewards::{build_all, RewardSpec, SourceSpec};
 use anyhow::Result;
 use rlhf_reward::RewardSource;
 use rlhf_train::grpo::{train_grpo, GrpoConfig, GrpoSetup};

@@ -1,7 +1,7 @@
 //! `rlhf dpo`: Direct Preference Optimization (sigmoid, cDPO via label smoothing, IPO, robust)
 //! against a frozen reference whose logprobs are computed once before training.
 
-use super::train_common::{self as common, DataConfig, LoraSection, TrainArgs};
+use super::common::{self, DataConfig, LoraSection, TrainArgs};
 use crate::progress;
 use anyhow::{Context, Result};
 use rlhf_data::{PairExample, PreferenceGroup};

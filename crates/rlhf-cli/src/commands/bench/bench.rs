@@ -172,11 +172,9 @@ fn section(a: &Args, name: &str) -> Result<Value> {
         "decode" => decode(a),
         "train" => train(a),
         "sft" | "reward" | "dpo" => {
-            super::bench_trainers::trainer_step(&a.model, name, a.train_steps, a.gradient_checkpointing)
+            super::trainers::trainer_step(&a.model, name, a.train_steps, a.gradient_checkpointing)
         }
-        "grpo" | "ppo" => {
-            super::bench_rl::rl_step(&a.model, name, a.train_steps, a.completions, a.gradient_checkpointing)
-        }
+        "grpo" | "ppo" => super::rl::rl_step(&a.model, name, a.train_steps, a.completions, a.gradient_checkpointing),
         other => bail!("--only {other}: expected matmul, decode, train, sft, reward, dpo, grpo or ppo"),
     }
 }

@@ -13,7 +13,7 @@
 use super::grpo::GrpoCommandConfig;
 use super::ppo::PpoCommandConfig;
 use super::reward::RewardConfig;
-use super::rewards::RewardSpec;
+use crate::commands::rewards::RewardSpec;
 use crate::config::{load_config, load_config_over, to_toml_string};
 use anyhow::{bail, Context, Result};
 use rand::seq::index::sample;
