@@ -17,6 +17,14 @@ RANDOM="${3:-1}"
 RLHF="${RLHF:-./target/release/rlhf}"
 WORK="${WORK:-$(mktemp -d)}"
 mkdir -p "$WORK"
+# Two runs of the default model with their checkpoints and models: a full disk would show up as
+# a run failing in the middle of the campaign (seen: "No space left on device").
+need_gb=12
+free_gb=$(df -Pk "$WORK" | awk 'NR == 2 {print int($4 / 1048576)}')
+if [ "$free_gb" -lt "$need_gb" ]; then
+  echo "error: $WORK has ${free_gb} GB free; a campaign needs about ${need_gb} GB" >&2
+  exit 1
+fi
 
 final=final # the model to compare, in the run folder
 # The campaign's own copy of the example config: editing the repository meanwhile changes nothing.
@@ -132,6 +140,8 @@ fi
 fingerprint "$run" >"$WORK/killed.fp"
 if cmp -s "$WORK/whole.fp" "$WORK/killed.fp"; then
   echo "PASSED: after $kills kills the final model, metrics and samples equal the uninterrupted run's"
+  # Keep the logs and what was compared; the weights of a passing campaign are not needed.
+  find "$WORK/whole" "$WORK/killed" -name '*.safetensors' -delete
 else
   diff "$WORK/whole.fp" "$WORK/killed.fp" | head -20
   echo "FAILED: $WORK/whole and $WORK/killed differ" >&2
