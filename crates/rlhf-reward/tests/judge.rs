@@ -3,7 +3,8 @@
 //! resumable cache and the API key.
 
 use rlhf_reward::judge::{
-    judge, parse_item, read_items, JudgeConfig, JudgeError, JudgeItem, Outcome, ReplyCache, Verdict, VerdictMode,
+    judge, parse_item, read_items, ClientError, JudgeConfig, JudgeError, JudgeItem, Outcome, ReplyCache, Verdict,
+    VerdictMode,
 };
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -268,7 +269,7 @@ fn logprob_verdicts_need_an_endpoint_that_returns_top_logprobs() {
     cfg.concurrency = 1;
     cfg.verdict = VerdictMode::Logprobs { tie_margin: 0.0 };
     let err = judge(&cfg, &one_pair(), None).unwrap_err();
-    assert!(matches!(err, JudgeError::Protocol { .. }), "{err:?}");
+    assert!(matches!(err, JudgeError::Client(ClientError::Protocol { .. })), "{err:?}");
     assert!(err.to_string().contains("logprobs"), "{err}");
     assert_eq!(fake.hits(), 1, "a reply without logprobs is not retried");
 }
@@ -310,7 +311,7 @@ fn without_retries_a_timeout_is_a_clear_error() {
     cfg.max_retries = 0;
     cfg.concurrency = 1;
     let err = judge(&cfg, &one_pair(), None).unwrap_err();
-    assert!(matches!(err, JudgeError::Timeout { attempts: 1, .. }), "{err:?}");
+    assert!(matches!(err, JudgeError::Client(ClientError::Timeout { attempts: 1, .. })), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains(&format!("{}/chat/completions", fake.base)) && msg.contains("timed out after 0.3 s"), "{msg}");
     assert_eq!(fake.hits(), 1);
@@ -371,7 +372,7 @@ fn a_malformed_200_is_a_protocol_error_and_not_retried() {
         let mut cfg = config(&fake);
         cfg.concurrency = 1;
         let err = judge(&cfg, &one_pair(), None).unwrap_err();
-        assert!(matches!(err, JudgeError::Protocol { .. }), "{err:?}");
+        assert!(matches!(err, JudgeError::Client(ClientError::Protocol { .. })), "{err:?}");
         let msg = err.to_string();
         assert!(
             msg.contains(want) && msg.contains(&fake.base) && msg.contains("not an OpenAI chat completion"),
@@ -404,7 +405,7 @@ fn a_refused_connection_is_retried_then_reported() {
     cfg.backoff_base = Duration::from_millis(5);
     cfg.max_retries = 2;
     let err = judge(&cfg, &one_pair(), None).unwrap_err();
-    assert!(matches!(err, JudgeError::Transport { attempts: 3, .. }), "{err:?}");
+    assert!(matches!(err, JudgeError::Client(ClientError::Transport { attempts: 3, .. })), "{err:?}");
     assert!(err.to_string().contains(&format!("http://127.0.0.1:{port}/v1/chat/completions")), "{err}");
 }
 
@@ -419,7 +420,10 @@ fn a_crashed_run_resumes_from_the_cache_without_resending() {
     cfg.concurrency = 2;
     let (cache, load) = ReplyCache::open(&path).unwrap();
     assert_eq!(load.entries, 0);
-    assert!(matches!(judge(&cfg, &data, Some(&cache)), Err(JudgeError::Status { status: 500, .. })));
+    assert!(matches!(
+        judge(&cfg, &data, Some(&cache)),
+        Err(JudgeError::Client(ClientError::Status { status: 500, .. }))
+    ));
     drop(cache);
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(text.lines().count(), 3, "every answered call is on disk:\n{text}");

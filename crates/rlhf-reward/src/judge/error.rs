@@ -13,21 +13,10 @@ pub enum JudgeError {
     /// The input file itself cannot be read.
     #[error("{path}: {message}")]
     Read { path: String, message: String },
-    /// The endpoint answered with an error status (after retries for 408, 429 and 5xx).
-    #[error("{endpoint}: HTTP {status} after {attempts} attempt(s): {message}")]
-    Status { endpoint: String, status: u16, attempts: u32, message: String },
-    /// No answer within the timeout, on every attempt.
-    #[error(
-        "{endpoint}: timed out after {timeout_s} s on each of {attempts} attempt(s) (raise the timeout or the retries)"
-    )]
-    Timeout { endpoint: String, timeout_s: f64, attempts: u32 },
-    /// Connection refused, reset, DNS and other transport failures, after retries.
-    #[error("{endpoint}: {message} (after {attempts} attempt(s))")]
-    Transport { endpoint: String, attempts: u32, message: String },
-    /// A 200 reply that is not a chat completion: not retried, since resending the same request
-    /// to the same server would most likely get the same answer (and cost again).
-    #[error("{endpoint}: not an OpenAI chat completion reply: {message}")]
-    Protocol { endpoint: String, message: String },
+    /// The endpoint failed: an error status, timeouts or transport failures after the retries,
+    /// or a reply that is not a chat completion.
+    #[error(transparent)]
+    Client(#[from] rlhf_openai::ClientError),
     /// The reply cache cannot be read or written; `location` is the path or path:line.
     #[error("{location}: {message}")]
     Cache { location: String, message: String },

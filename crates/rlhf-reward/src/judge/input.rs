@@ -4,7 +4,8 @@
 //! lists of chat messages; the original values are kept for the output rows.
 
 use super::error::{JudgeError, Result};
-use super::prompt::{kind, render_text};
+use super::prompt::render_text;
+use rlhf_openai::client::kind;
 use serde_json::{Map, Value};
 use std::path::Path;
 

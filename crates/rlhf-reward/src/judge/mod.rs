@@ -10,19 +10,18 @@
 //! have the same shape as the human labels' pairs export, with `annotator: "judge:<model>"`.
 
 pub mod cache;
-pub mod client;
 pub mod error;
 pub mod input;
 pub mod prompt;
 
 pub use cache::{cache_key, CacheLoad, ReplyCache};
-pub use client::{CallStats, ChatClient};
 pub use error::{JudgeError, Result};
 pub use input::{parse_item, read_items, Candidate, JudgeItem};
 pub use prompt::{
     letter_scores, pairwise_messages, parse_scores, parse_verdict, render_text, ChatMessage, Verdict,
     DEFAULT_GUIDELINES,
 };
+pub use rlhf_openai::{CallStats, ChatClient, ChatRequest, ClientConfig, ClientError, Common};
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -91,25 +90,42 @@ impl JudgeConfig {
         }
     }
 
-    /// The request body for one ordering (its hash is the cache key, so text and logprob
+    /// The request for one ordering (its body's hash is the cache key, so text and logprob
     /// verdicts never share cached replies).
-    pub fn request_body(&self, prompt: &str, a: &str, b: &str) -> Value {
+    pub fn request(&self, prompt: &str, a: &str, b: &str) -> ChatRequest {
         let messages = pairwise_messages(&self.guidelines, prompt, a, b, self.verdict);
+        let model = Some(self.model.clone());
         match self.verdict {
-            VerdictMode::Text => json!({
-                "model": self.model,
-                "messages": messages,
-                "temperature": self.temperature,
-                "max_tokens": self.max_tokens,
-            }),
-            VerdictMode::Logprobs { .. } => json!({
-                "model": self.model,
-                "messages": messages,
-                "temperature": 0.0,
-                "max_tokens": 1,
-                "logprobs": true,
-                "top_logprobs": VERDICT_TOP_LOGPROBS,
-            }),
+            VerdictMode::Text => ChatRequest {
+                model,
+                messages,
+                common: Common {
+                    temperature: Some(self.temperature),
+                    max_tokens: Some(self.max_tokens.into()),
+                    ..Common::default()
+                },
+                ..ChatRequest::default()
+            },
+            VerdictMode::Logprobs { .. } => ChatRequest {
+                model,
+                messages,
+                common: Common { temperature: Some(0.0), max_tokens: Some(1), ..Common::default() },
+                logprobs: Some(true),
+                top_logprobs: Some(VERDICT_TOP_LOGPROBS.into()),
+                ..ChatRequest::default()
+            },
+        }
+    }
+
+    /// Where the client sends requests and how hard it tries.
+    pub fn client(&self) -> ClientConfig {
+        ClientConfig {
+            base_url: self.base_url.clone(),
+            api_key: self.api_key.clone(),
+            timeout: self.timeout,
+            max_retries: self.max_retries,
+            backoff_base: self.backoff_base,
+            max_backoff: self.max_backoff,
         }
     }
 }
@@ -271,7 +287,7 @@ pub fn judge_with_progress(
             return Err(JudgeError::Config(format!("judge tie margin must be ≥ 0 nats, got {tie_margin}")));
         }
     }
-    let client = ChatClient::new(config)?;
+    let client = ChatClient::new(&config.client())?;
     let logprob_verdicts = matches!(config.verdict, VerdictMode::Logprobs { .. });
 
     // Plan: two request keys per pair; distinct keys are sent at most once. Bodies are rebuilt
@@ -282,8 +298,8 @@ pub fn judge_with_progress(
     for (index, item) in items.iter().enumerate() {
         for (first, second) in item.pairs() {
             let mut key_of = |a: usize, b: usize| {
-                let body = config.request_body(&item.prompt_text, &item.responses[a].text, &item.responses[b].text);
-                let key = cache_key(&body);
+                let request = config.request(&item.prompt_text, &item.responses[a].text, &item.responses[b].text);
+                let key = cache_key(&request.to_value());
                 known.entry(key.clone()).or_insert_with(|| {
                     let hit = cache.and_then(|c| c.get(&key));
                     if hit.is_none() {
@@ -318,10 +334,13 @@ pub fn judge_with_progress(
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(&(ref key, item, a, b)) = to_send.get(i) else { break };
                     let (item, a, b) = (&items[item], &items[item].responses[a], &items[item].responses[b]);
-                    let body = config.request_body(&item.prompt_text, &a.text, &b.text);
-                    let reply =
-                        if logprob_verdicts { client.complete_letter_scores(&body) } else { client.complete(&body) };
-                    let stored = reply.and_then(|reply| {
+                    let request = config.request(&item.prompt_text, &a.text, &b.text);
+                    let reply = if logprob_verdicts {
+                        client.chat_with(&request, &letter_scores)
+                    } else {
+                        client.chat(&request)
+                    };
+                    let stored = reply.map_err(JudgeError::from).and_then(|reply| {
                         cache.map_or(Ok(()), |c| c.insert(key, &config.model, &reply)).map(|()| reply)
                     });
                     match stored {
@@ -383,6 +402,24 @@ pub fn judge_with_progress(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// The bodies (and so the cache keys of existing reply caches) are those the judge has
+    /// always sent: exactly these fields.
+    #[test]
+    fn request_bodies_and_cache_keys_are_stable() {
+        let mut cfg = JudgeConfig::new("http://127.0.0.1:1/v1", "judge-m");
+        let messages = |mode| json!(pairwise_messages(&cfg.guidelines, "p", "a", "b", mode));
+        let text = cfg.request("p", "a", "b").to_value();
+        let expected =
+            json!({"model": "judge-m", "messages": messages(VerdictMode::Text), "temperature": 0.0, "max_tokens": 512});
+        assert_eq!(text, expected);
+        assert_eq!(cache_key(&text), "222d59c2217e807a91b2302f5575a92a241afead4d1fbd3ef187ce28b377cc53");
+        cfg.verdict = VerdictMode::Logprobs { tie_margin: 0.1 };
+        let expected = json!({"model": "judge-m", "messages": messages(cfg.verdict), "temperature": 0.0, "max_tokens": 1,
+            "logprobs": true, "top_logprobs": 20});
+        assert_eq!(cfg.request("p", "a", "b").to_value(), expected);
+    }
 
     #[test]
     fn only_a_verdict_that_survives_the_swap_is_a_preference() {

@@ -3,7 +3,8 @@
 
 use super::VerdictMode;
 use regex::Regex;
-use serde::Serialize;
+use rlhf_openai::client::kind;
+pub use rlhf_openai::ChatMessage;
 use serde_json::Value;
 use std::sync::OnceLock;
 
@@ -12,13 +13,6 @@ use std::sync::OnceLock;
 pub const DEFAULT_GUIDELINES: &str = "You compare two responses to the same prompt. Prefer the response that is \
 correct, helpful and honest, and that follows the prompt's instructions; do not reward length for its own sake. \
 Say tie only when neither is better.";
-
-/// One chat message as OpenAI-compatible endpoints take it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
 
 /// The judge's answer to one ordering of a pair.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,9 +45,9 @@ pub fn pairwise_messages(guidelines: &str, prompt: &str, a: &str, b: &str, mode:
     let user = format!("[Prompt]\n{prompt}\n[Response A]\n{a}\n[Response B]\n{b}\n{ask}");
     let mut messages = Vec::with_capacity(2);
     if !guidelines.trim().is_empty() {
-        messages.push(ChatMessage { role: "system".into(), content: guidelines.trim().to_string() });
+        messages.push(ChatMessage::text("system", guidelines.trim()));
     }
-    messages.push(ChatMessage { role: "user".into(), content: user });
+    messages.push(ChatMessage::text("user", user));
     messages
 }
 
@@ -95,17 +89,6 @@ pub fn render_text(value: &Value) -> Result<String, String> {
 fn capitalise(role: &str) -> String {
     let mut chars = role.chars();
     chars.next().map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect())
-}
-
-pub(crate) fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn verdict_token() -> &'static Regex {
@@ -248,12 +231,12 @@ mod tests {
     #[test]
     fn guidelines_go_first_and_the_format_is_always_asked() {
         let m = pairwise_messages("Be fair.", "p", "x", "y", VerdictMode::Text);
-        assert_eq!((m[0].role.as_str(), m[0].content.as_str()), ("system", "Be fair."));
-        assert!(m[1].content.contains("[Response A]\nx\n[Response B]\ny\n"));
-        assert!(m[1].content.ends_with("A, B or tie."));
+        assert_eq!((m[0].role.as_str(), m[0].content.as_str()), ("system", Some("Be fair.")));
+        assert!(m[1].content.as_str().unwrap().contains("[Response A]\nx\n[Response B]\ny\n"));
+        assert!(m[1].content.as_str().unwrap().ends_with("A, B or tie."));
         assert_eq!(pairwise_messages("", "p", "x", "y", VerdictMode::Text).len(), 1);
         let l = pairwise_messages("", "p", "x", "y", VerdictMode::Logprobs { tie_margin: 0.0 });
-        assert!(l[0].content.ends_with("Answer with the letter alone: A or B."));
+        assert!(l[0].content.as_str().unwrap().ends_with("Answer with the letter alone: A or B."));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! JSON replies, or server-sent events (`data: {chunk}` … `data: [DONE]`) with `stream: true`.
 
 use super::engine::{self, EngineConfig, EngineHandle, Event, Job};
-use super::wire::{text_of, BadRequest, ChatRequest, CompletionRequest, Plan};
+use super::wire::{prompt_text, text_of, BadRequest, ChatRequest, Checked, CompletionRequest, Plan};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -259,7 +259,7 @@ async fn completions(
 ) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(body)?;
     let plan = req.plan()?;
-    let text = req.prompt_text()?;
+    let text = prompt_text(&req)?;
     let prompt =
         state.tok.encode(&text, true).map_err(|e| BadRequest::new("prompt", format!("cannot tokenize: {e}")))?;
     if prompt.is_empty() {

@@ -1,7 +1,8 @@
-//! OpenAI request bodies as we accept them, validated into one [`Plan`], and the error shape
-//! OpenAI clients parse (`{"error": {"message", "type", "param", "code"}}`).
+//! What `rlhf serve` accepts of the OpenAI request bodies (`rlhf_openai::wire`, shared with the
+//! clients), checked into one [`Plan`], and the error shape OpenAI clients parse
+//! (`{"error": {"message", "type", "param", "code"}}`).
 
-use serde::Deserialize;
+pub use rlhf_openai::wire::{ChatMessage, ChatRequest, Common, CompletionRequest};
 use serde_json::Value;
 
 /// The most choices one request may ask for (each is a batch row).
@@ -30,62 +31,6 @@ impl BadRequest {
         };
         serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "param": self.param, "code": null}})
     }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ChatRequest {
-    #[serde(default)]
-    pub model: Option<String>,
-    pub messages: Vec<ChatMessage>,
-    #[serde(flatten)]
-    pub common: Common,
-    #[serde(default)]
-    pub logprobs: Option<bool>,
-    #[serde(default)]
-    pub top_logprobs: Option<i64>,
-    #[serde(default)]
-    pub max_completion_tokens: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    /// A string, or a list of `{"type": "text", "text": …}` parts.
-    pub content: Value,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct CompletionRequest {
-    #[serde(default)]
-    pub model: Option<String>,
-    /// A string, or a list of one string.
-    pub prompt: Value,
-    #[serde(flatten)]
-    pub common: Common,
-    /// Legacy completions: the logprob of each sampled token plus this many alternatives.
-    #[serde(default)]
-    pub logprobs: Option<i64>,
-    #[serde(default)]
-    pub echo: Option<bool>,
-}
-
-/// Fields both endpoints share. Unknown fields are ignored, as OpenAI-compatible servers do.
-#[derive(Debug, Deserialize)]
-pub struct Common {
-    #[serde(default)]
-    pub n: Option<i64>,
-    #[serde(default)]
-    pub temperature: Option<f64>,
-    #[serde(default)]
-    pub top_p: Option<f64>,
-    #[serde(default)]
-    pub max_tokens: Option<i64>,
-    #[serde(default)]
-    pub stop: Option<Value>,
-    #[serde(default)]
-    pub stream: Option<bool>,
-    #[serde(default)]
-    pub seed: Option<i64>,
 }
 
 /// What to generate, checked.
@@ -122,60 +67,64 @@ pub fn text_of(content: &Value, field: &str) -> Result<String, BadRequest> {
     }
 }
 
-impl Common {
-    /// `max_tokens` defaults to 256; `logprobs` and `top_logprobs` are decided by the endpoint.
-    pub fn plan(&self, max_tokens: Option<i64>, logprobs: bool, top_logprobs: usize) -> Result<Plan, BadRequest> {
-        let n = self.n.unwrap_or(1);
-        if !(1..=MAX_N as i64).contains(&n) {
-            return Err(BadRequest::new("n", format!("must be between 1 and {MAX_N}, got {n}")));
-        }
-        let temperature = self.temperature.unwrap_or(1.0);
-        if !(0.0..=2.0).contains(&temperature) {
-            return Err(BadRequest::new("temperature", format!("must be between 0 and 2, got {temperature}")));
-        }
-        if let Some(p) = self.top_p {
-            if !(p > 0.0 && p <= 1.0) {
-                return Err(BadRequest::new("top_p", format!("must be in (0, 1], got {p}")));
-            }
-        }
-        let max_tokens = max_tokens.or(self.max_tokens).unwrap_or(256);
-        if max_tokens < 1 {
-            return Err(BadRequest::new("max_tokens", format!("must be at least 1, got {max_tokens}")));
-        }
-        let stop = match &self.stop {
-            None | Some(Value::Null) => vec![],
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(list)) => list
-                .iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| BadRequest::new("stop", "expected strings")))
-                .collect::<Result<_, _>>()?,
-            Some(other) => {
-                return Err(BadRequest::new("stop", format!("expected a string or a list of strings, found {other}")))
-            }
-        };
-        if stop.len() > MAX_STOPS || stop.iter().any(String::is_empty) {
-            return Err(BadRequest::new("stop", format!("up to {MAX_STOPS} non-empty strings")));
-        }
-        let stream = self.stream.unwrap_or(false);
-        if stream && logprobs {
-            return Err(BadRequest::new("logprobs", "logprobs are returned only without stream"));
-        }
-        Ok(Plan {
-            n: n as usize,
-            temperature,
-            top_p: self.top_p,
-            max_tokens: max_tokens as usize,
-            stop,
-            stream,
-            logprobs,
-            top_logprobs,
-            seed: self.seed.map_or_else(rand::random::<u64>, |s| s as u64),
-        })
-    }
+/// A request's settings checked against what the server can do.
+pub trait Checked {
+    fn plan(&self) -> Result<Plan, BadRequest>;
 }
 
-impl ChatRequest {
-    pub fn plan(&self) -> Result<Plan, BadRequest> {
+/// The fields both endpoints share. `max_tokens` defaults to 256; `logprobs` and `top_logprobs`
+/// are decided by the endpoint.
+fn common_plan(c: &Common, max_tokens: Option<i64>, logprobs: bool, top_logprobs: usize) -> Result<Plan, BadRequest> {
+    let n = c.n.unwrap_or(1);
+    if !(1..=MAX_N as i64).contains(&n) {
+        return Err(BadRequest::new("n", format!("must be between 1 and {MAX_N}, got {n}")));
+    }
+    let temperature = c.temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(BadRequest::new("temperature", format!("must be between 0 and 2, got {temperature}")));
+    }
+    if let Some(p) = c.top_p {
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(BadRequest::new("top_p", format!("must be in (0, 1], got {p}")));
+        }
+    }
+    let max_tokens = max_tokens.or(c.max_tokens).unwrap_or(256);
+    if max_tokens < 1 {
+        return Err(BadRequest::new("max_tokens", format!("must be at least 1, got {max_tokens}")));
+    }
+    let stop = match &c.stop {
+        None | Some(Value::Null) => vec![],
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| BadRequest::new("stop", "expected strings")))
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(BadRequest::new("stop", format!("expected a string or a list of strings, found {other}")))
+        }
+    };
+    if stop.len() > MAX_STOPS || stop.iter().any(String::is_empty) {
+        return Err(BadRequest::new("stop", format!("up to {MAX_STOPS} non-empty strings")));
+    }
+    let stream = c.stream.unwrap_or(false);
+    if stream && logprobs {
+        return Err(BadRequest::new("logprobs", "logprobs are returned only without stream"));
+    }
+    Ok(Plan {
+        n: n as usize,
+        temperature,
+        top_p: c.top_p,
+        max_tokens: max_tokens as usize,
+        stop,
+        stream,
+        logprobs,
+        top_logprobs,
+        seed: c.seed.map_or_else(rand::random::<u64>, |s| s as u64),
+    })
+}
+
+impl Checked for ChatRequest {
+    fn plan(&self) -> Result<Plan, BadRequest> {
         if self.messages.is_empty() {
             return Err(BadRequest::new("messages", "must contain at least one message"));
         }
@@ -190,12 +139,12 @@ impl ChatRequest {
         if top > 0 && !logprobs {
             return Err(BadRequest::new("top_logprobs", "needs logprobs: true"));
         }
-        self.common.plan(self.max_completion_tokens, logprobs, top as usize)
+        common_plan(&self.common, self.max_completion_tokens, logprobs, top as usize)
     }
 }
 
-impl CompletionRequest {
-    pub fn plan(&self) -> Result<Plan, BadRequest> {
+impl Checked for CompletionRequest {
+    fn plan(&self) -> Result<Plan, BadRequest> {
         let top = self.logprobs.unwrap_or(0);
         if !(0..=MAX_TOP_LOGPROBS_COMPLETIONS).contains(&top) {
             return Err(BadRequest::new(
@@ -206,16 +155,17 @@ impl CompletionRequest {
         if self.echo == Some(true) {
             return Err(BadRequest::new("echo", "echo is not supported"));
         }
-        self.common.plan(None, top > 0, top as usize)
+        common_plan(&self.common, None, top > 0, top as usize)
     }
+}
 
-    pub fn prompt_text(&self) -> Result<String, BadRequest> {
-        match &self.prompt {
-            Value::String(s) => Ok(s.clone()),
-            Value::Array(list) if list.len() == 1 && list[0].is_string() => {
-                Ok(list[0].as_str().unwrap_or_default().to_string())
-            }
-            _ => Err(BadRequest::new("prompt", "expected a string (or a list of exactly one string)")),
+/// A completion request's prompt: a string, or a list of exactly one string.
+pub fn prompt_text(req: &CompletionRequest) -> Result<String, BadRequest> {
+    match &req.prompt {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(list) if list.len() == 1 && list[0].is_string() => {
+            Ok(list[0].as_str().unwrap_or_default().to_string())
         }
+        _ => Err(BadRequest::new("prompt", "expected a string (or a list of exactly one string)")),
     }
 }

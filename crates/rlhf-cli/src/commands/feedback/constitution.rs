@@ -9,7 +9,9 @@ use crate::progress;
 use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rlhf_data::dataset::for_each_record;
-use rlhf_reward::judge::{cache_key, render_text, ChatClient, ChatMessage, JudgeError, ReplyCache};
+use rlhf_reward::judge::{
+    cache_key, render_text, ChatClient, ChatMessage, ChatRequest, Common, JudgeError, ReplyCache,
+};
 use serde_json::{json, Value};
 use std::ffi::OsString;
 use std::io::Write;
@@ -136,9 +138,11 @@ fn read_prompts(path: &Path) -> Result<Vec<Item>> {
             let messages = match prompt {
                 Value::Array(list) => list
                     .iter()
-                    .map(|m| ChatMessage {
-                        role: m["role"].as_str().unwrap_or_default().to_string(),
-                        content: m["content"].as_str().unwrap_or_default().to_string(),
+                    .map(|m| {
+                        ChatMessage::text(
+                            m["role"].as_str().unwrap_or_default(),
+                            m["content"].as_str().unwrap_or_default(),
+                        )
                     })
                     .collect(),
                 _ => vec![user(text.clone())],
@@ -162,7 +166,7 @@ fn read_prompts(path: &Path) -> Result<Vec<Item>> {
 }
 
 fn user(content: String) -> ChatMessage {
-    ChatMessage { role: "user".into(), content }
+    ChatMessage::text("user", content)
 }
 
 /// The critique request. Short on purpose: small models have small context windows.
@@ -209,29 +213,31 @@ struct Caller<'a> {
     model: String,
     cache: &'a ReplyCache,
     max_tokens: u32,
-    seed: Option<u64>,
+    seed: Option<i64>,
     requests: AtomicUsize,
     cache_hits: AtomicUsize,
 }
 
 impl Caller<'_> {
     fn call(&self, messages: &[ChatMessage], temperature: f64) -> std::result::Result<String, JudgeError> {
-        let mut body = json!({
-            "model": self.model,
-            "messages": messages,
-            "temperature": temperature,
-            "max_tokens": self.max_tokens,
-        });
-        if let Some(seed) = self.seed {
-            body["seed"] = seed.into();
-        }
-        let key = cache_key(&body);
+        let request = ChatRequest {
+            model: Some(self.model.clone()),
+            messages: messages.to_vec(),
+            common: Common {
+                temperature: Some(temperature),
+                max_tokens: Some(self.max_tokens.into()),
+                seed: self.seed,
+                ..Common::default()
+            },
+            ..ChatRequest::default()
+        };
+        let key = cache_key(&request.to_value());
         self.requests.fetch_add(1, Ordering::Relaxed);
         if let Some(reply) = self.cache.get(&key) {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(reply);
         }
-        let reply = self.client.complete(&body)?;
+        let reply = self.client.chat(&request)?;
         self.cache.insert(&key, &self.model, &reply)?;
         Ok(reply)
     }
@@ -332,7 +338,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let plan = assign_principles(items.len(), a.revisions, principles.len(), a.principle_order, a.seed.unwrap_or(0));
 
-    let client = ChatClient::new(&a.endpoint.config()?)?;
+    let client = ChatClient::new(&a.endpoint.config()?.client())?;
     let cache_path = a.cache.clone().unwrap_or_else(|| with_suffix(&a.pairs_out, ".cache.jsonl"));
     if let Some(dir) = cache_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -352,15 +358,18 @@ pub fn run(a: Args) -> Result<()> {
         cache_path.display()
     );
 
-    let caller = Caller {
-        client,
-        model: a.endpoint.model.clone(),
-        cache: &cache,
-        max_tokens: a.max_tokens,
-        seed: a.seed,
-        requests: AtomicUsize::new(0),
-        cache_hits: AtomicUsize::new(0),
-    };
+    let caller =
+        Caller {
+            client,
+            model: a.endpoint.model.clone(),
+            cache: &cache,
+            max_tokens: a.max_tokens,
+            seed: a.seed.map(i64::try_from).transpose().map_err(|_| {
+                anyhow::anyhow!("--seed: at most 2^63 − 1 (requests carry it as a signed 64-bit integer)")
+            })?,
+            requests: AtomicUsize::new(0),
+            cache_hits: AtomicUsize::new(0),
+        };
     let outcomes: Vec<OnceLock<Outcome>> = items.iter().map(|_| OnceLock::new()).collect();
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
