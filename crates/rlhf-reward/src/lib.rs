@@ -18,7 +18,6 @@ pub mod combine;
 pub mod error;
 pub mod format;
 pub mod humaneval;
-pub mod judge;
 pub mod math;
 pub mod reward_model;
 pub mod source;

@@ -1,23 +1,18 @@
-//! `rlhf constitution`: Constitutional AI's critique → revision loop (Bai et al. 2022) against
-//! any OpenAI-compatible endpoint. For each prompt the model answers, critiques its answer
-//! against one principle and rewrites it; the revisions become SFT data and (revision, original)
-//! preference pairs. Every reply goes to the judge's fsync'd [`ReplyCache`] before it is used, so
-//! rerunning the same command after a failure sends only the calls still missing.
+//! `rlhf constitution`: Constitutional AI's critique → revision loop
+//! (`rlhf_feedback::constitution`) against any OpenAI-compatible endpoint: this file reads the
+//! principles and prompts, opens the reply cache, shows progress and writes the SFT rows and
+//! pairs.
 
 use super::endpoint::EndpointArgs;
 use crate::progress;
 use anyhow::{bail, Context, Result};
-use rand::{Rng, SeedableRng};
 use rlhf_data::dataset::for_each_record;
-use rlhf_reward::judge::{
-    cache_key, render_text, ChatClient, ChatMessage, ChatRequest, Common, JudgeError, ReplyCache,
-};
+use rlhf_feedback::constitution::{self, Item, PrincipleOrder, Settings};
+use rlhf_feedback::judge::{ChatClient, ReplyCache};
 use serde_json::{json, Value};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,8 +39,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     revisions: usize,
     /// How principles are assigned: `round-robin` through the file, or `random` (seeded).
-    #[arg(long, value_enum, default_value_t = PrincipleOrder::RoundRobin)]
-    principle_order: PrincipleOrder,
+    #[arg(long, value_enum, default_value_t = OrderArg::RoundRobin)]
+    principle_order: OrderArg,
     /// Seed of `--principle-order random` (default 0); when given it is also sent with every
     /// request, so servers that honour `seed` (`rlhf serve`, vLLM, OpenAI) sample reproducibly.
     #[arg(long)]
@@ -70,44 +65,27 @@ pub struct Args {
     json: bool,
 }
 
+/// `--principle-order`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum PrincipleOrder {
+enum OrderArg {
     RoundRobin,
     Random,
 }
 
-/// One prompt: as given (for the output rows) and as the model reads it.
-struct Item {
-    prompt: Value,
-    /// What the generation request sends: the messages as given, or the string as a user turn.
-    messages: Vec<ChatMessage>,
-    /// The prompt as one text, quoted in critique and revision requests.
-    text: String,
-}
-
-/// One critique → revision round.
-struct Round {
-    principle: usize,
-    critique: String,
-    revision: String,
-}
-
-/// What became of one prompt.
-enum Outcome {
-    /// The final revision differs from the answer: an SFT row and a pair.
-    Revised { answer: String, rounds: Vec<Round> },
-    /// The revision repeats the answer: a good SFT target, but no preference to learn.
-    Unchanged { answer: String },
-    /// Nothing to learn from: the answer or a revision came back empty.
-    Empty,
+impl From<OrderArg> for PrincipleOrder {
+    fn from(o: OrderArg) -> Self {
+        match o {
+            OrderArg::RoundRobin => PrincipleOrder::RoundRobin,
+            OrderArg::Random => PrincipleOrder::Random,
+        }
+    }
 }
 
 /// The constitution file's principles, in order.
 fn read_principles(path: &Path) -> Result<Vec<String>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("--principles {}: cannot read", path.display()))?;
-    let principles: Vec<String> =
-        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect();
+    let principles = constitution::parse_principles(&text);
     if principles.is_empty() {
         bail!(
             "--principles {}: no principles (write one per line; blank lines and lines starting with # are skipped)",
@@ -131,23 +109,7 @@ fn read_prompts(path: &Path) -> Result<Vec<Item>> {
                 .get("prompt")
                 .filter(|v| !v.is_null())
                 .ok_or_else(|| bad("missing (a string or a list of messages)".into()))?;
-            let text = render_text(prompt).map_err(bad)?;
-            if text.trim().is_empty() {
-                return Err(bad("empty prompt".into()));
-            }
-            let messages = match prompt {
-                Value::Array(list) => list
-                    .iter()
-                    .map(|m| {
-                        ChatMessage::text(
-                            m["role"].as_str().unwrap_or_default(),
-                            m["content"].as_str().unwrap_or_default(),
-                        )
-                    })
-                    .collect(),
-                _ => vec![user(text.clone())],
-            };
-            Ok(Item { prompt: prompt.clone(), messages, text })
+            Item::from_prompt(prompt).map_err(bad)
         });
         match parsed {
             Ok(item) => items.push(item),
@@ -163,124 +125,6 @@ fn read_prompts(path: &Path) -> Result<Vec<Item>> {
         bail!("--data {}: no prompts", path.display());
     }
     Ok(items)
-}
-
-fn user(content: String) -> ChatMessage {
-    ChatMessage::text("user", content)
-}
-
-/// The critique request. Short on purpose: small models have small context windows.
-fn critique_request(principle: &str, request: &str, response: &str) -> ChatMessage {
-    user(format!(
-        "Principle: {principle}\nRequest: {request}\nResponse: {response}\n\
-         Point out briefly how the response falls short of the principle."
-    ))
-}
-
-fn revision_request(principle: &str, request: &str, response: &str, critique: &str) -> ChatMessage {
-    user(format!(
-        "Principle: {principle}\nRequest: {request}\nResponse: {response}\nCritique: {critique}\n\
-         Rewrite the response so it follows the principle and answers the critique. \
-         Reply with the rewritten response only."
-    ))
-}
-
-/// Which principle each round of each item uses: round-robin continues through the file across
-/// items and rounds, so every principle gets used about equally often.
-fn assign_principles(
-    items: usize,
-    rounds: usize,
-    principles: usize,
-    order: PrincipleOrder,
-    seed: u64,
-) -> Vec<Vec<usize>> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..items)
-        .map(|i| {
-            (0..rounds)
-                .map(|r| match order {
-                    PrincipleOrder::RoundRobin => (i * rounds + r) % principles,
-                    PrincipleOrder::Random => rng.random_range(0..principles),
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// The model's calls, answered from the cache when it has them.
-struct Caller<'a> {
-    client: ChatClient,
-    model: String,
-    cache: &'a ReplyCache,
-    max_tokens: u32,
-    seed: Option<i64>,
-    requests: AtomicUsize,
-    cache_hits: AtomicUsize,
-}
-
-impl Caller<'_> {
-    fn call(&self, messages: &[ChatMessage], temperature: f64) -> std::result::Result<String, JudgeError> {
-        let request = ChatRequest {
-            model: Some(self.model.clone()),
-            messages: messages.to_vec(),
-            common: Common {
-                temperature: Some(temperature),
-                max_tokens: Some(self.max_tokens.into()),
-                seed: self.seed,
-                ..Common::default()
-            },
-            ..ChatRequest::default()
-        };
-        let key = cache_key(&request.to_value());
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if let Some(reply) = self.cache.get(&key) {
-            self.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(reply);
-        }
-        let reply = self.client.chat(&request)?;
-        self.cache.insert(&key, &self.model, &reply)?;
-        Ok(reply)
-    }
-}
-
-fn process(
-    caller: &Caller,
-    a: &Args,
-    item: &Item,
-    principles: &[String],
-    plan: &[usize],
-) -> std::result::Result<Outcome, JudgeError> {
-    let answer = caller.call(&item.messages, a.temperature)?.trim().to_string();
-    if answer.is_empty() {
-        return Ok(Outcome::Empty);
-    }
-    let mut current = answer.clone();
-    let mut rounds = Vec::with_capacity(plan.len());
-    for &p in plan {
-        let principle = &principles[p];
-        let critique = caller.call(&[critique_request(principle, &item.text, &current)], a.critique_temperature)?;
-        let critique = critique.trim().to_string();
-        let request = revision_request(principle, &item.text, &current, &critique);
-        let revision = caller.call(&[request], a.critique_temperature)?.trim().to_string();
-        if revision.is_empty() {
-            return Ok(Outcome::Empty);
-        }
-        current = revision.clone();
-        rounds.push(Round { principle: p, critique, revision });
-    }
-    if current == answer {
-        return Ok(Outcome::Unchanged { answer });
-    }
-    Ok(Outcome::Revised { answer, rounds })
-}
-
-/// A response in the prompt's shape: a string for a string prompt, an assistant turn for a
-/// conversation (TRL's conversational form, which `rlhf sft`/`reward`/`dpo` read).
-fn response(prompt: &Value, text: &str) -> Value {
-    match prompt {
-        Value::Array(_) => json!([{"role": "assistant", "content": text}]),
-        _ => Value::String(text.to_string()),
-    }
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -336,7 +180,13 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(limit) = a.limit {
         items.truncate(limit);
     }
-    let plan = assign_principles(items.len(), a.revisions, principles.len(), a.principle_order, a.seed.unwrap_or(0));
+    let plan = constitution::assign_principles(
+        items.len(),
+        a.revisions,
+        principles.len(),
+        a.principle_order.into(),
+        a.seed.unwrap_or(0),
+    );
 
     let client = ChatClient::new(&a.endpoint.config()?.client())?;
     let cache_path = a.cache.clone().unwrap_or_else(|| with_suffix(&a.pairs_out, ".cache.jsonl"));
@@ -358,96 +208,40 @@ pub fn run(a: Args) -> Result<()> {
         cache_path.display()
     );
 
-    let caller =
-        Caller {
-            client,
+    let settings =
+        Settings {
             model: a.endpoint.model.clone(),
-            cache: &cache,
+            temperature: a.temperature,
+            critique_temperature: a.critique_temperature,
             max_tokens: a.max_tokens,
             seed: a.seed.map(i64::try_from).transpose().map_err(|_| {
                 anyhow::anyhow!("--seed: at most 2^63 − 1 (requests carry it as a signed 64-bit integer)")
             })?,
-            requests: AtomicUsize::new(0),
-            cache_hits: AtomicUsize::new(0),
+            concurrency: a.concurrency,
         };
-    let outcomes: Vec<OnceLock<Outcome>> = items.iter().map(|_| OnceLock::new()).collect();
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let failure: Mutex<Option<JudgeError>> = Mutex::new(None);
     let bar = progress::bar(items.len() as u64, "constitution");
-    std::thread::scope(|scope| {
-        for _ in 0..a.concurrency.min(items.len()) {
-            scope.spawn(|| {
-                while !stop.load(Ordering::SeqCst) {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(item) = items.get(i) else { break };
-                    match process(&caller, &a, item, &principles, &plan[i]) {
-                        Ok(outcome) => {
-                            let _ = outcomes[i].set(outcome);
-                            bar.inc(1);
-                        }
-                        Err(e) => {
-                            stop.store(true, Ordering::SeqCst);
-                            failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);
-                        }
-                    }
-                }
-            });
-        }
-    });
+    let done = constitution::revise_all(client, &cache, &items, &principles, &plan, &settings, &|| bar.inc(1));
     bar.finish_and_clear();
-    if let Some(e) = failure.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
-        return Err(anyhow::Error::new(e).context(format!(
+    let (outcomes, counts) = done.map_err(|e| {
+        anyhow::Error::new(e).context(format!(
             "stopped ({} replies so far are cached in {}; rerun the same command to resume)",
             cache.len(),
             cache_path.display()
-        )));
-    }
-
-    let (mut sft, mut pairs, mut unchanged, mut empty) = (Vec::new(), Vec::new(), 0usize, 0usize);
-    let annotator = format!("constitution:{}", a.endpoint.model);
-    for (item, outcome) in items.iter().zip(outcomes) {
-        // Every worker either set its outcome or the run returned its error above.
-        match outcome.into_inner() {
-            Some(Outcome::Revised { answer, rounds }) => {
-                let last = rounds.last().expect("--revisions ≥ 1 gives every revised item a round");
-                sft.push(json!({"prompt": item.prompt, "completion": response(&item.prompt, &last.revision)}));
-                let mut pair = json!({
-                    "prompt": item.prompt,
-                    "chosen": response(&item.prompt, &last.revision),
-                    "rejected": response(&item.prompt, &answer),
-                    "principle": principles[last.principle],
-                    "critique": last.critique,
-                    "annotator": annotator,
-                });
-                if rounds.len() > 1 {
-                    pair["rounds"] = rounds
-                        .iter()
-                        .map(|r| json!({"principle": principles[r.principle], "critique": r.critique, "revision": r.revision}))
-                        .collect();
-                }
-                pairs.push(pair);
-            }
-            Some(Outcome::Unchanged { answer }) => {
-                unchanged += 1;
-                sft.push(json!({"prompt": item.prompt, "completion": response(&item.prompt, &answer)}));
-            }
-            Some(Outcome::Empty) | None => empty += 1,
-        }
-    }
+        ))
+    })?;
+    let rows = constitution::rows(&items, outcomes, &principles, &format!("constitution:{}", a.endpoint.model));
+    let (sft, pairs, unchanged, empty) = (rows.sft, rows.pairs, rows.unchanged, rows.empty);
     write_atomically(&a.sft_out, &sft)?;
     write_atomically(&a.pairs_out, &pairs)?;
 
-    let stats = caller.client.stats();
-    let requests = caller.requests.load(Ordering::Relaxed);
-    let cache_hits = caller.cache_hits.load(Ordering::Relaxed);
+    let (requests, cache_hits) = (counts.requests, counts.cache_hits);
     if a.json {
         println!(
             "{}",
             json!({
                 "prompts": items.len(), "sft_rows": sft.len(), "pairs": pairs.len(),
                 "unchanged": unchanged, "empty": empty, "requests": requests, "cache_hits": cache_hits,
-                "http_calls": stats.http_calls, "retries": stats.retries,
+                "http_calls": counts.http_calls, "retries": counts.retries,
                 "sft_out": a.sft_out.display().to_string(), "pairs_out": a.pairs_out.display().to_string(),
                 "cache": cache_path.display().to_string(),
             })
@@ -462,7 +256,7 @@ pub fn run(a: Args) -> Result<()> {
         );
         println!(
             "{requests} requests: {cache_hits} from the cache, {} HTTP calls ({} retries)",
-            stats.http_calls, stats.retries
+            counts.http_calls, counts.retries
         );
         println!(
             "wrote {} SFT rows to {} and {} pairs to {}",
@@ -473,28 +267,4 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_robin_continues_across_items_and_random_is_seeded() {
-        let plan = assign_principles(3, 2, 4, PrincipleOrder::RoundRobin, 0);
-        assert_eq!(plan, vec![vec![0, 1], vec![2, 3], vec![0, 1]]);
-        let a = assign_principles(50, 1, 5, PrincipleOrder::Random, 7);
-        assert_eq!(a, assign_principles(50, 1, 5, PrincipleOrder::Random, 7));
-        assert_ne!(a, assign_principles(50, 1, 5, PrincipleOrder::Random, 8));
-        assert!(a.iter().all(|r| r[0] < 5));
-    }
-
-    #[test]
-    fn responses_take_the_prompts_shape() {
-        assert_eq!(response(&json!("q"), "a"), json!("a"));
-        assert_eq!(
-            response(&json!([{"role": "user", "content": "q"}]), "a"),
-            json!([{"role": "assistant", "content": "a"}])
-        );
-    }
 }

@@ -2,7 +2,7 @@
 //! the client settings they make.
 
 use anyhow::{bail, Result};
-use rlhf_reward::judge::JudgeConfig;
+use rlhf_feedback::judge::JudgeConfig;
 use std::time::Duration;
 
 #[derive(clap::Args, Clone, Debug)]

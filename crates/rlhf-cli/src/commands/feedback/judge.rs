@@ -5,7 +5,7 @@
 use super::endpoint::EndpointArgs;
 use crate::progress;
 use anyhow::{bail, Context, Result};
-use rlhf_reward::judge::{judge_with_progress, read_items, Outcome, ReplyCache, Verdict, VerdictMode};
+use rlhf_feedback::judge::{judge_with_progress, read_items, Outcome, ReplyCache, Verdict, VerdictMode};
 use serde_json::json;
 use std::ffi::OsString;
 use std::io::Write;

@@ -2,7 +2,7 @@
 //! scripted per test: position bias, ties, timeouts, 429/5xx retries, protocol errors, the
 //! resumable cache and the API key.
 
-use rlhf_reward::judge::{
+use rlhf_feedback::judge::{
     judge, parse_item, read_items, ClientError, JudgeConfig, JudgeError, JudgeItem, Outcome, ReplyCache, Verdict,
     VerdictMode,
 };

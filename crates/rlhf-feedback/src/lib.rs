@@ -1,0 +1,8 @@
+//! Preference feedback from models: an LLM judge's pairwise verdicts behind any
+//! OpenAI-compatible endpoint (`judge/`, RLAIF), and Constitutional AI's critique → revision
+//! loop (`constitution.rs`). Their pairs have the shape of the human labels' pairs export
+//! (`rlhf-server`'s labelling app), so every preference source feeds `rlhf reward` and
+//! `rlhf dpo` alike.
+
+pub mod constitution;
+pub mod judge;
