@@ -1,15 +1,14 @@
-//! `rlhf collect`: K responses per prompt, spread over temperatures and deduplicated, into a
-//! labelling queue (`rlhf label serve` shows them to annotators) or a JSONL file of candidate
-//! sets (`--out`, what `rlhf judge` reads).
+//! `rlhf collect`: K responses per prompt, spread over temperatures and deduplicated
+//! (`rlhf_feedback::candidates`), into a labelling queue (`rlhf label serve` shows them to
+//! annotators) or a JSONL file of candidate sets (`--out`, what `rlhf judge` reads).
 
 use crate::{loading, progress};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use rlhf_data::{load_prompts, LoadOptions, TextOrMessages};
+use rlhf_feedback::candidates::{self, Settings};
 use rlhf_server::label::{prompt_text, LabelDb, NewItem, NewResponse};
-use rlhf_train::rollout::{decode_rows, rollout, step_seed, RolloutConfig};
 use serde_json::{json, Value};
-use std::collections::HashSet;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -50,11 +49,6 @@ pub struct Args {
     seed: u64,
 }
 
-/// Whitespace-insensitive identity: responses that differ only in spacing are duplicates.
-fn dedup_key(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 fn prompt_json(p: &TextOrMessages) -> Value {
     match p {
         TextOrMessages::Text(t) => Value::String(t.clone()),
@@ -89,45 +83,18 @@ pub fn run(a: Args) -> Result<()> {
         (None, Some(out)) => Sink::Jsonl(String::new(), out.clone()),
         (None, None) => bail!("give --db DB or --out FILE"),
     };
-    // responses[p] = (text, temperature), distinct by dedup_key, in sampling order.
-    let mut responses: Vec<Vec<(String, f64)>> = vec![vec![]; prompts.len()];
-    let mut seen: Vec<HashSet<String>> = vec![HashSet::new(); prompts.len()];
-    let per_temperature = |t: usize| (0..a.k).filter(|i| i % a.temperatures.len() == t).count();
+    let settings = Settings {
+        k: a.k,
+        temperatures: a.temperatures.clone(),
+        max_new_tokens: a.max_new_tokens,
+        top_p: a.top_p,
+        batch_size: a.batch_size,
+        max_tries: a.max_tries,
+        seed: a.seed,
+    };
+    let ids: Vec<&[u32]> = prompts.iter().map(|p| p.prompt_ids.as_slice()).collect();
     let pb = progress::bar((prompts.len() * a.k * a.max_new_tokens) as u64, "sampling");
-    let mut sampled = 0u64;
-    for round in 0..=a.max_tries {
-        for (t, &temperature) in a.temperatures.iter().enumerate() {
-            // First round: this temperature's share of K; later rounds: one more try per missing slot.
-            let need: Vec<usize> =
-                (0..prompts.len()).filter(|&p| if round == 0 { true } else { responses[p].len() < a.k }).collect();
-            let repeats = if round == 0 { per_temperature(t) } else { 1 };
-            if need.is_empty() || repeats == 0 {
-                continue;
-            }
-            let ids: Vec<&[u32]> = need.iter().map(|&p| prompts[p].prompt_ids.as_slice()).collect();
-            let cfg = RolloutConfig {
-                max_new_tokens: a.max_new_tokens,
-                temperature,
-                top_p: a.top_p,
-                generation_batch_size: a.batch_size,
-                ..RolloutConfig::default()
-            };
-            let seed = step_seed(a.seed, (round * a.temperatures.len() + t) as u64);
-            let rows =
-                rollout(&loaded.model, &ids, repeats, &cfg, tok, seed, &mut |n| pb.set_position(sampled + n as u64))?;
-            sampled += rows.iter().map(|r| r.response_ids.len() as u64).sum::<u64>();
-            for (row, text) in rows.iter().zip(decode_rows(tok, &rows)?) {
-                let p = need[row.prompt_index];
-                let text = text.response.trim().to_string();
-                if responses[p].len() < a.k && !text.is_empty() && seen[p].insert(dedup_key(&text)) {
-                    responses[p].push((text, temperature));
-                }
-            }
-        }
-        if responses.iter().all(|r| r.len() >= a.k) {
-            break;
-        }
-    }
+    let responses = candidates::sample(&loaded.model, &ids, &settings, tok, &mut |n| pb.set_position(n))?;
     pb.finish_and_clear();
     let (mut items, mut short, mut dropped) = (0, 0, 0);
     for (p, got) in prompts.iter().zip(responses) {
