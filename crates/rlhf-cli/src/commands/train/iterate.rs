@@ -435,14 +435,7 @@ pub fn run(a: Args) -> Result<()> {
     if out.join("rounds.jsonl").exists() || out.join("round-1").exists() {
         bail!("{} already holds an iterate run; choose another `out`", out.display());
     }
-    let text = std::fs::read_to_string(&cfg.prompts).with_context(|| format!("reading prompts {}", cfg.prompts))?;
-    let lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect();
-    if lines.is_empty() {
-        bail!("{}: no prompts", cfg.prompts);
-    }
-    if let Some((i, _)) = lines.iter().enumerate().find(|(_, l)| serde_json::from_str::<Value>(l).is_err()) {
-        bail!("{}:{}: not JSON (iterate reads prompts as JSONL)", cfg.prompts, i + 1);
-    }
+    let lines = read_prompt_lines(&cfg.prompts)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     std::fs::write(out.join("config.toml"), to_toml_string(&cfg)?)?;
 
@@ -459,114 +452,19 @@ pub fn run(a: Args) -> Result<()> {
 
         // (1)–(2) candidates and preferences.
         let pairs = preferences(&cfg, &policy, &dir, round, &mut used_items)?;
-
         // (3) this round's pairs plus the replayed share of the earlier rounds'.
-        let (replayed, from) = replay(&earlier, cfg.replay_share, cfg.seed, round);
-        let tag = |rows: &[Value], r: usize| -> Vec<Value> {
-            rows.iter()
-                .map(|v| {
-                    let mut v = v.clone();
-                    if let Some(o) = v.as_object_mut() {
-                        o.entry("round").or_insert(json!(r));
-                    }
-                    v
-                })
-                .collect()
-        };
-        let mut rm_rows = tag(&pairs, round);
-        rm_rows.extend(replayed.iter().cloned());
-        let rm_data = dir.join("rm_data.jsonl");
-        write_jsonl(&rm_data, &rm_rows)?;
-        let replayed_from: Map<String, Value> = from.iter().map(|(r, n)| (r.to_string(), json!(n))).collect();
-        eprintln!(
-            "round {round}: {} pairs + {} replayed (by round: {}) → {}",
-            pairs.len(),
-            replayed.len(),
-            Value::Object(replayed_from.clone()),
-            rm_data.display()
-        );
-        earlier.push((round, tag(&pairs, round)));
-
+        let data = reward_data(&cfg, &dir, round, &pairs, &mut earlier)?;
         // (4) the reward model, from the round's starting policy.
-        let reward_dir = dir.join("reward");
-        let reward_toml = dir.join("reward.toml");
-        stage_config(round, "reward", &cfg.reward.config, &cfg.reward.set, &reward_toml, |c: &mut RewardConfig| {
-            c.model = policy.clone();
-            c.data.path = path_str(&rm_data);
-            c.out = path_str(&reward_dir);
-        })?;
-        stage(round, "reward", &["reward".into(), "--config".into(), path_str(&reward_toml)])?;
+        let reward_dir = train_reward(&cfg, &dir, round, &policy, &data.path)?;
         let rm_final = reward_dir.join("final");
-
         // (5) RL against it; the reference is the round's starting policy.
-        let policy_dir = dir.join("policy");
-        let command = match cfg.rl.algorithm {
-            Algorithm::Ppo => "ppo",
-            Algorithm::Grpo => "grpo",
-        };
-        let rl_toml = dir.join(format!("{command}.toml"));
-        let (rl_config, rl_set) = (&cfg.rl.config, &cfg.rl.set);
-        let data = path_str(&dir.join("prompts.jsonl"));
-        let rewards = vec![RewardSpec::reward_model(&path_str(&rm_final))];
-        match cfg.rl.algorithm {
-            Algorithm::Ppo => stage_config(round, command, rl_config, rl_set, &rl_toml, |c: &mut PpoCommandConfig| {
-                (c.model, c.reference, c.out) = (policy.clone(), policy.clone(), path_str(&policy_dir));
-                c.data.path = data;
-                c.rewards = rewards;
-                c.critic.model = path_str(&rm_final);
-            })?,
-            Algorithm::Grpo => {
-                stage_config(round, command, rl_config, rl_set, &rl_toml, |c: &mut GrpoCommandConfig| {
-                    (c.model, c.reference, c.out) = (policy.clone(), policy.clone(), path_str(&policy_dir));
-                    c.data.path = data;
-                    c.rewards = rewards;
-                })?
-            }
-        }
-        let args: Vec<String> = vec![command.into(), "--config".into(), path_str(&rl_toml)];
-        stage(round, command, &args)?;
+        let policy_dir = train_policy(&cfg, &dir, round, &policy, &rm_final)?;
         let new_policy = path_str(&policy_dir.join("final"));
-
         // (6) the new policy against the round's start and the original policy.
-        let eval_path = dir.join("eval.jsonl");
-        let mut args: Vec<String> = vec![
-            "eval".into(),
-            "--prompts".into(),
-            cfg.eval.prompts.clone(),
-            "--limit".into(),
-            cfg.eval.limit.to_string(),
-            "--verifier".into(),
-            cfg.eval.verifier.clone(),
-            "--max-new-tokens".into(),
-            cfg.eval.max_new_tokens.to_string(),
-            "--reward-model".into(),
-            path_str(&rm_final),
-            "--reference".into(),
-            policy.clone(),
-            "--baseline".into(),
-            "original".into(),
-            "--out".into(),
-            path_str(&eval_path),
-            "--model".into(),
-            format!("original={original}"),
-        ];
-        if round > 1 {
-            args.extend(["--model".into(), format!("start={policy}")]);
-        }
-        args.extend(["--model".into(), format!("round-{round}={new_policy}")]);
-        stage(round, "eval", &args)?;
-        let eval_rows: Vec<Value> = read_jsonl(&eval_path)?
-            .into_iter()
-            .map(|mut v| {
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("round".into(), json!(round));
-                }
-                v
-            })
-            .collect();
+        let eval_rows = evaluate(&cfg, &dir, round, (&original, &policy, &new_policy), &rm_final)?;
         append_jsonl(&out.join("eval.jsonl"), &eval_rows)?;
-        let new_row = eval_rows.iter().find(|v| v["model"] == json!(format!("round-{round}")));
 
+        let new_row = eval_rows.iter().find(|v| v["model"] == json!(format!("round-{round}")));
         let reward_key = if cfg.rl.algorithm == Algorithm::Ppo { keys::REWARD_SCORE } else { keys::REWARD_MEAN };
         let summary = json!({
             "round": round,
@@ -574,9 +472,9 @@ pub fn run(a: Args) -> Result<()> {
             "policy": new_policy,
             "prompts": prompts.len(),
             "pairs": pairs.len(),
-            "replayed": replayed.len(),
-            "replayed_from": replayed_from,
-            "rm_rows": rm_rows.len(),
+            "replayed": data.replayed,
+            "replayed_from": data.replayed_from,
+            "rm_rows": data.rows,
             "rm_eval_accuracy": last_metric(&reward_dir, keys::EVAL_ACCURACY),
             "rl_reward": last_metric(&policy_dir, reward_key),
             "rl_kl": last_metric(&policy_dir, keys::KL_SEQUENCE),
@@ -590,7 +488,163 @@ pub fn run(a: Args) -> Result<()> {
         summaries.push(summary);
         policy = new_policy;
     }
+    report(&cfg, &out)?;
+    print_table(&summaries);
+    println!("final policy: {policy}\nper-round summary: {}", out.join("rounds.jsonl").display());
+    Ok(())
+}
 
+/// The prompt file's non-empty lines, each checked to be JSON.
+fn read_prompt_lines(path: &str) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading prompts {path}"))?;
+    let lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect();
+    if lines.is_empty() {
+        bail!("{path}: no prompts");
+    }
+    if let Some((i, _)) = lines.iter().enumerate().find(|(_, l)| serde_json::from_str::<Value>(l).is_err()) {
+        bail!("{path}:{}: not JSON (iterate reads prompts as JSONL)", i + 1);
+    }
+    Ok(lines)
+}
+
+/// A round's reward-model data as written to `rm_data.jsonl`.
+struct RewardData {
+    path: PathBuf,
+    rows: usize,
+    replayed: usize,
+    /// Replayed pairs by the round they came from.
+    replayed_from: Map<String, Value>,
+}
+
+/// Step (3): this round's pairs plus the replayed share of the earlier rounds' (each row tagged
+/// with its round), written to `rm_data.jsonl`; the round's pairs join `earlier`.
+fn reward_data(
+    cfg: &IterateConfig,
+    dir: &Path,
+    round: usize,
+    pairs: &[Value],
+    earlier: &mut Vec<(usize, Vec<Value>)>,
+) -> Result<RewardData> {
+    let (replayed, from) = replay(earlier, cfg.replay_share, cfg.seed, round);
+    let tag = |rows: &[Value], r: usize| -> Vec<Value> {
+        rows.iter()
+            .map(|v| {
+                let mut v = v.clone();
+                if let Some(o) = v.as_object_mut() {
+                    o.entry("round").or_insert(json!(r));
+                }
+                v
+            })
+            .collect()
+    };
+    let mut rm_rows = tag(pairs, round);
+    rm_rows.extend(replayed.iter().cloned());
+    let path = dir.join("rm_data.jsonl");
+    write_jsonl(&path, &rm_rows)?;
+    let replayed_from: Map<String, Value> = from.iter().map(|(r, n)| (r.to_string(), json!(n))).collect();
+    eprintln!(
+        "round {round}: {} pairs + {} replayed (by round: {}) → {}",
+        pairs.len(),
+        replayed.len(),
+        Value::Object(replayed_from.clone()),
+        path.display()
+    );
+    earlier.push((round, tag(pairs, round)));
+    Ok(RewardData { path, rows: rm_rows.len(), replayed: replayed.len(), replayed_from })
+}
+
+/// Step (4): `rlhf reward` from the round's starting policy; returns its run folder.
+fn train_reward(cfg: &IterateConfig, dir: &Path, round: usize, policy: &str, data: &Path) -> Result<PathBuf> {
+    let reward_dir = dir.join("reward");
+    let reward_toml = dir.join("reward.toml");
+    stage_config(round, "reward", &cfg.reward.config, &cfg.reward.set, &reward_toml, |c: &mut RewardConfig| {
+        c.model = policy.to_string();
+        c.data.path = path_str(data);
+        c.out = path_str(&reward_dir);
+    })?;
+    stage(round, "reward", &["reward".into(), "--config".into(), path_str(&reward_toml)])?;
+    Ok(reward_dir)
+}
+
+/// Step (5): `rlhf ppo|grpo` against the round's reward model, the round's starting policy as
+/// the reference (and, for PPO, the critic starting from the reward model); returns its run
+/// folder.
+fn train_policy(cfg: &IterateConfig, dir: &Path, round: usize, policy: &str, rm_final: &Path) -> Result<PathBuf> {
+    let policy_dir = dir.join("policy");
+    let command = match cfg.rl.algorithm {
+        Algorithm::Ppo => "ppo",
+        Algorithm::Grpo => "grpo",
+    };
+    let rl_toml = dir.join(format!("{command}.toml"));
+    let (rl_config, rl_set) = (&cfg.rl.config, &cfg.rl.set);
+    let data = path_str(&dir.join("prompts.jsonl"));
+    let rewards = vec![RewardSpec::reward_model(&path_str(rm_final))];
+    match cfg.rl.algorithm {
+        Algorithm::Ppo => stage_config(round, command, rl_config, rl_set, &rl_toml, |c: &mut PpoCommandConfig| {
+            (c.model, c.reference, c.out) = (policy.to_string(), policy.to_string(), path_str(&policy_dir));
+            c.data.path = data;
+            c.rewards = rewards;
+            c.critic.model = path_str(rm_final);
+        })?,
+        Algorithm::Grpo => stage_config(round, command, rl_config, rl_set, &rl_toml, |c: &mut GrpoCommandConfig| {
+            (c.model, c.reference, c.out) = (policy.to_string(), policy.to_string(), path_str(&policy_dir));
+            c.data.path = data;
+            c.rewards = rewards;
+        })?,
+    }
+    stage(round, command, &[command.into(), "--config".into(), path_str(&rl_toml)])?;
+    Ok(policy_dir)
+}
+
+/// Step (6): `rlhf eval` of the original policy, the round's start (after round 1) and the new
+/// policy, win rates against the original, KL to the start; its rows tagged with the round.
+fn evaluate(
+    cfg: &IterateConfig,
+    dir: &Path,
+    round: usize,
+    (original, start, new): (&str, &str, &str),
+    rm_final: &Path,
+) -> Result<Vec<Value>> {
+    let eval_path = dir.join("eval.jsonl");
+    let mut args: Vec<String> = vec![
+        "eval".into(),
+        "--prompts".into(),
+        cfg.eval.prompts.clone(),
+        "--limit".into(),
+        cfg.eval.limit.to_string(),
+        "--verifier".into(),
+        cfg.eval.verifier.clone(),
+        "--max-new-tokens".into(),
+        cfg.eval.max_new_tokens.to_string(),
+        "--reward-model".into(),
+        path_str(rm_final),
+        "--reference".into(),
+        start.to_string(),
+        "--baseline".into(),
+        "original".into(),
+        "--out".into(),
+        path_str(&eval_path),
+        "--model".into(),
+        format!("original={original}"),
+    ];
+    if round > 1 {
+        args.extend(["--model".into(), format!("start={start}")]);
+    }
+    args.extend(["--model".into(), format!("round-{round}={new}")]);
+    stage(round, "eval", &args)?;
+    Ok(read_jsonl(&eval_path)?
+        .into_iter()
+        .map(|mut v| {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("round".into(), json!(round));
+            }
+            v
+        })
+        .collect())
+}
+
+/// `rlhf report` over every round's runs and the eval table.
+fn report(cfg: &IterateConfig, out: &Path) -> Result<()> {
     let mut args: Vec<String> = vec!["report".into()];
     for round in 1..=cfg.rounds {
         args.extend(["--run".into(), path_str(&out.join(format!("round-{round}")))]);
@@ -603,10 +657,7 @@ pub fn run(a: Args) -> Result<()> {
         "--title".into(),
         format!("rlhf iterate: {}", out.display()),
     ]);
-    stage(cfg.rounds, "report", &args)?;
-    print_table(&summaries);
-    println!("final policy: {policy}\nper-round summary: {}", out.join("rounds.jsonl").display());
-    Ok(())
+    stage(cfg.rounds, "report", &args)
 }
 
 fn print_table(rows: &[Value]) {
