@@ -4,6 +4,7 @@
 mod commands;
 mod config;
 mod loading;
+mod output;
 mod precision;
 mod progress;
 

@@ -168,6 +168,7 @@ fn a_position_biased_judge_gives_only_ties() {
     let c = report.counts;
     assert_eq!((c.pairs, c.ties, c.preferences, c.invalid, c.http_calls, c.retries), (4, 4, 0, 0, 8, 0));
     assert!(report.rows(&four_pairs(), "judge-model").is_empty());
+    assert_eq!(report.position_bias(), None, "text verdicts carry no log-odds");
     // Each pair was shown in both orders.
     let orders: Vec<(String, String)> = fake.seen().iter().map(|s| (s.a.clone(), s.b.clone())).collect();
     for (x, y) in [("red", "deep blue"), ("red", "a pale green"), ("deep blue", "a pale green"), ("4", "It is 4.")] {
@@ -246,6 +247,9 @@ fn logprob_verdicts_see_through_a_position_bias_that_text_verdicts_cannot() {
         assert!((s.abs() - 0.4).abs() < 1e-9, "debiased log-odds {s}, want ±0.4");
         assert!((r["judge_log_odds"].as_f64().unwrap() - 0.4).abs() < 1e-9, "{r}");
     }
+    // The summary sees the 3-nat lean towards "A" that the swap cancels, and the 0.4 left.
+    let bias = report.position_bias().unwrap();
+    assert!((bias.bias - 3.0).abs() < 1e-6 && (bias.mean_abs_log_odds - 0.4).abs() < 1e-9, "{bias:?}");
     let body = &leaning.seen()[0].body;
     assert_eq!(
         (&body["max_tokens"], &body["logprobs"], &body["top_logprobs"], &body["temperature"]),

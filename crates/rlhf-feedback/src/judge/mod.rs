@@ -229,7 +229,35 @@ pub struct JudgeReport {
     pub counts: JudgeCounts,
 }
 
+/// How strongly a logprob judge favours a position, and what is left after the swap.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PositionBias {
+    /// Mean log-odds of "A" over "B" over both orders: what the swap cancels.
+    pub bias: f64,
+    /// Mean |debiased log-odds|: how decided the judge is once the bias is gone.
+    pub mean_abs_log_odds: f64,
+}
+
 impl JudgeReport {
+    /// Over the pairs with logprob verdicts in both orders (None without any).
+    pub fn position_bias(&self) -> Option<PositionBias> {
+        let scores: Vec<(f64, f64)> = self
+            .judgements
+            .iter()
+            .filter_map(|j| match (&j.forward, &j.reversed, j.log_odds()) {
+                (Verdict::Scores { a: fa, b: fb }, Verdict::Scores { a: ra, b: rb }, Some(s)) => {
+                    Some((((fa - fb) + (ra - rb)) / 2.0, s.abs()))
+                }
+                _ => None,
+            })
+            .collect();
+        if scores.is_empty() {
+            return None;
+        }
+        let mean = |f: fn(&(f64, f64)) -> f64| scores.iter().map(f).sum::<f64>() / scores.len() as f64;
+        Some(PositionBias { bias: mean(|s| s.0), mean_abs_log_odds: mean(|s| s.1) })
+    }
+
     /// One pairs-format row per preference, in input order.
     pub fn rows(&self, items: &[JudgeItem], model: &str) -> Vec<Value> {
         self.judgements

@@ -4,14 +4,13 @@
 //! pairs.
 
 use super::endpoint::EndpointArgs;
+use crate::output::{with_suffix, write_jsonl_atomically};
 use crate::progress;
 use anyhow::{bail, Context, Result};
 use rlhf_data::dataset::for_each_record;
 use rlhf_feedback::constitution::{self, Item, PrincipleOrder, Settings};
 use rlhf_feedback::judge::{ChatClient, ReplyCache};
-use serde_json::{json, Value};
-use std::ffi::OsString;
-use std::io::Write;
+use serde_json::json;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -127,30 +126,6 @@ fn read_prompts(path: &Path) -> Result<Vec<Item>> {
     Ok(items)
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = OsString::from(path.as_os_str());
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-/// Writes JSON lines to a temporary file and renames it over `path`, so a reader never sees a
-/// half-written file.
-fn write_atomically(path: &Path, rows: &[Value]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = with_suffix(path, ".tmp");
-    let mut text = String::new();
-    for row in rows {
-        text.push_str(&row.to_string());
-        text.push('\n');
-    }
-    std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("writing {}", path.display()))
-}
-
 pub fn run(a: Args) -> Result<()> {
     for (flag, t) in [("--temperature", a.temperature), ("--critique-temperature", a.critique_temperature)] {
         if !(t.is_finite() && t >= 0.0) {
@@ -231,8 +206,8 @@ pub fn run(a: Args) -> Result<()> {
     })?;
     let rows = constitution::rows(&items, outcomes, &principles, &format!("constitution:{}", a.endpoint.model));
     let (sft, pairs, unchanged, empty) = (rows.sft, rows.pairs, rows.unchanged, rows.empty);
-    write_atomically(&a.sft_out, &sft)?;
-    write_atomically(&a.pairs_out, &pairs)?;
+    write_jsonl_atomically(&a.sft_out, &sft)?;
+    write_jsonl_atomically(&a.pairs_out, &pairs)?;
 
     let (requests, cache_hits) = (counts.requests, counts.cache_hits);
     if a.json {

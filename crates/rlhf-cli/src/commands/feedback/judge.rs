@@ -3,13 +3,12 @@
 //! on disk as they arrive, so rerunning the same command after a failure resumes it.
 
 use super::endpoint::EndpointArgs;
+use crate::output::{with_suffix, write_jsonl_atomically};
 use crate::progress;
 use anyhow::{bail, Context, Result};
 use rlhf_feedback::judge::{judge_with_progress, read_items, Outcome, ReplyCache, Verdict, VerdictMode};
 use serde_json::json;
-use std::ffi::OsString;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -52,12 +51,6 @@ pub enum VerdictArg {
     Logprobs,
 }
 
-fn default_cache(out: &Path) -> PathBuf {
-    let mut name = OsString::from(out.as_os_str());
-    name.push(".cache.jsonl");
-    PathBuf::from(name)
-}
-
 /// The first line of a reply, shortened, for the note about unreadable verdicts.
 fn preview(reply: &str) -> String {
     let one_line = reply.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -98,7 +91,7 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let cache_path = a.cache.clone().unwrap_or_else(|| default_cache(&a.out));
+    let cache_path = a.cache.clone().unwrap_or_else(|| with_suffix(&a.out, ".cache.jsonl"));
     let (cache, load) = ReplyCache::open(&cache_path)?;
     for w in &load.warnings {
         eprintln!("warning: {w}");
@@ -129,20 +122,7 @@ pub fn run(a: Args) -> Result<()> {
     })?;
 
     let rows = report.rows(&items, &a.endpoint.model);
-    let tmp = {
-        let mut name = OsString::from(a.out.as_os_str());
-        name.push(".tmp");
-        PathBuf::from(name)
-    };
-    let mut text = String::new();
-    for row in &rows {
-        text.push_str(&row.to_string());
-        text.push('\n');
-    }
-    std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, &a.out))
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    write_jsonl_atomically(&a.out, &rows)?;
 
     let mut invalid = Vec::new();
     for j in report.judgements.iter().filter(|j| j.outcome == Outcome::Invalid) {
@@ -160,19 +140,7 @@ pub fn run(a: Args) -> Result<()> {
     }
 
     // Logprob verdicts: how strongly the judge favours a position, and what is left after the swap.
-    let scores: Vec<(f64, f64)> = report
-        .judgements
-        .iter()
-        .filter_map(|j| match (&j.forward, &j.reversed, j.log_odds()) {
-            (Verdict::Scores { a: fa, b: fb }, Verdict::Scores { a: ra, b: rb }, Some(s)) => {
-                Some((((fa - fb) + (ra - rb)) / 2.0, s.abs()))
-            }
-            _ => None,
-        })
-        .collect();
-    let mean = |f: fn(&(f64, f64)) -> f64| scores.iter().map(f).sum::<f64>() / scores.len().max(1) as f64;
-    let (position_bias, debiased) = (mean(|s| s.0), mean(|s| s.1));
-
+    let bias = report.position_bias();
     let c = report.counts;
     if a.json {
         println!(
@@ -182,8 +150,8 @@ pub fn run(a: Args) -> Result<()> {
                 "requests": c.requests, "cache_hits": c.cache_hits, "http_calls": c.http_calls,
                 "retries": c.retries, "rows": rows.len(), "out": a.out.display().to_string(),
                 "cache": cache_path.display().to_string(),
-                "position_bias": (!scores.is_empty()).then_some(position_bias),
-                "mean_abs_log_odds": (!scores.is_empty()).then_some(debiased),
+                "position_bias": bias.map(|b| b.bias),
+                "mean_abs_log_odds": bias.map(|b| b.mean_abs_log_odds),
             })
         );
     } else {
@@ -195,11 +163,11 @@ pub fn run(a: Args) -> Result<()> {
             "{} requests: {} from the cache, {} HTTP calls ({} retries)",
             c.requests, c.cache_hits, c.http_calls, c.retries
         );
-        if !scores.is_empty() {
+        if let Some(b) = bias {
             println!(
-                "logprob verdicts: position bias {position_bias:+.3} nats (mean log-odds of A over B, cancelled by \
-                 the swap), mean |debiased log-odds| {debiased:.3} nats, tie margin {} nats",
-                a.tie_margin
+                "logprob verdicts: position bias {:+.3} nats (mean log-odds of A over B, cancelled by the swap), \
+                 mean |debiased log-odds| {:.3} nats, tie margin {} nats",
+                b.bias, b.mean_abs_log_odds, a.tie_margin
             );
         }
         println!("wrote {} rows to {}", rows.len(), a.out.display());
