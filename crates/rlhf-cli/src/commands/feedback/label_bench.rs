@@ -7,13 +7,13 @@ use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rlhf_server::label::client::{Client, ClientError};
-use rlhf_server::label::{LabelDb, NewItem, NewResponse, Role};
+use rlhf_server::label::{LabelDb, NewItem, NewResponse, Role, StoredSubmission};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -78,6 +78,104 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+/// What the annotators saw, shared by their threads.
+#[derive(Default)]
+struct Tally {
+    acked: AtomicUsize,
+    /// assignment → tiers, for every acknowledged submission.
+    ledger: Mutex<BTreeMap<i64, Vec<Vec<i64>>>>,
+    /// Seconds from sending a submission to its acknowledgement.
+    latencies: Mutex<Vec<f64>>,
+    transport_errors: AtomicUsize,
+    duplicates_acked: AtomicUsize,
+}
+
+fn poisoned<T>(_: T) -> anyhow::Error {
+    anyhow::anyhow!("a client thread panicked while holding the tally")
+}
+
+/// A database with `rankings` items of `k` responses and one token per annotator.
+fn fill_db(db_path: &Path, a: &Args) -> Result<Vec<String>> {
+    let mut db = LabelDb::open(db_path)?;
+    for i in 0..a.rankings {
+        let responses = (0..a.k)
+            .map(|r| NewResponse { text: format!("response {r} to prompt {i}"), temperature: None, model: None })
+            .collect();
+        db.add_item(&NewItem { prompt: format!("prompt {i}"), prompt_json: None, source: None, responses })?;
+    }
+    (0..a.annotators).map(|i| Ok(db.add_annotator(&format!("bench-{i}"), Role::Annotator)?)).collect()
+}
+
+/// One annotator: takes tasks and submits a random ranking of each, resending through outages
+/// until it is acknowledged, until `target` rankings are acknowledged in all. A 4xx ends it.
+fn annotate(base: &str, token: &str, seed: u64, target: usize, tally: &Tally) -> Result<()> {
+    let client = Client::new(base, token);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let retry = |e: ClientError| -> Result<()> {
+        match e {
+            ClientError::Transport(_) => {
+                tally.transport_errors.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+                Ok(())
+            }
+            e => Err(e.into()),
+        }
+    };
+    while tally.acked.load(Ordering::SeqCst) < target {
+        let task = match client.task() {
+            Ok(t) => t,
+            Err(e) => {
+                retry(e)?;
+                continue;
+            }
+        };
+        let Some(assignment) = task.assignment else { return Ok(()) };
+        let mut ids: Vec<i64> = task.responses.iter().map(|r| r.id).collect();
+        ids.shuffle(&mut rng);
+        let tiers: Vec<Vec<i64>> = ids.into_iter().map(|id| vec![id]).collect();
+        loop {
+            let sent = Instant::now();
+            match client.submit(assignment, &tiers) {
+                Ok(duplicate) => {
+                    tally.latencies.lock().map_err(poisoned)?.push(sent.elapsed().as_secs_f64());
+                    if duplicate {
+                        tally.duplicates_acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tally.ledger.lock().map_err(poisoned)?.insert(assignment, tiers.clone());
+                    tally.acked.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                Err(e) => retry(e)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The durability check: every acknowledged submission stored once and as sent, nothing else.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Audit {
+    lost: usize,
+    stored_twice: usize,
+    altered: usize,
+    unacknowledged: usize,
+}
+
+impl Audit {
+    fn of(stored: &[StoredSubmission], ledger: &BTreeMap<i64, Vec<Vec<i64>>>) -> Self {
+        let mut per_assignment: HashMap<i64, usize> = HashMap::new();
+        for s in stored {
+            *per_assignment.entry(s.assignment).or_default() += 1;
+        }
+        Audit {
+            lost: ledger.keys().filter(|k| !per_assignment.contains_key(k)).count(),
+            stored_twice: per_assignment.values().filter(|&&n| n > 1).count(),
+            altered: stored.iter().filter(|s| ledger.get(&s.assignment).is_some_and(|t| *t != s.tiers)).count(),
+            unacknowledged: stored.iter().filter(|s| !ledger.contains_key(&s.assignment)).count(),
+        }
+    }
+}
+
 pub fn run(a: Args) -> Result<()> {
     if a.annotators == 0 || a.rankings == 0 {
         bail!("--annotators and --rankings must be positive");
@@ -91,106 +189,33 @@ pub fn run(a: Args) -> Result<()> {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(dir.join(format!("bench.db{suffix}")));
     }
-    let mut tokens = vec![];
-    {
-        let mut db = LabelDb::open(&db_path)?;
-        for i in 0..a.rankings {
-            let responses = (0..a.k)
-                .map(|r| NewResponse { text: format!("response {r} to prompt {i}"), temperature: None, model: None })
-                .collect();
-            db.add_item(&NewItem { prompt: format!("prompt {i}"), prompt_json: None, source: None, responses })?;
-        }
-        for i in 0..a.annotators {
-            tokens.push(db.add_annotator(&format!("bench-{i}"), Role::Annotator)?);
-        }
-    }
+    let tokens = fill_db(&db_path, &a)?;
     let port = free_port()?;
-    let server = Arc::new(Mutex::new(Some(ServerProcess::start(&db_path, port)?)));
+    let mut server = Some(ServerProcess::start(&db_path, port)?);
     let base = format!("http://127.0.0.1:{port}");
-    let acked = Arc::new(AtomicUsize::new(0));
-    // assignment → tiers, for every acknowledged submission.
-    let ledger: Arc<Mutex<BTreeMap<i64, Vec<Vec<i64>>>>> = Arc::default();
-    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
-    let transport_errors = Arc::new(AtomicUsize::new(0));
-    let duplicates_acked = Arc::new(AtomicUsize::new(0));
+    let tally = Tally::default();
     let start = Instant::now();
     let mut downtime = Duration::ZERO;
     let mut restarts = 0;
     std::thread::scope(|scope| -> Result<()> {
-        let mut workers = vec![];
-        for (w, token) in tokens.iter().enumerate() {
-            let (acked, ledger, latencies, transport_errors, duplicates_acked, base) = (
-                acked.clone(),
-                ledger.clone(),
-                latencies.clone(),
-                transport_errors.clone(),
-                duplicates_acked.clone(),
-                base.clone(),
-            );
-            let target = a.rankings;
-            workers.push(scope.spawn(move || -> Result<()> {
-                let client = Client::new(&base, token);
-                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(w as u64);
-                // Retry through outages; a real error (4xx) ends the run.
-                let retry = |e: ClientError| -> Result<()> {
-                    match e {
-                        ClientError::Transport(_) => {
-                            transport_errors.fetch_add(1, Ordering::Relaxed);
-                            std::thread::sleep(Duration::from_millis(20));
-                            Ok(())
-                        }
-                        e => Err(e.into()),
-                    }
-                };
-                while acked.load(Ordering::SeqCst) < target {
-                    let task = match client.task() {
-                        Ok(t) => t,
-                        Err(e) => {
-                            retry(e)?;
-                            continue;
-                        }
-                    };
-                    let Some(assignment) = task.assignment else { return Ok(()) };
-                    let mut ids: Vec<i64> = task.responses.iter().map(|r| r.id).collect();
-                    ids.shuffle(&mut rng);
-                    let tiers: Vec<Vec<i64>> = ids.into_iter().map(|id| vec![id]).collect();
-                    loop {
-                        let sent = Instant::now();
-                        match client.submit(assignment, &tiers) {
-                            Ok(duplicate) => {
-                                latencies
-                                    .lock()
-                                    .map_err(|_| anyhow::anyhow!("poisoned"))?
-                                    .push(sent.elapsed().as_secs_f64());
-                                if duplicate {
-                                    duplicates_acked.fetch_add(1, Ordering::Relaxed);
-                                }
-                                ledger
-                                    .lock()
-                                    .map_err(|_| anyhow::anyhow!("poisoned"))?
-                                    .insert(assignment, tiers.clone());
-                                acked.fetch_add(1, Ordering::SeqCst);
-                                break;
-                            }
-                            Err(e) => retry(e)?,
-                        }
-                    }
-                }
-                Ok(())
-            }));
-        }
+        let workers: Vec<_> = tokens
+            .iter()
+            .enumerate()
+            .map(|(w, token)| {
+                let (base, tally) = (&base, &tally);
+                scope.spawn(move || annotate(base, token, w as u64, a.rankings, tally))
+            })
+            .collect();
         if a.kill_after > 0 {
-            while acked.load(Ordering::SeqCst) < a.kill_after && !workers.iter().all(|w| w.is_finished()) {
+            while tally.acked.load(Ordering::SeqCst) < a.kill_after && !workers.iter().all(|w| w.is_finished()) {
                 std::thread::sleep(Duration::from_millis(2));
             }
-            let running = server.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.take();
-            if let Some(s) = running {
+            if let Some(s) = server.take() {
                 let down = Instant::now();
                 s.kill()?;
-                let restarted = ServerProcess::start(&db_path, port)?;
+                server = Some(ServerProcess::start(&db_path, port)?);
                 downtime = down.elapsed();
                 restarts += 1;
-                *server.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = Some(restarted);
             }
         }
         for w in workers {
@@ -199,22 +224,13 @@ pub fn run(a: Args) -> Result<()> {
         Ok(())
     })?;
     let wall = start.elapsed();
-    let running = server.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.take();
-    if let Some(s) = running {
+    if let Some(s) = server.take() {
         s.kill()?;
     }
-    // Every acknowledged submission is stored, exactly as sent, and nothing else is.
     let stored = LabelDb::open(&db_path)?.submissions()?;
-    let ledger = ledger.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    let mut per_assignment: HashMap<i64, usize> = HashMap::new();
-    for s in &stored {
-        *per_assignment.entry(s.assignment).or_default() += 1;
-    }
-    let twice = per_assignment.values().filter(|&&n| n > 1).count();
-    let lost = ledger.keys().filter(|k| !per_assignment.contains_key(k)).count();
-    let altered = stored.iter().filter(|s| ledger.get(&s.assignment).is_some_and(|t| *t != s.tiers)).count();
-    let unacknowledged = stored.iter().filter(|s| !ledger.contains_key(&s.assignment)).count();
-    let mut lat = latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let ledger = tally.ledger.into_inner().map_err(poisoned)?;
+    let Audit { lost, stored_twice: twice, altered, unacknowledged } = Audit::of(&stored, &ledger);
+    let mut lat = tally.latencies.into_inner().map_err(poisoned)?;
     lat.sort_by(f64::total_cmp);
     let up = (wall - downtime).as_secs_f64();
     let figures = json!({
@@ -225,8 +241,8 @@ pub fn run(a: Args) -> Result<()> {
         "submissions_per_s_while_up": ledger.len() as f64 / up,
         "submit_p50_ms": percentile(&lat, 0.5) * 1e3, "submit_p95_ms": percentile(&lat, 0.95) * 1e3,
         "submit_p99_ms": percentile(&lat, 0.99) * 1e3,
-        "retries_after_outage": transport_errors.load(Ordering::Relaxed),
-        "duplicates_acknowledged": duplicates_acked.load(Ordering::Relaxed),
+        "retries_after_outage": tally.transport_errors.load(Ordering::Relaxed),
+        "duplicates_acknowledged": tally.duplicates_acked.load(Ordering::Relaxed),
     });
     if a.json {
         println!("{figures}");
@@ -255,4 +271,36 @@ pub fn run(a: Args) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(assignment: i64, tiers: Vec<Vec<i64>>) -> StoredSubmission {
+        StoredSubmission {
+            assignment,
+            item: assignment,
+            annotator: "a".into(),
+            action: "rank".into(),
+            tiers,
+            flag: None,
+            comment: None,
+        }
+    }
+
+    #[test]
+    fn the_audit_finds_each_kind_of_damage() {
+        let ledger: BTreeMap<i64, Vec<Vec<i64>>> =
+            [(1, vec![vec![1], vec![2]]), (2, vec![vec![3], vec![4]]), (3, vec![vec![5]])].into();
+        let clean = [stored(1, vec![vec![1], vec![2]]), stored(2, vec![vec![3], vec![4]]), stored(3, vec![vec![5]])];
+        assert_eq!(Audit::of(&clean, &ledger), Audit::default());
+        let damaged = [
+            stored(1, vec![vec![1], vec![2]]),
+            stored(1, vec![vec![1], vec![2]]), // twice
+            stored(2, vec![vec![4], vec![3]]), // altered
+            stored(9, vec![vec![7]]),          // never acknowledged; 3 is lost
+        ];
+        assert_eq!(Audit::of(&damaged, &ledger), Audit { lost: 1, stored_twice: 1, altered: 1, unacknowledged: 1 });
+    }
 }
