@@ -16,7 +16,7 @@ use crate::attention::rope_angles_f32;
 use crate::config::ModelConfig;
 use crate::kv_cache::KvCache;
 use crate::llama::Llama;
-use crate::llama_layer as fused;
+use crate::llama_layer::Linear;
 use crate::ops::bf16::{gemm_packed, quantise, PackedB, Strided};
 use crate::ops::cpu::with_slice;
 use crate::ops::gemv::{dot_bf16, gemv_bf16, to_bf16};
@@ -53,15 +53,14 @@ impl Matrix {
         Self { w, bias, din, dout }
     }
 
-    /// The weights `idx` of `parts` stacked by rows (q, k and v as one `[(H + 2G)·D, d]` matrix:
-    /// one sweep and one parallel section instead of three); a missing bias counts as zeros.
-    fn stack(l: &fused::LayerParams, parts: &[usize], tiles: bool) -> Result<Self> {
+    /// `parts` stacked by rows (q, k and v as one `[(H + 2G)·D, d]` matrix: one sweep and one
+    /// parallel section instead of three); a missing bias counts as zeros.
+    fn stack(parts: &[&Linear], tiles: bool) -> Result<Self> {
         let (mut bias, mut dout, mut din) = (Vec::new(), 0, 0);
         let mut any_bias = false;
-        let weight = |i: usize| l.tensors[i].as_ref().expect("layer weight present");
-        for &i in parts {
-            let (rows, cols) = weight(i).dims2()?;
-            match &l.tensors[i + 1] {
+        for part in parts {
+            let (rows, cols) = part.weight.dims2()?;
+            match &part.bias {
                 Some(b) => {
                     any_bias = true;
                     bias.extend(host(b)?);
@@ -72,11 +71,11 @@ impl Matrix {
         }
         let bias = any_bias.then_some(bias);
         if let [single] = parts {
-            return with_slice::<f32, _>(weight(*single), "decode", |w| Self::new(w, bias, din, dout, tiles));
+            return with_slice::<f32, _>(&single.weight, "decode", |w| Self::new(w, bias, din, dout, tiles));
         }
         let mut w = Vec::with_capacity(dout * din);
-        for &i in parts {
-            with_slice::<f32, _>(weight(i), "decode", |part| w.extend_from_slice(part))?;
+        for part in parts {
+            with_slice::<f32, _>(&part.weight, "decode", |slice| w.extend_from_slice(slice))?;
         }
         Ok(Self::new(&w, bias, din, dout, tiles))
     }
@@ -142,12 +141,12 @@ impl DecodeWeights {
             .par_iter()
             .map(|l| {
                 Ok(Layer {
-                    in_norm: host(l.tensors[fused::IN_NORM].as_ref().expect("norm present"))?,
-                    qkv: Matrix::stack(l, &[fused::Q, fused::K, fused::V], tiles)?,
-                    o: Matrix::stack(l, &[fused::O], tiles)?,
-                    post_norm: host(l.tensors[fused::POST_NORM].as_ref().expect("norm present"))?,
-                    gate_up: Matrix::stack(l, &[fused::GATE, fused::UP], tiles)?,
-                    down: Matrix::stack(l, &[fused::DOWN], tiles)?,
+                    in_norm: host(&l.input_layernorm.weight)?,
+                    qkv: Matrix::stack(&[&l.q_proj, &l.k_proj, &l.v_proj], tiles)?,
+                    o: Matrix::stack(&[&l.o_proj], tiles)?,
+                    post_norm: host(&l.post_attention_layernorm.weight)?,
+                    gate_up: Matrix::stack(&[&l.gate_proj, &l.up_proj], tiles)?,
+                    down: Matrix::stack(&[&l.down_proj], tiles)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -10,26 +10,13 @@ use crate::attention::{attend, rope_inv_freq, rope_tables, AttnContext};
 use crate::config::ModelConfig;
 use crate::grads::GradSink;
 use crate::kv_cache::KvCache;
-use crate::llama_layer::{self as fused, FusedLayer, LayerDims, LayerParams};
+use crate::llama_layer::{FusedLayer, LayerDims, LayerParams, Linear, Norm};
 use crate::lora::{Dropout, Lora, Switches};
 use crate::ops::Kernels;
 use crate::weights::Weights;
 use candle_core::{DType, Result, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-/// HF module names in [`LayerParams`] order (each weight followed by its optional bias).
-const MODULES: [(usize, &str); 9] = [
-    (fused::IN_NORM, "input_layernorm"),
-    (fused::Q, "self_attn.q_proj"),
-    (fused::K, "self_attn.k_proj"),
-    (fused::V, "self_attn.v_proj"),
-    (fused::O, "self_attn.o_proj"),
-    (fused::POST_NORM, "post_attention_layernorm"),
-    (fused::GATE, "mlp.gate_proj"),
-    (fused::UP, "mlp.up_proj"),
-    (fused::DOWN, "mlp.down_proj"),
-];
 
 /// The linear layers of a decoder layer (HF module paths), the modules LoRA can target.
 pub(crate) const LINEAR_MODULES: [&str; 7] = [
@@ -43,20 +30,38 @@ pub(crate) const LINEAR_MODULES: [&str; 7] = [
 ];
 
 fn layer_params(w: &Weights, i: usize) -> Result<LayerParams> {
-    let mut tensors: [Option<Tensor>; fused::NUM] = Default::default();
-    let mut names: [String; fused::NUM] = Default::default();
-    for (idx, module) in MODULES {
+    let norm = |module: &str| -> Result<Norm> {
         let name = format!("model.layers.{i}.{module}.weight");
-        tensors[idx] = Some(w.get(&name)?.clone());
-        names[idx] = name;
-        if idx != fused::IN_NORM && idx != fused::POST_NORM {
-            let bias = format!("model.layers.{i}.{module}.bias");
-            tensors[idx + 1] = w.opt(&bias).cloned();
-            names[idx + 1] = bias;
-        }
-    }
-    let requires_grad = tensors.each_ref().map(|t| t.as_ref().is_some_and(Tensor::is_variable));
-    Ok(LayerParams { tensors, names, requires_grad, adapters: Default::default() })
+        let weight = w.get(&name)?.clone();
+        Ok(Norm { requires_grad: weight.is_variable(), weight, name })
+    };
+    let linear = |module: &str, dropout_stream: usize| -> Result<Linear> {
+        let (weight_name, bias_name) =
+            (format!("model.layers.{i}.{module}.weight"), format!("model.layers.{i}.{module}.bias"));
+        let weight = w.get(&weight_name)?.clone();
+        let bias = w.opt(&bias_name).cloned();
+        Ok(Linear {
+            weight_grad: weight.is_variable(),
+            bias_grad: bias.as_ref().is_some_and(Tensor::is_variable),
+            weight,
+            bias,
+            weight_name,
+            bias_name,
+            adapter: None,
+            dropout_stream,
+        })
+    };
+    Ok(LayerParams {
+        input_layernorm: norm("input_layernorm")?,
+        q_proj: linear("self_attn.q_proj", 1)?,
+        k_proj: linear("self_attn.k_proj", 3)?,
+        v_proj: linear("self_attn.v_proj", 5)?,
+        o_proj: linear("self_attn.o_proj", 7)?,
+        post_attention_layernorm: norm("post_attention_layernorm")?,
+        gate_proj: linear("mlp.gate_proj", 10)?,
+        up_proj: linear("mlp.up_proj", 12)?,
+        down_proj: linear("mlp.down_proj", 14)?,
+    })
 }
 
 /// What every layer of one forward pass shares: batch shape, rotary tables, attention mask.
@@ -107,8 +112,8 @@ impl Llama {
     /// Puts `lora`'s adapters on the linear layers they target.
     pub(crate) fn attach_lora(&mut self, lora: &Lora) {
         for (li, layer) in self.layers.iter_mut().enumerate() {
-            for (idx, module) in MODULES {
-                layer.adapters[idx] = lora.adapter(li, module);
+            for (module, linear) in layer.linears_mut() {
+                linear.adapter = lora.adapter(li, module);
             }
         }
         self.lora = Some(lora.switches.clone());
@@ -130,7 +135,12 @@ impl Llama {
         let mut x = self.embed.embedding(&ids.flatten_all()?)?; // [N, d]
         let (cos, sin) = rope_tables(&self.inv_freq, &ctx.positions, x.dtype(), x.device())?;
         let adapters_on = self.lora.as_ref().is_some_and(Switches::enabled);
-        let training = self.layers.iter().flat_map(|l| l.adapters.iter().flatten()).any(|a| a.a.is_variable());
+        let training = self
+            .layers
+            .iter()
+            .flat_map(|l| l.linears())
+            .filter_map(|(_, linear)| linear.adapter.as_ref())
+            .any(|a| a.a.is_variable());
         let dropout = self.lora.as_ref().filter(|_| adapters_on).and_then(|s| s.dropout_for_forward(training));
         let fused = k == Kernels::Fused
             && dropout.is_none()
@@ -162,22 +172,18 @@ impl Llama {
         };
         let mut params = l.clone();
         if !io.adapters_on {
-            params.adapters = Default::default();
+            params.linears_mut().into_iter().for_each(|(_, linear)| linear.adapter = None);
         }
-        for t in params.tensors.iter_mut().flatten() {
-            *t = t.contiguous()?;
-        }
-        for a in params.adapters.iter_mut().flatten() {
-            a.a = a.a.contiguous()?;
-            a.b = a.b.contiguous()?;
-        }
+        params.map_tensors(Tensor::contiguous)?;
         // The second input puts the node in the autograd graph even when `x` is not tracked:
         // a trainable adapter if there is one (LoRA), else a weight.
-        let anchor = match params.adapters.iter().flatten().find(|a| a.a.is_variable()) {
+        let trainable_adapter =
+            params.linears().into_iter().filter_map(|(_, linear)| linear.adapter.as_ref()).find(|a| a.a.is_variable());
+        let anchor = match trainable_adapter {
             Some(a) => a.a.clone(),
-            None => l.tensors[fused::IN_NORM].clone().expect("norm weight present"),
+            None => l.input_layernorm.weight.clone(),
         };
-        let train = x.track_op() || anchor.is_variable() || l.tensors.iter().flatten().any(Tensor::is_variable);
+        let train = x.track_op() || anchor.is_variable() || l.tensors().any(Tensor::is_variable);
         let op = FusedLayer::new(
             dims,
             params,
@@ -203,29 +209,28 @@ impl Llama {
         let c = &self.cfg;
         let (b, t, cos, sin, mask) = (io.b, io.t, &io.cos, &io.sin, &io.mask);
         let (h, g, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
-        let w = |i: usize| l.tensors[i].as_ref().expect("weight present");
-        let proj = |i: usize, x: &Tensor| -> Result<Tensor> {
-            let y = k.linear(x, w(i), l.tensors[i + 1].as_ref())?;
-            match l.adapters[i].as_ref().filter(|_| io.adapters_on) {
+        let proj = |linear: &Linear, x: &Tensor| -> Result<Tensor> {
+            let y = k.linear(x, &linear.weight, linear.bias.as_ref())?;
+            match linear.adapter.as_ref().filter(|_| io.adapters_on) {
                 None => Ok(y),
                 Some(adapter) => {
-                    let mask = io.dropout.as_ref().map(|d| d.mask(li, i, x)).transpose()?;
+                    let mask = io.dropout.as_ref().map(|d| d.mask(li, linear.dropout_stream, x)).transpose()?;
                     y + adapter.delta(k, x, mask.as_ref())?
                 }
             }
         };
-        let hn = k.rms_norm(x, w(fused::IN_NORM), c.norm_eps)?;
-        let q = k.rope(&proj(fused::Q, &hn)?.reshape((b, t, h, hd))?, cos, sin)?; // [B,H,T,D]
-        let kk = k.rope(&proj(fused::K, &hn)?.reshape((b, t, g, hd))?, cos, sin)?; // [B,G,T,D]
-        let v = proj(fused::V, &hn)?.reshape((b, t, g, hd))?.transpose(1, 2)?.contiguous()?;
+        let hn = k.rms_norm(x, &l.input_layernorm.weight, c.norm_eps)?;
+        let q = k.rope(&proj(&l.q_proj, &hn)?.reshape((b, t, h, hd))?, cos, sin)?; // [B,H,T,D]
+        let kk = k.rope(&proj(&l.k_proj, &hn)?.reshape((b, t, g, hd))?, cos, sin)?; // [B,G,T,D]
+        let v = proj(&l.v_proj, &hn)?.reshape((b, t, g, hd))?.transpose(1, 2)?.contiguous()?;
         let (kk, v) = match cache {
             Some(cache) => cache.append(li, &kk, &v)?,
             None => (kk, v),
         };
         let a = attend(k, &q, &kk, &v, mask)?; // [N, H·D]
-        let x = (x + proj(fused::O, &a)?)?;
-        let hn = k.rms_norm(&x, w(fused::POST_NORM), c.norm_eps)?;
-        let m = k.swiglu(&proj(fused::GATE, &hn)?, &proj(fused::UP, &hn)?)?;
-        x + proj(fused::DOWN, &m)?
+        let x = (x + proj(&l.o_proj, &a)?)?;
+        let hn = k.rms_norm(&x, &l.post_attention_layernorm.weight, c.norm_eps)?;
+        let m = k.swiglu(&proj(&l.gate_proj, &hn)?, &proj(&l.up_proj, &hn)?)?;
+        x + proj(&l.down_proj, &m)?
     }
 }

@@ -24,26 +24,94 @@ use rayon::prelude::*;
 use std::any::Any;
 use std::sync::{Arc, Mutex};
 
-/// Indices into [`LayerParams::tensors`]; biases are optional.
-pub(crate) const IN_NORM: usize = 0;
-pub(crate) const Q: usize = 1;
-pub(crate) const K: usize = 3;
-pub(crate) const V: usize = 5;
-pub(crate) const O: usize = 7;
-pub(crate) const POST_NORM: usize = 9;
-pub(crate) const GATE: usize = 10;
-pub(crate) const UP: usize = 12;
-pub(crate) const DOWN: usize = 14;
-pub(crate) const NUM: usize = 16;
+/// One projection of a layer, `y = x·Wᵀ + b` (plus a LoRA term when an adapter is attached),
+/// with its parameter names and which parts are trainable (frozen ones get no gradient buffer).
+#[derive(Clone)]
+pub(crate) struct Linear {
+    /// `[dout, din]`
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub weight_name: String,
+    pub bias_name: String,
+    pub weight_grad: bool,
+    pub bias_grad: bool,
+    pub adapter: Option<Adapter>,
+    /// Seeds this projection's LoRA dropout masks: its position among the layer's parameters
+    /// (each weight followed by its bias, in HF order), as masks have always been drawn.
+    pub dropout_stream: usize,
+}
 
-/// A layer's weights (weight at index i, its bias at i + 1), their parameter names, which of
-/// them are trainable (frozen ones get no gradient buffer), and LoRA adapters by weight index.
+/// An RMSNorm weight.
+#[derive(Clone)]
+pub(crate) struct Norm {
+    pub weight: Tensor,
+    pub name: String,
+    pub requires_grad: bool,
+}
+
+/// A layer's weights, named as HF names the modules.
 #[derive(Clone)]
 pub(crate) struct LayerParams {
-    pub tensors: [Option<Tensor>; NUM],
-    pub names: [String; NUM],
-    pub requires_grad: [bool; NUM],
-    pub adapters: [Option<Adapter>; NUM],
+    pub input_layernorm: Norm,
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub post_attention_layernorm: Norm,
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl LayerParams {
+    /// The projections with their HF module paths (what LoRA targets), in HF order.
+    pub fn linears(&self) -> [(&'static str, &Linear); 7] {
+        [
+            ("self_attn.q_proj", &self.q_proj),
+            ("self_attn.k_proj", &self.k_proj),
+            ("self_attn.v_proj", &self.v_proj),
+            ("self_attn.o_proj", &self.o_proj),
+            ("mlp.gate_proj", &self.gate_proj),
+            ("mlp.up_proj", &self.up_proj),
+            ("mlp.down_proj", &self.down_proj),
+        ]
+    }
+
+    pub fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
+        [
+            ("self_attn.q_proj", &mut self.q_proj),
+            ("self_attn.k_proj", &mut self.k_proj),
+            ("self_attn.v_proj", &mut self.v_proj),
+            ("self_attn.o_proj", &mut self.o_proj),
+            ("mlp.gate_proj", &mut self.gate_proj),
+            ("mlp.up_proj", &mut self.up_proj),
+            ("mlp.down_proj", &mut self.down_proj),
+        ]
+    }
+
+    /// Every weight and bias tensor.
+    pub fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        [&self.input_layernorm.weight, &self.post_attention_layernorm.weight]
+            .into_iter()
+            .chain(self.linears().into_iter().flat_map(|(_, l)| std::iter::once(&l.weight).chain(l.bias.as_ref())))
+    }
+
+    /// Replaces every weight, bias and adapter matrix by `f` of it.
+    pub fn map_tensors(&mut self, mut f: impl FnMut(&Tensor) -> Result<Tensor>) -> Result<()> {
+        for norm in [&mut self.input_layernorm, &mut self.post_attention_layernorm] {
+            norm.weight = f(&norm.weight)?;
+        }
+        for (_, l) in self.linears_mut() {
+            l.weight = f(&l.weight)?;
+            if let Some(b) = &mut l.bias {
+                *b = f(b)?;
+            }
+            if let Some(a) = &mut l.adapter {
+                (a.a, a.b) = (f(&a.a)?, f(&a.b)?);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -169,37 +237,56 @@ fn batched<T: Real>(count: usize, mnk: (usize, usize, usize), lhs: Blocks<T>, rh
     out
 }
 
-struct Slices<'a, T> {
-    w: [Option<&'a [T]>; NUM],
-    lora: [Option<LowRank<'a, T>>; NUM],
-    cos: &'a [T],
-    sin: &'a [T],
-    mask: &'a [T],
+/// A projection's operands as slices.
+struct Proj<'a, T> {
+    w: &'a [T],
+    b: Option<&'a [T]>,
+    lora: Option<LowRank<'a, T>>,
 }
 
-impl<'a, T: Real> Slices<'a, T> {
-    fn w(&self, i: usize) -> &'a [T] {
-        self.w[i].expect("required weight present")
-    }
-
-    /// Linear layer `i` (with its bias and LoRA term): `x[N, din]` → `[N, dout]`.
-    fn proj(&self, i: usize, x: &[T], n: usize, din: usize, dout: usize) -> Vec<T> {
-        let mut y = lin(x, self.w(i), self.w[i + 1], n, din, dout);
-        if let Some(lora) = &self.lora[i] {
+impl<T: Real> Proj<'_, T> {
+    /// `x[N, din]` → `[N, dout]`, with the bias and the LoRA term.
+    fn forward(&self, x: &[T], n: usize, din: usize, dout: usize) -> Vec<T> {
+        let mut y = lin(x, self.w, self.b, n, din, dout);
+        if let Some(lora) = &self.lora {
             lora.add_forward(&mut y, x, n, din, dout);
         }
         y
     }
+
+    /// `dx[N, din] (+)= dy[N, dout] · w[dout, din]` (plus the LoRA term).
+    #[allow(clippy::too_many_arguments)]
+    fn input_grad(&self, dx: &mut [T], accumulate: bool, dy: &[T], n: usize, din: usize, dout: usize) {
+        gemm_into(dx, accumulate, (n, din, dout), dy, (dout, 1), self.w, (din, 1), true);
+        if let Some(lora) = &self.lora {
+            lora.add_input_grad(dx, dy, n, din, dout);
+        }
+    }
+}
+
+struct Slices<'a, T> {
+    input_layernorm: &'a [T],
+    q_proj: Proj<'a, T>,
+    k_proj: Proj<'a, T>,
+    v_proj: Proj<'a, T>,
+    o_proj: Proj<'a, T>,
+    post_attention_layernorm: &'a [T],
+    gate_proj: Proj<'a, T>,
+    up_proj: Proj<'a, T>,
+    down_proj: Proj<'a, T>,
+    cos: &'a [T],
+    sin: &'a [T],
+    mask: &'a [T],
 }
 
 fn layer_fwd<T: Real>(dm: LayerDims, s: &Slices<T>, x: &[T]) -> (Vec<T>, Saved<T>) {
     let (n, d, hd, f) = (dm.n(), dm.d, dm.hd, dm.f);
     let (qd, kvd) = (dm.h * hd, dm.g * hd);
     let r = dm.h / dm.g;
-    let hn1 = norm_fwd(x, s.w(IN_NORM), None, dm.rms());
-    let q = s.proj(Q, &hn1, n, d, qd);
-    let k = s.proj(K, &hn1, n, d, kvd);
-    let v = s.proj(V, &hn1, n, d, kvd);
+    let hn1 = norm_fwd(x, s.input_layernorm, None, dm.rms());
+    let q = s.q_proj.forward(&hn1, n, d, qd);
+    let k = s.k_proj.forward(&hn1, n, d, kvd);
+    let v = s.v_proj.forward(&hn1, n, d, kvd);
     let q = rope_fwd(&q, s.cos, s.sin, Dims { b: dm.b, t: dm.t, h: dm.h, d: hd });
     let k = rope_fwd(&k, s.cos, s.sin, Dims { b: dm.b, t: dm.t, h: dm.g, d: hd });
     let v = swap_th(&v, dm.t, dm.g, hd);
@@ -211,68 +298,49 @@ fn layer_fwd<T: Real>(dm: LayerDims, s: &Slices<T>, x: &[T]) -> (Vec<T>, Saved<T
     // o[bg] = p[bg] (R·T × T) · v[bg] (T × D): [B,G,R·T,D] = [B,H,T,D]
     let o = batched(nblocks, (rt, hd, t), blocks(&p, rt * t, t, 1), blocks(&v, t * hd, hd, 1));
     let attn = swap_th(&o, dm.h, dm.t, hd); // [B,T,H,D] = [N, H·D]
-    let mut x_mid = s.proj(O, &attn, n, qd, d);
+    let mut x_mid = s.o_proj.forward(&attn, n, qd, d);
     x_mid.par_iter_mut().zip(x.par_iter()).for_each(|(a, b)| *a += *b);
-    let hn2 = norm_fwd(&x_mid, s.w(POST_NORM), None, dm.rms());
-    let gate = s.proj(GATE, &hn2, n, d, f);
-    let up = s.proj(UP, &hn2, n, d, f);
+    let hn2 = norm_fwd(&x_mid, s.post_attention_layernorm, None, dm.rms());
+    let gate = s.gate_proj.forward(&hn2, n, d, f);
+    let up = s.up_proj.forward(&hn2, n, d, f);
     let act = swiglu_fwd(&gate, &up);
-    let mut y = s.proj(DOWN, &act, n, f, d);
+    let mut y = s.down_proj.forward(&act, n, f, d);
     y.par_iter_mut().zip(x_mid.par_iter()).for_each(|(a, b)| *a += *b);
     (y, Saved { hn1, q, k, v, p, attn, x_mid, hn2, gate, up, act })
 }
 
-/// Gradients of linear layer `i` for its trainable parts: `dy[N, dout]ᵀ · x[N, din]` for the
-/// weight, column sums of `dy` for the bias, A and B for a LoRA adapter.
+/// Gradients of a projection's trainable parts: `dy[N, dout]ᵀ · x[N, din]` for the weight,
+/// column sums of `dy` for the bias, A and B for a LoRA adapter.
 #[allow(clippy::too_many_arguments)]
 fn weight_grad<T: GradElem>(
     sink: &GradSink,
-    params: &LayerParams,
-    s: &Slices<T>,
-    i: usize,
+    l: &Linear,
+    p: &Proj<T>,
     dy: &[T],
     x: &[T],
     n: usize,
     din: usize,
     dout: usize,
 ) -> Result<()> {
-    if params.requires_grad[i] {
-        sink.accumulate::<T>(&params.names[i], &[dout, din], |buf, overwrite| {
+    if l.weight_grad {
+        sink.accumulate::<T>(&l.weight_name, &[dout, din], |buf, overwrite| {
             gemm_into(buf, !overwrite, (dout, din, n), dy, (1, dout), x, (din, 1), true)
         })?;
     }
-    if params.requires_grad[i + 1] {
-        sink.accumulate::<T>(&params.names[i + 1], &[dout], |buf, overwrite| colsum_into(buf, overwrite, dy, dout))?;
+    if l.bias_grad {
+        sink.accumulate::<T>(&l.bias_name, &[dout], |buf, overwrite| colsum_into(buf, overwrite, dy, dout))?;
     }
-    if let (Some(lora), Some(adapter)) = (&s.lora[i], &params.adapters[i]) {
+    if let (Some(lora), Some(adapter)) = (&p.lora, &l.adapter) {
         lora.accumulate_grads(sink, (&adapter.a_name, &adapter.b_name), dy, x, n, din, dout)?;
     }
     Ok(())
 }
 
-/// `dx[N, din] (+)= dy[N, dout] · w[dout, din]` (plus the LoRA term) for linear layer `i`.
-#[allow(clippy::too_many_arguments)]
-fn input_grad<T: Real>(
-    dx: &mut [T],
-    accumulate: bool,
-    dy: &[T],
-    s: &Slices<T>,
-    i: usize,
-    n: usize,
-    din: usize,
-    dout: usize,
-) {
-    gemm_into(dx, accumulate, (n, din, dout), dy, (dout, 1), s.w(i), (din, 1), true);
-    if let Some(lora) = &s.lora[i] {
-        lora.add_input_grad(dx, dy, n, din, dout);
-    }
-}
-
-fn norm_weight_grad<T: GradElem>(sink: &GradSink, params: &LayerParams, i: usize, dw: &[T]) -> Result<()> {
-    if !params.requires_grad[i] {
+fn norm_weight_grad<T: GradElem>(sink: &GradSink, norm: &Norm, dw: &[T]) -> Result<()> {
+    if !norm.requires_grad {
         return Ok(());
     }
-    sink.accumulate::<T>(&params.names[i], &[dw.len()], |buf, overwrite| {
+    sink.accumulate::<T>(&norm.name, &[dw.len()], |buf, overwrite| {
         if overwrite {
             buf.copy_from_slice(dw);
         } else {
@@ -297,23 +365,23 @@ fn layer_bwd<T: GradElem>(
 
     // MLP: y = x_mid + down(swiglu(gate(hn2), up(hn2)))
     let mut d_act = vec![T::zero(); n * f];
-    input_grad(&mut d_act, false, gy, s, DOWN, n, f, d);
-    weight_grad(sink, params, s, DOWN, gy, &sv.act, n, f, d)?;
+    s.down_proj.input_grad(&mut d_act, false, gy, n, f, d);
+    weight_grad(sink, &params.down_proj, &s.down_proj, gy, &sv.act, n, f, d)?;
     let (d_gate, d_up) = swiglu_bwd(&sv.gate, &sv.up, &d_act);
     drop(d_act);
     let mut d_hn2 = vec![T::zero(); n * d];
-    input_grad(&mut d_hn2, false, &d_gate, s, GATE, n, d, f);
-    input_grad(&mut d_hn2, true, &d_up, s, UP, n, d, f);
-    weight_grad(sink, params, s, GATE, &d_gate, &sv.hn2, n, d, f)?;
-    weight_grad(sink, params, s, UP, &d_up, &sv.hn2, n, d, f)?;
-    let (mut d_xmid, dw_post, _) = norm_bwd(&sv.x_mid, s.w(POST_NORM), &d_hn2, dm.rms());
-    norm_weight_grad(sink, params, POST_NORM, &dw_post)?;
+    s.gate_proj.input_grad(&mut d_hn2, false, &d_gate, n, d, f);
+    s.up_proj.input_grad(&mut d_hn2, true, &d_up, n, d, f);
+    weight_grad(sink, &params.gate_proj, &s.gate_proj, &d_gate, &sv.hn2, n, d, f)?;
+    weight_grad(sink, &params.up_proj, &s.up_proj, &d_up, &sv.hn2, n, d, f)?;
+    let (mut d_xmid, dw_post, _) = norm_bwd(&sv.x_mid, s.post_attention_layernorm, &d_hn2, dm.rms());
+    norm_weight_grad(sink, &params.post_attention_layernorm, &dw_post)?;
     d_xmid.par_iter_mut().zip(gy.par_iter()).for_each(|(a, b)| *a += *b);
 
     // Attention output projection: x_mid = x + o_proj(attn)
     let mut d_attn = vec![T::zero(); n * qd];
-    input_grad(&mut d_attn, false, &d_xmid, s, O, n, qd, d);
-    weight_grad(sink, params, s, O, &d_xmid, &sv.attn, n, qd, d)?;
+    s.o_proj.input_grad(&mut d_attn, false, &d_xmid, n, qd, d);
+    weight_grad(sink, &params.o_proj, &s.o_proj, &d_xmid, &sv.attn, n, qd, d)?;
     let d_o = swap_th(&d_attn, dm.t, dm.h, hd); // [B,H,T,D] = [B,G,R·T,D]
     drop(d_attn);
     // o = p·v → dp = d_o·vᵀ, dv = pᵀ·d_o
@@ -330,14 +398,14 @@ fn layer_bwd<T: GradElem>(
     let dk = rope_bwd(&dk, s.cos, s.sin, Dims { b: dm.b, t: dm.t, h: dm.g, d: hd }); // [N, G·D]
     let dv = swap_th(&dv, dm.g, dm.t, hd); // [N, G·D]
     let mut d_hn1 = vec![T::zero(); n * d];
-    input_grad(&mut d_hn1, false, &dq, s, Q, n, d, qd);
-    input_grad(&mut d_hn1, true, &dk, s, K, n, d, kvd);
-    input_grad(&mut d_hn1, true, &dv, s, V, n, d, kvd);
-    weight_grad(sink, params, s, Q, &dq, &sv.hn1, n, d, qd)?;
-    weight_grad(sink, params, s, K, &dk, &sv.hn1, n, d, kvd)?;
-    weight_grad(sink, params, s, V, &dv, &sv.hn1, n, d, kvd)?;
-    let (mut dx, dw_in, _) = norm_bwd(x, s.w(IN_NORM), &d_hn1, dm.rms());
-    norm_weight_grad(sink, params, IN_NORM, &dw_in)?;
+    s.q_proj.input_grad(&mut d_hn1, false, &dq, n, d, qd);
+    s.k_proj.input_grad(&mut d_hn1, true, &dk, n, d, kvd);
+    s.v_proj.input_grad(&mut d_hn1, true, &dv, n, d, kvd);
+    weight_grad(sink, &params.q_proj, &s.q_proj, &dq, &sv.hn1, n, d, qd)?;
+    weight_grad(sink, &params.k_proj, &s.k_proj, &dk, &sv.hn1, n, d, kvd)?;
+    weight_grad(sink, &params.v_proj, &s.v_proj, &dv, &sv.hn1, n, d, kvd)?;
+    let (mut dx, dw_in, _) = norm_bwd(x, s.input_layernorm, &d_hn1, dm.rms());
+    norm_weight_grad(sink, &params.input_layernorm, &dw_in)?;
     dx.par_iter_mut().zip(d_xmid.par_iter()).for_each(|(a, b)| *a += *b);
     Ok(dx)
 }
@@ -351,29 +419,55 @@ fn cpu<'a, T: Real>(g: &'a (candle_core::StorageRef<'_>, &Layout)) -> Result<&'a
 
 type Guard<'a> = (candle_core::StorageRef<'a>, &'a Layout);
 
-fn adapter_guards(a: &Adapter) -> (Guard<'_>, Guard<'_>) {
-    (a.a.storage_and_layout(), a.b.storage_and_layout())
+/// Read guards on a projection's tensors (and its adapter's, with the adapter).
+struct LinearGuards<'a> {
+    w: Guard<'a>,
+    b: Option<Guard<'a>>,
+    lora: Option<(Guard<'a>, Guard<'a>, &'a Adapter)>,
+}
+
+impl<'a> LinearGuards<'a> {
+    fn new(l: &'a Linear) -> Self {
+        LinearGuards {
+            w: l.weight.storage_and_layout(),
+            b: l.bias.as_ref().map(Tensor::storage_and_layout),
+            lora: l.adapter.as_ref().map(|a| (a.a.storage_and_layout(), a.b.storage_and_layout(), a)),
+        }
+    }
+
+    fn proj<T: Real>(&self) -> Result<Proj<'_, T>> {
+        let lora = match &self.lora {
+            Some((ga, gb, adapter)) => {
+                let scale = T::from(adapter.scale).expect("finite LoRA scale");
+                Some(LowRank { a: cpu(ga)?, b: cpu(gb)?, r: adapter.rank(), scale })
+            }
+            None => None,
+        };
+        Ok(Proj { w: cpu(&self.w)?, b: self.b.as_ref().map(cpu).transpose()?, lora })
+    }
 }
 
 /// Read guards on the layer's tensors, turned into slices for the duration of `f`.
 fn with_slices<T: Real, R>(op: &FusedLayer, f: impl FnOnce(&Slices<T>) -> Result<R>) -> Result<R> {
-    let ws: Vec<Option<_>> = op.params.tensors.iter().map(|t| t.as_ref().map(Tensor::storage_and_layout)).collect();
+    let p = &op.params;
+    let (n1, n2) =
+        (p.input_layernorm.weight.storage_and_layout(), p.post_attention_layernorm.weight.storage_and_layout());
+    let [q, k, v, o, gate, up, down] = p.linears().map(|(_, l)| LinearGuards::new(l));
     let (cg, sg, mg) = (op.cos.storage_and_layout(), op.sin.storage_and_layout(), op.mask.storage_and_layout());
-    let ads: Vec<Option<_>> = op.params.adapters.iter().map(|a| a.as_ref().map(adapter_guards)).collect();
-    let mut w: [Option<&[T]>; NUM] = [None; NUM];
-    for (i, g) in ws.iter().enumerate() {
-        if let Some(g) = g {
-            w[i] = Some(cpu(g)?);
-        }
-    }
-    let mut lora: [Option<LowRank<T>>; NUM] = Default::default();
-    for (i, (g, adapter)) in ads.iter().zip(&op.params.adapters).enumerate() {
-        if let (Some((ga, gb)), Some(adapter)) = (g, adapter) {
-            let scale = T::from(adapter.scale).expect("finite LoRA scale");
-            lora[i] = Some(LowRank { a: cpu(ga)?, b: cpu(gb)?, r: adapter.rank(), scale });
-        }
-    }
-    let slices = Slices { w, lora, cos: cpu(&cg)?, sin: cpu(&sg)?, mask: cpu(&mg)? };
+    let slices = Slices {
+        input_layernorm: cpu(&n1)?,
+        q_proj: q.proj()?,
+        k_proj: k.proj()?,
+        v_proj: v.proj()?,
+        o_proj: o.proj()?,
+        post_attention_layernorm: cpu(&n2)?,
+        gate_proj: gate.proj()?,
+        up_proj: up.proj()?,
+        down_proj: down.proj()?,
+        cos: cpu(&cg)?,
+        sin: cpu(&sg)?,
+        mask: cpu(&mg)?,
+    };
     f(&slices)
 }
 
