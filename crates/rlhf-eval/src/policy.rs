@@ -13,7 +13,9 @@ use rlhf_model::CausalLm;
 use rlhf_reward::math::{extract_final_answer, last_integer};
 use rlhf_reward::{RewardSource, RewardSpec, SourceSpec};
 use rlhf_train::online::mean_len;
-use rlhf_train::rollout::{decode_rows, response_logprobs_rows, rollout, score_rows, PromptRef, RolloutConfig};
+use rlhf_train::rollout::{
+    decode_rows, response_logprobs_rows, rollout, score_rows, PromptRef, RolloutConfig, RolloutRow, RowText,
+};
 use rlhf_train::stats::mean;
 use rlhf_train::TrainError;
 use serde_json::{json, Value};
@@ -36,13 +38,6 @@ impl Verifier {
             "math" => Some(Self::Math),
             "last_integer" => Some(Self::LastInteger),
             _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Math => "math",
-            Self::LastInteger => "last_integer",
         }
     }
 
@@ -126,12 +121,10 @@ pub fn evaluate(
     };
     let answers = rollout(model, &ids, 1, &greedy, tok, 0, &mut |_| {})?;
     let texts = decode_rows(tok, &answers)?;
-    let score = |source: &mut Box<dyn RewardSource>| -> Result<Vec<f64>> {
-        Ok(score_rows(source.as_mut(), &answers, &texts, &refs)?.iter().map(|x| x.value.unwrap_or(f64::NAN)).collect())
-    };
+    let score = |source: &mut Box<dyn RewardSource>| values(source, &answers, &texts, &refs, f64::NAN);
     let verifier_scores = score(&mut scorers.verifier)?;
     let format_scores = score(&mut scorers.format)?;
-    let rm_scores = scorers.reward_model.as_mut().map(&score).transpose()?;
+    let rm_scores = scorers.reward_model.as_mut().map(score).transpose()?;
     let finite_mean = |v: &[f64]| mean(&v.iter().copied().filter(|x| x.is_finite()).collect::<Vec<_>>());
     let lengths: Vec<f64> = answers.iter().map(|r| r.response_ids.len() as f64).collect();
     let length_rm_correlation = rm_scores.as_ref().and_then(|rm| pearson(&lengths, rm));
@@ -162,6 +155,17 @@ pub fn evaluate(
     })
 }
 
+/// `source`'s score of every row, `missing` where it cannot judge one.
+fn values(
+    source: &mut Box<dyn RewardSource>,
+    rows: &[RolloutRow],
+    texts: &[RowText],
+    refs: &[PromptRef],
+    missing: f64,
+) -> Result<Vec<f64>> {
+    Ok(score_rows(source.as_mut(), rows, texts, refs)?.iter().map(|x| x.value.unwrap_or(missing)).collect())
+}
+
 #[derive(Clone, Copy)]
 struct SampledMetrics {
     pass_at_1: f64,
@@ -183,14 +187,8 @@ fn sampled_metrics(
 ) -> Result<SampledMetrics> {
     let samples = rollout(model, ids, s.samples, cfg, tok, 2, &mut |_| {})?;
     let texts = decode_rows(tok, &samples)?;
-    let correct: Vec<f64> =
-        score_rows(scorers.verifier.as_mut(), &samples, &texts, refs)?.iter().map(|x| x.value.unwrap_or(0.0)).collect();
-    let rm: Option<Vec<f64>> = match scorers.reward_model.as_mut() {
-        Some(rm) => {
-            Some(score_rows(rm.as_mut(), &samples, &texts, refs)?.iter().map(|x| x.value.unwrap_or(f64::NAN)).collect())
-        }
-        None => None,
-    };
+    let correct = values(&mut scorers.verifier, &samples, &texts, refs, 0.0)?;
+    let rm = scorers.reward_model.as_mut().map(|rm| values(rm, &samples, &texts, refs, f64::NAN)).transpose()?;
     let (mut maj_right, mut against, mut apart) = (0usize, 0usize, 0usize);
     for p in 0..ids.len() {
         let rows: Vec<usize> = (0..samples.len()).filter(|&r| samples[r].prompt_index == p).collect();

@@ -15,6 +15,7 @@ use super::ppo::PpoCommandConfig;
 use super::reward::RewardConfig;
 use crate::commands::rewards::RewardSpec;
 use crate::config::{load_config, load_config_over, to_toml_string};
+use crate::output::write_jsonl_atomically;
 use anyhow::{bail, Context, Result};
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -274,11 +275,6 @@ fn read_jsonl(path: &Path) -> Result<Vec<Value>> {
         .collect()
 }
 
-fn write_jsonl(path: &Path, rows: &[Value]) -> Result<()> {
-    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
 fn append_jsonl(path: &Path, rows: &[Value]) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
@@ -405,7 +401,7 @@ fn preferences(
                 .filter(|r| !used_items.contains(&r.get("item").map(|i| i.to_string()).unwrap_or_default()))
                 .collect();
             used_items.extend(fresh.iter().filter_map(|r| r.get("item")).map(|i| i.to_string()));
-            write_jsonl(&pairs_path, &fresh)?;
+            write_jsonl_atomically(&pairs_path, &fresh)?;
             fresh
         }
     };
@@ -540,7 +536,7 @@ fn reward_data(
     let mut rm_rows = tag(pairs, round);
     rm_rows.extend(replayed.iter().cloned());
     let path = dir.join("rm_data.jsonl");
-    write_jsonl(&path, &rm_rows)?;
+    write_jsonl_atomically(&path, &rm_rows)?;
     let replayed_from: Map<String, Value> = from.iter().map(|(r, n)| (r.to_string(), json!(n))).collect();
     eprintln!(
         "round {round}: {} pairs + {} replayed (by round: {}) → {}",
