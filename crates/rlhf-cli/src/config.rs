@@ -56,6 +56,73 @@ pub fn usage(message: impl fmt::Display) -> anyhow::Error {
     anyhow::Error::new(UsageError(message.to_string()))
 }
 
+/// `--config FILE` and `--set KEY=VALUE`: how every command that has settings takes them. A
+/// command's own flags are shortcuts for keys of the same name (`--limit 50` is `--set limit=50`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ConfigArgs {
+    /// TOML file of the command's settings (keys not given keep their defaults).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Override one key, e.g. `--set limit=50` (repeatable; wins over --config and the flags).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// The settings: defaults, then `--config`, then the flags that were given (`flags`
+    /// serialises to the keys they set; a flag left out is `None` and serialises to nothing),
+    /// then `--set`. Every error is a [`UsageError`].
+    pub fn load<T: Serialize + DeserializeOwned + Default>(&self, flags: &impl Serialize) -> anyhow::Result<T> {
+        let mut sets = flag_sets(flags).map_err(|e| usage(format!("{e:#}")))?;
+        sets.extend(self.sets.iter().cloned());
+        load_config(self.config.as_deref(), &sets)
+    }
+}
+
+/// A command's arguments: `--config` / `--set` and its flags `F`, each flag a shortcut for the
+/// key of the same name.
+#[derive(clap::Args)]
+pub struct CommandArgs<F: clap::Args> {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub flags: F,
+}
+
+impl<F: clap::Args + Serialize> CommandArgs<F> {
+    /// The command's settings (see [`ConfigArgs::load`]).
+    pub fn load<T: Serialize + DeserializeOwned + Default>(&self) -> anyhow::Result<T> {
+        self.config.load(&self.flags)
+    }
+}
+
+/// A usage error when a required setting is `missing`: it names the flag and the key.
+pub fn require(missing: bool, flag: &str, key: &str) -> anyhow::Result<()> {
+    if missing {
+        return Err(usage(format!("give {flag} (or `{key}` in the config)")));
+    }
+    Ok(())
+}
+
+/// `flags` as `key=value` overrides, one per field that serialises (nested tables as dotted keys).
+fn flag_sets(flags: &impl Serialize) -> anyhow::Result<Vec<String>> {
+    fn walk(table: &Table, prefix: &str, out: &mut Vec<String>) {
+        for (key, value) in table {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            match value {
+                Value::Table(inner) => walk(inner, &path, out),
+                value => out.push(format!("{path}={value}")),
+            }
+        }
+    }
+    let Value::Table(table) = Value::try_from(flags).context("reading the flags")? else {
+        bail!("the flags must serialise to a table");
+    };
+    let mut out = Vec::new();
+    walk(&table, "", &mut out);
+    Ok(out)
+}
+
 /// Loads `T` from its defaults, an optional TOML file and `key=value` overrides (see the module
 /// docs); every error is a [`UsageError`].
 pub fn load_config<T: Serialize + DeserializeOwned + Default>(
@@ -481,6 +548,39 @@ mod tests {
         };
         let file = TempFile::new("roundtrip", &to_toml_string(&config).unwrap());
         assert_eq!(load(Some(&file), &[]).unwrap(), config);
+    }
+
+    /// Flags a command might have: `None` leaves the key alone.
+    #[derive(Serialize, Default)]
+    struct Flags {
+        epochs: Option<u32>,
+        learning_rate: Option<f64>,
+        optim: OptimFlags,
+    }
+
+    #[derive(Serialize, Default)]
+    struct OptimFlags {
+        lr: Option<f64>,
+    }
+
+    #[test]
+    fn flags_override_the_file_and_set_overrides_the_flags() {
+        let file = TempFile::new("flags", "epochs = 3\nlearning_rate = 0.5\n[optim]\nlr = 0.25\n");
+        let args = |sets: &[&str]| ConfigArgs {
+            config: Some(file.0.clone()),
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+        };
+        let flags = Flags { epochs: Some(7), optim: OptimFlags { lr: Some(0.125) }, ..Flags::default() };
+        let c: TrainConfig = args(&[]).load(&flags).unwrap();
+        assert_eq!(
+            (c.epochs, c.learning_rate, c.optim.lr),
+            (7, 0.5, 0.125),
+            "flags given win, the others keep the file's"
+        );
+        let c: TrainConfig = args(&["epochs=9", "optim.lr=1"]).load(&flags).unwrap();
+        assert_eq!((c.epochs, c.optim.lr), (9, 1.0), "--set wins over the flags");
+        let c: TrainConfig = ConfigArgs::default().load(&Flags::default()).unwrap();
+        assert_eq!(c, TrainConfig::default(), "no file, no flags: the defaults");
     }
 
     #[test]

@@ -30,11 +30,3 @@ pub fn apply(choice: PrecisionChoice) -> Precision {
     }
     p
 }
-
-/// `--precision` for the commands without a `[train]` section (generate, eval, serve).
-#[derive(clap::Args, Clone, Copy, Debug)]
-pub struct PrecisionArg {
-    /// Arithmetic of the matrix products: auto (bf16 where the CPU has AMX, else fp32), bf16 or fp32.
-    #[arg(long = "precision", default_value = "auto", value_parser = parse)]
-    pub choice: PrecisionChoice,
-}

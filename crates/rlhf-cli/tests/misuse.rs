@@ -204,3 +204,53 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
     assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
     assert_eq!(result.status.code(), Some(141));
 }
+
+/// Every command with settings takes `--config` / `--set` through the one loader: an unknown key
+/// is a usage error (exit 2) naming it and the nearest known key, and a config file gives the
+/// same run as the flags it replaces.
+#[test]
+fn every_command_with_settings_takes_config_and_set() {
+    for (command, typo, known) in [
+        ("generate", "max_new_token", "max_new_tokens"),
+        ("serve", "max_bach", "max_batch"),
+        ("eval", "sample_temprature", "sample_temperature"),
+        ("collect", "sampling.max_trys", "sampling.max_tries"),
+        ("judge", "endpoint.ur", "endpoint.url"),
+        ("constitution", "critique_temprature", "critique_temperature"),
+    ] {
+        let out = common::rlhf(&[command, "--set", &format!("{typo}=1")]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        assert!(err.contains(&format!("unknown key `{typo}` in --set; did you mean `{known}`?")), "{command}: {err}");
+    }
+
+    let (dir, model, data) = setup("eval-config");
+    let prompts = data.join("prompts_eval.jsonl");
+    let by_flags = dir.join("flags.jsonl");
+    let model_arg = format!("tiny={}", p(&model));
+    ok(&[
+        "eval",
+        "--model",
+        &model_arg,
+        "--prompts",
+        p(&prompts),
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "4",
+        "--out",
+        p(&by_flags),
+    ]);
+    let cfg = dir.join("eval.toml");
+    std::fs::write(
+        &cfg,
+        format!("models = [{model_arg:?}]\nprompts = {:?}\nlimit = 5\nmax_new_tokens = 4\n", p(&prompts)),
+    )
+    .unwrap();
+    let by_config = dir.join("config.jsonl");
+    // The flag wins over the file's `limit = 5`.
+    ok(&["eval", "--config", p(&cfg), "--limit", "3", "--set", &format!("out={:?}", p(&by_config))]);
+    let (a, b) = (std::fs::read_to_string(&by_flags).unwrap(), std::fs::read_to_string(&by_config).unwrap());
+    assert!(a.contains("\"prompts\":3"), "{a}");
+    assert_eq!(a, b, "a config file gives the same evaluation as the flags");
+}

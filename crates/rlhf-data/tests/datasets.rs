@@ -175,8 +175,12 @@ type LoadError = fn(&std::path::Path, &Tokenizer, &LoadOptions) -> Option<String
 fn error_for(name: &str, good: &str, bad: &str, load: LoadError) -> (String, String) {
     let dir = scratch(name);
     let path = write_lines(&dir, "data.jsonl", &[good, bad]);
-    let err =
-        load(&path, &tiny::tokenizer(), &LoadOptions { max_length: 16, on_bad_record: OnBadRecord::Fail }).unwrap();
+    let err = load(
+        &path,
+        &tiny::tokenizer(),
+        &LoadOptions { max_length: 16, max_prompt_length: 0, on_bad_record: OnBadRecord::Fail },
+    )
+    .unwrap();
     (err, format!("{}:2: ", path.display()))
 }
 
@@ -364,7 +368,7 @@ fn fuzzed_jsonl_records_never_panic() {
     for seed in 0..cases(2000) as u64 {
         std::fs::write(&path, Mutator::new(seed).mutate(valid.as_bytes())).unwrap();
         for mode in [OnBadRecord::Fail, OnBadRecord::Skip] {
-            let o = LoadOptions { on_bad_record: mode, max_length: 64 };
+            let o = LoadOptions { on_bad_record: mode, max_length: 64, max_prompt_length: 0 };
             let outcome = std::panic::catch_unwind(|| {
                 let a = load_preferences(&path, &t, &o).err();
                 let b = load_sft(&path, &t, &o).err();
@@ -402,4 +406,39 @@ fn fuzzed_tokenizer_files_never_panic() {
         }
         std::fs::write(&path, &valid).unwrap();
     }
+}
+
+/// `max_prompt_length` limits the prompt of every record kind that has one, names the prompt,
+/// and leaves whole-text SFT records and conversations to `max_length`.
+#[test]
+fn max_prompt_length_limits_prompts_of_every_kind() {
+    let dir = scratch("max-prompt-length");
+    let t = tiny::tokenizer();
+    let o = LoadOptions { max_prompt_length: 4, ..LoadOptions::default() };
+    let long = "a prompt longer than four tokens";
+    let n = enc(&t, long).len();
+    let want =
+        format!("{}:1: field \"prompt\": {n} tokens, longer than max_prompt_length 4", dir.join("x.jsonl").display());
+
+    let pairs = write_lines(&dir, "x.jsonl", &[&format!(r#"{{"prompt": "{long}", "chosen": "a", "rejected": "b"}}"#)]);
+    assert!(load_preferences(&pairs, &t, &o).unwrap_err().to_string().starts_with(&want));
+    let ranked = write_lines(
+        &dir,
+        "x.jsonl",
+        &[&format!(r#"{{"prompt": "{long}", "responses": ["a", "b"], "ranking": [1, 0]}}"#)],
+    );
+    assert!(load_preferences(&ranked, &t, &o).unwrap_err().to_string().starts_with(&want));
+    let sft = write_lines(&dir, "x.jsonl", &[&format!(r#"{{"prompt": "{long}", "completion": "a"}}"#)]);
+    assert!(load_sft(&sft, &t, &o).unwrap_err().to_string().starts_with(&want));
+    let prompts = write_lines(&dir, "x.jsonl", &[&format!(r#"{{"prompt": "{long}"}}"#)]);
+    assert!(load_prompts(&prompts, &t, &o).unwrap_err().to_string().starts_with(&want));
+
+    // At the limit, and with no limit, the same records load.
+    let short = write_lines(&dir, "x.jsonl", &[r#"{"prompt": "abcd", "chosen": "a", "rejected": "b"}"#]);
+    assert_eq!(enc(&t, "abcd").len(), 4, "the tiny tokenizer has one token per byte");
+    assert_eq!(load_preferences(&short, &t, &o).unwrap().examples.len(), 1);
+    assert_eq!(load_prompts(&prompts, &t, &LoadOptions::default()).unwrap().examples.len(), 1);
+    // A plain-text SFT record has no prompt: only max_length applies.
+    let text = write_lines(&dir, "x.jsonl", &[&format!(r#"{{"text": "{long}"}}"#)]);
+    assert_eq!(load_sft(&text, &t, &o).unwrap().examples.len(), 1);
 }

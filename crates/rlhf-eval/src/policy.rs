@@ -23,7 +23,8 @@ use serde_json::{json, Value};
 pub type Result<T> = std::result::Result<T, TrainError>;
 
 /// What decides a correct answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Verifier {
     /// The final answer (`\boxed{}`, `####`, "The answer is", last number) equals the reference.
     Math,
@@ -38,6 +39,14 @@ impl Verifier {
             "math" => Some(Self::Math),
             "last_integer" => Some(Self::LastInteger),
             _ => None,
+        }
+    }
+
+    /// The name `parse` reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Math => "math",
+            Self::LastInteger => "last_integer",
         }
     }
 
@@ -59,7 +68,7 @@ impl Verifier {
 }
 
 /// How answers are generated and scored.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     pub verifier: Verifier,
     pub max_new_tokens: usize,
@@ -68,6 +77,13 @@ pub struct Settings {
     /// K samples per prompt for Pass@1, Maj@K and the RM–verifier divergence (0: skip).
     pub samples: usize,
     pub sample_temperature: f64,
+}
+
+impl Default for Settings {
+    /// Greedy answers of up to 48 tokens, 32 rows at a time; no sampling.
+    fn default() -> Self {
+        Self { verifier: Verifier::Math, max_new_tokens: 48, batch_size: 32, samples: 0, sample_temperature: 0.7 }
+    }
 }
 
 /// The scorers of every answer.

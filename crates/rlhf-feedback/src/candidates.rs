@@ -10,7 +10,8 @@ use rlhf_train::Result;
 use std::collections::HashSet;
 
 /// How candidates are sampled.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Responses per prompt.
     pub k: usize,
@@ -22,6 +23,22 @@ pub struct Settings {
     /// Extra sampling rounds for prompts whose responses came out identical.
     pub max_tries: usize,
     pub seed: u64,
+}
+
+impl Default for Settings {
+    /// Four responses at temperatures 0.6, 0.8, 1.0 and 1.2 (varied temperatures give varied
+    /// quality), up to 256 tokens, three retry rounds for identical ones.
+    fn default() -> Self {
+        Self {
+            k: 4,
+            temperatures: vec![0.6, 0.8, 1.0, 1.2],
+            max_new_tokens: 256,
+            top_p: None,
+            batch_size: 32,
+            max_tries: 3,
+            seed: 0,
+        }
+    }
 }
 
 /// Whitespace-insensitive identity: responses that differ only in spacing are duplicates.

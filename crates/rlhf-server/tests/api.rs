@@ -1,8 +1,9 @@
 //! The label API over real HTTP on loopback: what it refuses (and that a refusal stores
 //! nothing), how it shares items out, idempotent resubmission, and the export formats.
 
-use rlhf_server::label::export::{export, ExportFormat, ExportOptions};
-use rlhf_server::label::{spawn, Allocation, LabelDb, NewItem, NewResponse, Role, RunningServer, ServerOptions};
+use rlhf_feedback::labels::export::{export, ExportFormat, ExportOptions};
+use rlhf_feedback::labels::{Allocation, LabelDb, NewItem, NewResponse, Role};
+use rlhf_server::label::{spawn, RunningServer, ServerOptions};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -313,7 +314,7 @@ fn export_gives_c_k_2_pairs_drops_ties_and_leaves_out_flagged_items() {
     let everyone = Allocation { overlap: 1.0, overlap_annotators: 2 };
     let who = |db: &LabelDb, t: &str| db.annotator_by_token(t).unwrap().unwrap();
     let (a, b) = (who(&db, &alice), who(&db, &bob));
-    use rlhf_server::label::Decision;
+    use rlhf_feedback::labels::Decision;
     // Item 1: alice ranks without ties (6 pairs), bob ties the middle two (5 pairs).
     let ta = db.next_task(&a, everyone).unwrap().unwrap();
     let tb = db.next_task(&b, everyone).unwrap().unwrap();

@@ -6,7 +6,8 @@
 //! installs them. Without them the test fails (it does not skip). A screenshot of the task page is
 //! kept in `target/test-artifacts/label-task.png`.
 
-use rlhf_server::label::{spawn, LabelDb, NewItem, NewResponse, Role, ServerOptions, StoredSubmission};
+use rlhf_feedback::labels::{LabelDb, NewItem, NewResponse, Role, StoredSubmission};
+use rlhf_server::label::{spawn, ServerOptions};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -86,6 +86,20 @@ pub struct GrpoConfig {
     pub dual_clip: Option<f64>,
 }
 
+impl GrpoConfig {
+    /// `[train]` of a GRPO run: TRL 1.16's `GRPOConfig` (lr 1e-6, linear decay), 100 steps,
+    /// a checkpoint every 50.
+    pub fn train_defaults() -> TrainConfig {
+        TrainConfig {
+            learning_rate: 1e-6,
+            lr_scheduler: crate::ScheduleKind::Linear,
+            max_steps: 100,
+            save_steps: 50,
+            ..TrainConfig::default()
+        }
+    }
+}
+
 impl Default for GrpoConfig {
     fn default() -> Self {
         Self {

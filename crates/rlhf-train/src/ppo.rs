@@ -54,6 +54,19 @@ pub struct PpoConfig {
     pub kl_placement: KlPlacement,
 }
 
+impl PpoConfig {
+    /// `[train]` of a PPO run: lr 3e-6 with linear decay, 100 steps, a checkpoint every 50.
+    pub fn train_defaults() -> TrainConfig {
+        TrainConfig {
+            learning_rate: 3e-6,
+            lr_scheduler: crate::ScheduleKind::Linear,
+            max_steps: 100,
+            save_steps: 50,
+            ..TrainConfig::default()
+        }
+    }
+}
+
 impl Default for PpoConfig {
     /// The N-implementation-details defaults: 4 epochs, ε 0.2, value clip 0.2, γ 1, λ 0.95.
     fn default() -> Self {
@@ -108,8 +121,17 @@ pub struct ValueObjective<'a> {
     pub pad_id: u32,
     pub clip: Option<f64>,
     pub vf_coef: f64,
-    /// Σ loss, Σ clipped tokens, Σ tokens since the last take.
-    pub sums: (f64, f64, usize),
+    pub stats: ValueStats,
+}
+
+/// Host-side sums of the value loss over the micro-batches since the objective was made.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ValueStats {
+    /// Σ of the micro-batches' clipped value losses (before `vf_coef`).
+    pub loss_sum: f64,
+    /// Σ of the tokens whose clipped value term won.
+    pub clipped: f64,
+    pub tokens: usize,
 }
 
 impl Objective for ValueObjective<'_> {
@@ -147,9 +169,9 @@ impl ValueObjective<'_> {
         };
         let (old, ret, w) = (flat(|r| &r.old_values)?, flat(|r| &r.returns)?, flat(|r| &r.weights)?);
         let (loss, clipped) = clipped_value_loss(v, &old, &ret, &w, self.clip)?;
-        self.sums.0 += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        self.sums.1 += clipped;
-        self.sums.2 += v.dim(0)?;
+        self.stats.loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        self.stats.clipped += clipped;
+        self.stats.tokens += v.dim(0)?;
         Ok((loss * self.vf_coef)?)
     }
 }
@@ -358,13 +380,13 @@ impl<'a> PpoUpdate<'a, '_> {
         let epochs = self.optimise(&mut obj, rows, &passes, &targets, rollout.step)?;
         let mean_kl = stats::mean(&targets.seq_kl);
         self.kl_ctl.update(mean_kl, rows.len());
-        let (value_loss, value_clipped, value_tokens) = obj.value.sums;
+        let value = &obj.value.stats;
         let prompt_and_response: usize = rows.iter().map(|r| r.prompt_ids.len() + r.response_ids.len()).sum();
         metrics.extend([
             ("grad_norm".to_string(), stats::mean(&epochs.grad_norms)),
             ("value/grad_norm".into(), stats::mean(&epochs.value_grad_norms)),
-            ("value/loss".into(), value_loss / epochs.updates as f64),
-            ("value/clipfrac".into(), value_clipped / value_tokens.max(1) as f64),
+            ("value/loss".into(), value.loss_sum / epochs.updates as f64),
+            ("value/clipfrac".into(), value.clipped / value.tokens.max(1) as f64),
             ("ratio/first_minibatch".into(), epochs.first_ratio),
             (keys::UPDATE_TOKENS.into(), (self.cfg.ppo_epochs * prompt_and_response) as f64),
         ]);
@@ -430,7 +452,7 @@ impl<'a> PpoUpdate<'a, '_> {
     /// critic's fit and the sampler-vs-trainer logprob mismatch.
     fn rollout_metrics(&self, rows: &[RolloutRow], scores: &[f64], passes: &Passes, targets: &Targets) -> Metrics {
         let coef = self.kl_ctl.coef;
-        let (mismatch_mean, mismatch_max) = rollout::logprob_mismatch(rows, &passes.old);
+        let mismatch = rollout::LogprobMismatch::of(rows, &passes.old);
         let flat_v: Vec<f64> = passes.values.concat();
         let flat_r: Vec<f64> = targets.returns.concat();
         let non_score: f64 = targets.kl.iter().map(|k| -coef * k.iter().sum::<f64>()).sum::<f64>() / rows.len() as f64;
@@ -445,8 +467,8 @@ impl<'a> PpoUpdate<'a, '_> {
             ("entropy".into(), online::sampled_entropy(rows)),
             ("value/explained_variance".into(), explained_variance(&flat_v, &flat_r)),
             ("value/mean".into(), stats::mean(&flat_v)),
-            ("logprob_mismatch/mean_abs".into(), mismatch_mean),
-            ("logprob_mismatch/max_abs".into(), mismatch_max),
+            ("logprob_mismatch/mean_abs".into(), mismatch.mean_abs()),
+            ("logprob_mismatch/max_abs".into(), mismatch.max_abs),
         ]
     }
 
@@ -462,7 +484,7 @@ impl<'a> PpoUpdate<'a, '_> {
                 pad_id: pad,
                 clip: (cfg.cliprange_value > 0.0).then_some(cfg.cliprange_value),
                 vf_coef: cfg.vf_coef,
-                sums: (0.0, 0.0, 0),
+                stats: ValueStats::default(),
             },
         };
         if cfg.kl_placement == KlPlacement::Loss {

@@ -45,6 +45,27 @@ impl Default for RaftConfig {
 }
 
 impl RaftConfig {
+    /// `[train]`, the SFT of every round: SFT's learning rate (TRL 2e-5), one epoch over the
+    /// round's kept samples (RAFT trains briefly per round so the next round samples from a
+    /// model close to this one), no checkpoints within a round.
+    pub fn train_defaults() -> TrainConfig {
+        TrainConfig {
+            learning_rate: 2e-5,
+            lr_scheduler: crate::ScheduleKind::Linear,
+            epochs: 1.0,
+            save_steps: 0,
+            save_total_limit: 1,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// `[rollout]`: 64 new tokens, prompts sampled 64 at a time.
+    pub fn rollout_defaults() -> RolloutConfig {
+        RolloutConfig { max_new_tokens: 64, generation_batch_size: 64, ..RolloutConfig::default() }
+    }
+}
+
+impl RaftConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
         if self.rounds == 0 {

@@ -273,19 +273,38 @@ pub fn minibatches(n: usize, size: usize, seed: u64) -> Vec<Vec<usize>> {
     order.chunks(size.max(1)).map(<[usize]>::to_vec).collect()
 }
 
-/// Sampler-vs-trainer logprob mismatch over all tokens: (mean |Δ|, max |Δ|). Nonzero only
-/// through top-k/top-p truncation or numerical drift (docs/ARCHITECTURE.md, detail 30).
-pub fn logprob_mismatch(rows: &[RolloutRow], trainer: &[Vec<f64>]) -> (f64, f64) {
-    let (mut sum, mut max, mut n) = (0f64, 0f64, 0usize);
-    for (r, t) in rows.iter().zip(trainer) {
-        for (&s, &x) in r.sampler_logprobs.iter().zip(t) {
-            let d = (s as f64 - x).abs();
-            sum += d;
-            max = max.max(d);
-            n += 1;
+/// Sampler-vs-trainer logprob mismatch, summed token by token. Nonzero only through
+/// top-k/top-p truncation or numerical drift (docs/ARCHITECTURE.md, detail 30).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogprobMismatch {
+    pub sum_abs: f64,
+    pub max_abs: f64,
+    pub tokens: usize,
+}
+
+impl LogprobMismatch {
+    /// Over every token of `rows`, against the trainer's logprobs of the same tokens.
+    pub fn of(rows: &[RolloutRow], trainer: &[Vec<f64>]) -> Self {
+        let mut m = Self::default();
+        for (r, t) in rows.iter().zip(trainer) {
+            m.add(r.sampler_logprobs.iter().map(|&s| s as f64), t.iter().copied());
+        }
+        m
+    }
+
+    pub fn add(&mut self, sampler: impl Iterator<Item = f64>, trainer: impl Iterator<Item = f64>) {
+        for (s, x) in sampler.zip(trainer) {
+            let d = (s - x).abs();
+            self.sum_abs += d;
+            self.max_abs = self.max_abs.max(d);
+            self.tokens += 1;
         }
     }
-    (sum / n.max(1) as f64, max)
+
+    /// Mean |Δ| (0 over no tokens).
+    pub fn mean_abs(&self) -> f64 {
+        self.sum_abs / self.tokens.max(1) as f64
+    }
 }
 
 #[cfg(test)]

@@ -138,6 +138,14 @@ pub(crate) fn without_double_bos(tok: &Tokenizer, mut ids: Vec<u32>) -> Vec<u32>
     ids
 }
 
+/// A prompt must fit in `max_prompt_length` tokens (0: no limit).
+pub(crate) fn check_prompt_length(prompt: usize, max_prompt_length: usize) -> FieldResult<()> {
+    if max_prompt_length > 0 && prompt > max_prompt_length {
+        return Err(bad("prompt", format!("{prompt} tokens, longer than max_prompt_length {max_prompt_length}")));
+    }
+    Ok(())
+}
+
 /// `prompt + response` must fit in `max_length` tokens (0: no limit).
 pub(crate) fn check_length(prompt: usize, response: usize, max_length: usize, field: &str) -> FieldResult<()> {
     if max_length > 0 && prompt + response > max_length {

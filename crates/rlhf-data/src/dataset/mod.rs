@@ -54,12 +54,15 @@ pub struct LoadOptions {
     /// Longest prompt + response in tokens; longer records are bad records (0: no limit).
     /// TRL's default is 1024.
     pub max_length: usize,
+    /// Longest prompt in tokens (0: only `max_length` limits it): of a prompt/completion SFT
+    /// record, a preference record, or an RL prompt. TRL's DPO and GRPO default is 512.
+    pub max_prompt_length: usize,
     pub on_bad_record: OnBadRecord,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { max_length: 1024, on_bad_record: OnBadRecord::Fail }
+        Self { max_length: 1024, max_prompt_length: 0, on_bad_record: OnBadRecord::Fail }
     }
 }
 
@@ -72,17 +75,17 @@ pub struct Loaded<T> {
 
 /// SFT examples from `messages`, `prompt` + `completion`, or `text` columns.
 pub fn load_sft(path: &Path, tok: &Tokenizer, opts: &LoadOptions) -> Result<Loaded<SftExample>> {
-    load_with(path, tok, opts, |record, source| sft::parse_sft(tok, record, source, opts.max_length))
+    load_with(path, tok, opts, |record, source| sft::parse_sft(tok, record, source, opts))
 }
 
 /// Pairs (explicit or implicit prompt) and K-wise rankings, one group per record.
 pub fn load_preferences(path: &Path, tok: &Tokenizer, opts: &LoadOptions) -> Result<Loaded<PreferenceGroup>> {
-    load_with(path, tok, opts, |record, source| preferences::parse_preference(tok, record, source, opts.max_length))
+    load_with(path, tok, opts, |record, source| preferences::parse_preference(tok, record, source, opts))
 }
 
 /// Prompts with an optional reference `answer` or `tests`.
 pub fn load_prompts(path: &Path, tok: &Tokenizer, opts: &LoadOptions) -> Result<Loaded<PromptExample>> {
-    load_with(path, tok, opts, |record, source| prompts::parse_prompt(tok, record, source, opts.max_length))
+    load_with(path, tok, opts, |record, source| prompts::parse_prompt(tok, record, source, opts))
 }
 
 /// The columns TRL's conventions tokenise.

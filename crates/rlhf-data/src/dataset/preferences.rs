@@ -2,8 +2,9 @@
 //! `chosen`/`rejected`, the prompt being their shared beginning) and K-wise rankings (`prompt`,
 //! `responses`, `ranking`), all as groups of (chosen, rejected) pairs under one prompt.
 
-use super::encode::{check_length, encode_prompt, encode_response, EncodedPrompt};
+use super::encode::{check_length, check_prompt_length, encode_prompt, encode_response, EncodedPrompt};
 use super::fields::{bad, index_list, list, optional, required, text_or_messages, FieldResult, TextOrMessages};
+use super::LoadOptions;
 use crate::chat::Message;
 use crate::error::Location;
 use crate::tokenizer::Tokenizer;
@@ -43,11 +44,12 @@ pub(crate) fn parse_preference(
     tok: &Tokenizer,
     record: &Map<String, Value>,
     source: &Location,
-    max_length: usize,
+    opts: &LoadOptions,
 ) -> FieldResult<PreferenceGroup> {
     let encode_side = |prompt: &EncodedPrompt, response: &TextOrMessages, field: &str| -> FieldResult<Vec<u32>> {
+        check_prompt_length(prompt.ids.len(), opts.max_prompt_length)?;
         let ids = encode_response(tok, prompt, response, field)?;
-        check_length(prompt.ids.len(), ids.len(), max_length, field)?;
+        check_length(prompt.ids.len(), ids.len(), opts.max_length, field)?;
         Ok(ids)
     };
     if record.contains_key("responses") || record.contains_key("ranking") {

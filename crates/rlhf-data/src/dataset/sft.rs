@@ -2,9 +2,11 @@
 //! `text` (every token is learned).
 
 use super::encode::{
-    check_length, continuation, encode, encode_prompt, encode_response, render, through_last_eos, without_double_bos,
+    check_length, check_prompt_length, continuation, encode, encode_prompt, encode_response, render, through_last_eos,
+    without_double_bos,
 };
 use super::fields::{bad, messages, optional, required, string, text_or_messages, FieldResult};
+use super::LoadOptions;
 use crate::chat::Message;
 use crate::error::Location;
 use crate::tokenizer::Tokenizer;
@@ -23,13 +25,14 @@ pub(crate) fn parse_sft(
     tok: &Tokenizer,
     record: &Map<String, Value>,
     source: &Location,
-    max_length: usize,
+    opts: &LoadOptions,
 ) -> FieldResult<SftExample> {
     let (input_ids, loss_mask, field) = if let Some(value) = optional(record, "messages") {
         let (ids, mask) = conversation(tok, &messages(value, "messages")?)?;
         (ids, mask, "messages")
     } else if record.contains_key("prompt") || record.contains_key("completion") {
         let prompt = encode_prompt(tok, &text_or_messages(required(record, "prompt")?, "prompt")?, "prompt")?;
+        check_prompt_length(prompt.ids.len(), opts.max_prompt_length)?;
         let completion = text_or_messages(required(record, "completion")?, "completion")?;
         let response = encode_response(tok, &prompt, &completion, "completion")?;
         let mask = [vec![0u8; prompt.ids.len()], vec![1u8; response.len()]].concat();
@@ -42,7 +45,7 @@ pub(crate) fn parse_sft(
     } else {
         return Err(bad("messages", "missing (an SFT record needs \"messages\", or \"prompt\" and \"completion\")"));
     };
-    check_length(0, input_ids.len(), max_length, field)?;
+    check_length(0, input_ids.len(), opts.max_length, field)?;
     Ok(SftExample { input_ids, loss_mask, source: source.clone() })
 }
 

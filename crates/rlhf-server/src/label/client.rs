@@ -1,7 +1,7 @@
 //! A blocking client of the label API, for scripted annotators (`rlhf label simulate`), the load
 //! benchmark and tests. It speaks exactly what the web page speaks.
 
-use super::db::{Progress, TaskResponse};
+use rlhf_feedback::labels::db::{Progress, TaskResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -1,15 +1,8 @@
-//! Human preference labelling: a queue of prompts with K responses each, ranked by annotators in a
-//! web app, with agreement statistics and export to the preference formats `rlhf reward` reads.
+//! The human-labelling web app: pages and a JSON API over the label queue of
+//! `rlhf_feedback::labels` (prompts with K responses, ranked by annotators), and a blocking
+//! client of that API for `rlhf label simulate|bench` and the tests.
 
-pub mod agreement;
 pub mod client;
-pub mod db;
-pub mod error;
-pub mod export;
 pub mod server;
 
-pub use db::{
-    prompt_text, Allocation, Annotator, Decision, LabelDb, NewItem, NewResponse, Role, StoredSubmission, Task,
-};
-pub use error::LabelError;
 pub use server::{spawn, summary, RunningServer, ServerOptions, Summary};

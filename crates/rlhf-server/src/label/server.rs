@@ -5,9 +5,6 @@
 //! ambient credential to ride on, which is what makes the forms CSRF-safe. Pages are served with a
 //! strict CSP (`default-src 'self'`), and the client renders all text with `textContent`.
 
-use super::agreement::{self, AgreementReport};
-use super::db::{Allocation, Annotator, AnnotatorCounts, Decision, ItemCounts, LabelDb, Progress, Role, Task};
-use super::error::LabelError;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
@@ -15,6 +12,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use rlhf_feedback::labels::agreement::{self, AgreementReport};
+use rlhf_feedback::labels::db::{
+    Allocation, Annotator, AnnotatorCounts, Decision, ItemCounts, LabelDb, Progress, Role, Task,
+};
+use rlhf_feedback::labels::error::LabelError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;

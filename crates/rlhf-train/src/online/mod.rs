@@ -12,7 +12,9 @@ use crate::metric_keys as keys;
 use crate::metrics::MetricsLogger;
 use crate::optim::AdamW;
 use crate::policy_loss::{clipped_policy_loss, ClipConfig, PolicyLossInputs, PolicyStats};
-use crate::rollout::{decode_rows, response_logprobs, score_rows, PromptRef, RolloutConfig, RolloutRow, RowText};
+use crate::rollout::{
+    decode_rows, response_logprobs, score_rows, LogprobMismatch, PromptRef, RolloutConfig, RolloutRow, RowText,
+};
 use crate::schedule::LrSchedule;
 use crate::stats::mean;
 use crate::trainer::{
@@ -53,12 +55,20 @@ pub struct PolicyObjective<'m> {
     pub kl_estimator: KlEstimator,
     /// Merged over every micro-batch since the last [`Self::take_stats`].
     pub stats: PolicyStats,
-    /// Σ|sampler − trainer| logprob, Σ tokens, max, over on-policy passes.
-    pub mismatch: (f64, usize, f64),
+    /// Sampler vs trainer logprobs over the on-policy passes.
+    pub mismatch: LogprobMismatch,
     /// `rollout.tis_cap` (0 = off).
     pub tis_cap: f64,
-    /// Σ TIS weight, Σ tokens whose weight was capped, Σ tokens.
-    pub tis: (f64, usize, usize),
+    pub tis: TisStats,
+}
+
+/// Truncated importance sampling since the last take.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TisStats {
+    pub weight_sum: f64,
+    /// Tokens whose weight the cap lowered.
+    pub capped: usize,
+    pub tokens: usize,
 }
 
 impl<'m> PolicyObjective<'m> {
@@ -71,9 +81,9 @@ impl<'m> PolicyObjective<'m> {
             kl_coef: 0.0,
             kl_estimator: KlEstimator::K3,
             stats: PolicyStats::default(),
-            mismatch: (0.0, 0, 0.0),
+            mismatch: LogprobMismatch::default(),
             tis_cap: 0.0,
-            tis: (0.0, 0, 0),
+            tis: TisStats::default(),
         }
     }
 
@@ -95,9 +105,9 @@ impl<'m> PolicyObjective<'m> {
             .map(|(o, s)| {
                 let ratio = (o - s).exp();
                 let capped = ratio.min(self.tis_cap);
-                self.tis.0 += capped;
-                self.tis.1 += usize::from(ratio > self.tis_cap);
-                self.tis.2 += 1;
+                self.tis.weight_sum += capped;
+                self.tis.capped += usize::from(ratio > self.tis_cap);
+                self.tis.tokens += 1;
                 capped
             })
             .collect();
@@ -112,12 +122,7 @@ impl<'m> PolicyObjective<'m> {
         let old = if on_policy {
             let current = crate::rollout::to_f64(logp)?;
             let sampler = micro.iter().flat_map(|r| r.sampler_logp.iter().map(|&x| x as f64));
-            for (c, s) in current.iter().zip(sampler) {
-                let d = (c - s).abs();
-                self.mismatch.0 += d;
-                self.mismatch.1 += 1;
-                self.mismatch.2 = self.mismatch.2.max(d);
-            }
+            self.mismatch.add(sampler, current.into_iter());
             logp.detach()
         } else {
             if micro.iter().any(|r| r.old_logp.is_none()) {
@@ -153,15 +158,15 @@ impl<'m> PolicyObjective<'m> {
 
     pub fn take_stats(&mut self) -> Vec<(String, f64)> {
         let mut rows = std::mem::take(&mut self.stats).rows();
-        let (s, n, m) = std::mem::replace(&mut self.mismatch, (0.0, 0, 0.0));
-        if n > 0 {
-            rows.push(("logprob_mismatch/mean_abs".into(), s / n as f64));
-            rows.push(("logprob_mismatch/max_abs".into(), m));
+        let mismatch = std::mem::take(&mut self.mismatch);
+        if mismatch.tokens > 0 {
+            rows.push(("logprob_mismatch/mean_abs".into(), mismatch.mean_abs()));
+            rows.push(("logprob_mismatch/max_abs".into(), mismatch.max_abs));
         }
-        let (w, capped, n) = std::mem::replace(&mut self.tis, (0.0, 0, 0));
-        if n > 0 {
-            rows.push(("tis/mean_weight".into(), w / n as f64));
-            rows.push(("tis/capped_frac".into(), capped as f64 / n as f64));
+        let tis = std::mem::take(&mut self.tis);
+        if tis.tokens > 0 {
+            rows.push(("tis/mean_weight".into(), tis.weight_sum / tis.tokens as f64));
+            rows.push(("tis/capped_frac".into(), tis.capped as f64 / tis.tokens as f64));
         }
         rows
     }

@@ -3,57 +3,113 @@
 //! writes `eval.jsonl`.
 
 use crate::commands::rewards::{self, RewardSpec, SourceSpec};
+use crate::config::{require, CommandArgs};
 use crate::loading;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use rlhf_data::{load_prompts, LoadOptions};
 use rlhf_eval::policy::{self, ModelEval, Scorers, Settings, Verifier, Versus};
-use std::path::PathBuf;
+use rlhf_train::PrecisionChoice;
+use serde::{Deserialize, Serialize};
 
-#[derive(clap::Args)]
-pub struct Args {
+pub type Args = CommandArgs<Flags>;
+
+/// The flags, each a shortcut for the key of the same name in [`EvalConfig`].
+#[derive(clap::Args, Serialize)]
+pub struct Flags {
     /// `NAME=MODEL` (Hub id, HF folder, .gguf or `default`); repeat for each model to compare.
-    #[arg(long = "model", required = true)]
+    #[arg(long = "model")]
+    #[serde(rename = "models", skip_serializing_if = "Vec::is_empty")]
     models: Vec<String>,
     /// Held-out prompts with an `answer` column.
     #[arg(long)]
-    prompts: String,
-    /// Score only the first N prompts (0 = all).
-    #[arg(long, default_value_t = 100)]
-    limit: usize,
-    /// Verifier for accuracy: `math` or `last_integer`.
-    #[arg(long, default_value = "math")]
-    verifier: String,
+    prompts: Option<String>,
+    /// Score only the first N prompts (0 = all; default 100).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Verifier for accuracy: `math` (default) or `last_integer`.
+    #[arg(long)]
+    verifier: Option<String>,
     /// Reward model folder (from `rlhf reward`) to score the answers with (normalised).
     #[arg(long)]
     reward_model: Option<String>,
     /// Reference for the KL column (default: the first model).
     #[arg(long)]
     reference: Option<String>,
-    #[arg(long, default_value_t = 48)]
-    max_new_tokens: usize,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    /// Default 48.
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Default 32.
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Also write the table as JSON lines.
     #[arg(long)]
-    out: Option<PathBuf>,
+    out: Option<String>,
     /// Model (by NAME) the win rates are against (default: the first).
     #[arg(long)]
     baseline: Option<String>,
-    /// Sample K answers per prompt for Pass@1, Maj@K and RM–verifier divergence (0: skip).
-    #[arg(long, default_value_t = 0)]
-    samples: usize,
-    #[arg(long, default_value_t = 0.7)]
-    sample_temperature: f64,
+    /// Sample K answers per prompt for Pass@1, Maj@K and RM–verifier divergence (0: skip, the default).
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Default 0.7.
+    #[arg(long)]
+    sample_temperature: Option<f64>,
     /// Held-out demonstrations (SFT format) for perplexity on their completion tokens.
     #[arg(long)]
     text: Option<String>,
-    #[command(flatten)]
-    precision: crate::precision::PrecisionArg,
+    /// Arithmetic of the matrix products: auto (bf16 where the CPU has AMX, else fp32), bf16 or fp32.
+    #[arg(long, value_parser = crate::precision::parse)]
+    precision: Option<PrecisionChoice>,
 }
 
-pub fn run(a: Args) -> Result<()> {
-    crate::precision::apply(a.precision.choice);
+/// `rlhf eval`'s settings (`--config` / `--set` / the flags); empty strings are "not given".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// `NAME=MODEL`, in table order; the first is the default baseline and KL reference.
+    pub models: Vec<String>,
+    pub prompts: String,
+    pub limit: usize,
+    pub verifier: Verifier,
+    pub reward_model: String,
+    pub reference: String,
+    pub max_new_tokens: usize,
+    pub batch_size: usize,
+    pub out: String,
+    pub baseline: String,
+    pub samples: usize,
+    pub sample_temperature: f64,
+    pub text: String,
+    pub precision: PrecisionChoice,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        let s = Settings::default();
+        Self {
+            models: Vec::new(),
+            prompts: String::new(),
+            limit: 100,
+            verifier: s.verifier,
+            reward_model: String::new(),
+            reference: String::new(),
+            max_new_tokens: s.max_new_tokens,
+            batch_size: s.batch_size,
+            out: String::new(),
+            baseline: String::new(),
+            samples: s.samples,
+            sample_temperature: s.sample_temperature,
+            text: String::new(),
+            precision: PrecisionChoice::Auto,
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let a: EvalConfig = args.load()?;
+    crate::precision::apply(a.precision);
+    require(a.models.is_empty(), "--model NAME=MODEL", "models")?;
+    require(a.prompts.is_empty(), "--prompts FILE", "prompts")?;
     let named: Vec<(String, String)> = a
         .models
         .iter()
@@ -62,9 +118,7 @@ pub fn run(a: Args) -> Result<()> {
             _ => bail!("--model {m}: expected NAME=MODEL, e.g. sft=runs/sft/final"),
         })
         .collect::<Result<_>>()?;
-    let Some(verifier) = Verifier::parse(&a.verifier) else {
-        bail!("--verifier {}: use `math` or `last_integer`", a.verifier)
-    };
+    let verifier = a.verifier;
     let settings = Settings {
         verifier,
         max_new_tokens: a.max_new_tokens,
@@ -72,7 +126,7 @@ pub fn run(a: Args) -> Result<()> {
         samples: a.samples,
         sample_temperature: a.sample_temperature,
     };
-    let reference_path = a.reference.clone().unwrap_or_else(|| named[0].1.clone());
+    let reference_path = if a.reference.is_empty() { named[0].1.clone() } else { a.reference.clone() };
     let reference = loading::load(&reference_path, &Device::Cpu)?;
     let tok = &reference.tokenizer;
     let mut prompts =
@@ -84,20 +138,18 @@ pub fn run(a: Args) -> Result<()> {
     let mut scorers = Scorers {
         verifier: rewards::build(&verifier.spec(), tok.pad_id())?,
         format: rewards::build(&RewardSpec::of(SourceSpec::Format {}), tok.pad_id())?,
-        reward_model: a
-            .reward_model
-            .as_ref()
-            .map(|rm| rewards::build(&RewardSpec::reward_model(rm), tok.pad_id()))
+        reward_model: (!a.reward_model.is_empty())
+            .then(|| rewards::build(&RewardSpec::reward_model(&a.reward_model), tok.pad_id()))
             .transpose()?,
     };
-    let baseline = match &a.baseline {
-        None => 0,
-        Some(b) => named
+    let baseline = match a.baseline.as_str() {
+        "" => 0,
+        b => named
             .iter()
             .position(|(n, _)| n == b)
             .with_context(|| format!("--baseline {b}: not one of the --model names"))?,
     };
-    let text = match &a.text {
+    let text = match Some(&a.text).filter(|t| !t.is_empty()) {
         Some(path) => {
             loading::load_dataset(path, tok, &LoadOptions { max_length: 0, ..Default::default() }, rlhf_data::load_sft)?
                 .examples
@@ -115,15 +167,16 @@ pub fn run(a: Args) -> Result<()> {
         rows.push(row);
     }
     let versus = policy::against(&rows, baseline);
-    print_table(&rows, &versus, &named[baseline].0, a.reward_model.is_some(), &a, &reference_path);
+    print_table(&rows, &versus, &named[baseline].0, !a.reward_model.is_empty(), &a, &reference_path);
     print_significance(&rows, &versus, baseline, prompts.len());
-    if let Some(out) = &a.out {
+    if !a.out.is_empty() {
+        let out = &a.out;
         let text: String = rows
             .iter()
             .zip(&versus)
             .map(|(r, v)| format!("{}\n", policy::json_row(r, v, &named[baseline].0, prompts.len(), a.samples)))
             .collect();
-        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+        std::fs::write(out, text).with_context(|| format!("writing {}", out))?;
     }
     Ok(())
 }
@@ -148,11 +201,11 @@ fn opt(v: Option<f64>, width: usize) -> String {
     v.filter(|x| x.is_finite()).map_or(format!("{:>width$}", "–"), |x| format!("{x:>width$.3}"))
 }
 
-fn print_table(rows: &[ModelEval], versus: &[Versus], baseline: &str, with_rm: bool, a: &Args, reference: &str) {
+fn print_table(rows: &[ModelEval], versus: &[Versus], baseline: &str, with_rm: bool, a: &EvalConfig, reference: &str) {
     let rm_head = if with_rm { format!(" {:>10} {:>8}", "RM reward", "win(RM)") } else { String::new() };
     let k_head =
         if a.samples > 0 { format!(" {:>7} {:>7}", "pass@1", format!("maj@{}", a.samples)) } else { String::new() };
-    let ppl_head = if a.text.is_some() { format!(" {:>8}", "ppl") } else { String::new() };
+    let ppl_head = if !a.text.is_empty() { format!(" {:>8}", "ppl") } else { String::new() };
     println!(
         "{:<12} {:>9} {:>9} {:>8}{rm_head} {:>9} {:>8}{k_head}{ppl_head} {:>7}",
         "model", "accuracy", "format", "win(ver)", "KL (nats)", "length", "repeat"
@@ -160,7 +213,7 @@ fn print_table(rows: &[ModelEval], versus: &[Versus], baseline: &str, with_rm: b
     for (r, v) in rows.iter().zip(versus) {
         let rm = if with_rm { format!(" {} {}", opt(r.rm, 10), opt(v.win_rate_rm, 8)) } else { String::new() };
         let k = if a.samples > 0 { format!(" {} {}", opt(r.pass_at_1, 7), opt(r.maj_at_k, 7)) } else { String::new() };
-        let ppl = if a.text.is_some() { format!(" {}", opt(r.perplexity, 8)) } else { String::new() };
+        let ppl = if !a.text.is_empty() { format!(" {}", opt(r.perplexity, 8)) } else { String::new() };
         println!(
             "{:<12} {:>9.3} {:>9.3} {}{rm} {:>9.3} {:>8.1}{k}{ppl} {:>7.3}",
             r.name,
@@ -172,7 +225,7 @@ fn print_table(rows: &[ModelEval], versus: &[Versus], baseline: &str, with_rm: b
             r.repetition
         );
     }
-    println!("(accuracy: {} verifier on greedy answers; win rates vs {baseline}, ties half; KL to {reference} on sampled answers; repeat: share of answers with a 4-token loop ×3)", a.verifier);
+    println!("(accuracy: {} verifier on greedy answers; win rates vs {baseline}, ties half; KL to {reference} on sampled answers; repeat: share of answers with a 4-token loop ×3)", a.verifier.name());
     if with_rm {
         for r in rows {
             println!(

@@ -2,51 +2,81 @@
 //! (`rlhf_feedback::candidates`), into a labelling queue (`rlhf label serve` shows them to
 //! annotators) or a JSONL file of candidate sets (`--out`, what `rlhf judge` reads).
 
+use crate::config::{require, usage, CommandArgs};
 use crate::{loading, progress};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use rlhf_data::{load_prompts, LoadOptions, TextOrMessages};
 use rlhf_feedback::candidates::{self, Settings};
-use rlhf_server::label::{prompt_text, LabelDb, NewItem, NewResponse};
+use rlhf_feedback::labels::{prompt_text, LabelDb, NewItem, NewResponse};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
-#[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("dest").required(true).args(["db", "out"])))]
-pub struct Args {
+pub type Args = CommandArgs<Flags>;
+
+/// The flags, each a shortcut for the key of the same name in [`CollectConfig`]. `--db` and
+/// `--out` exclude each other; one of them (or `db` / `out` in the config) is required.
+#[derive(clap::Args, Serialize)]
+#[command(group(clap::ArgGroup::new("dest").multiple(false).args(["db", "out"])))]
+pub struct Flags {
     /// Hub id ORG/NAME[@REVISION], HF folder, .gguf file, or `default`.
     #[arg(long)]
-    model: String,
+    model: Option<String>,
     /// Prompts (JSONL/JSON/Parquet with a `prompt` column: a string or a list of messages).
     #[arg(long)]
-    prompts: String,
-    /// Responses per prompt (2–9; a ranking of more is hard for people).
-    #[arg(long, default_value_t = 4)]
-    k: usize,
-    /// Response i is sampled at temperature i mod len; varied temperatures give varied quality.
-    #[arg(long, value_delimiter = ',', default_value = "0.6,0.8,1.0,1.2")]
-    temperatures: Vec<f64>,
+    prompts: Option<String>,
     /// The labelling database (created if missing; items are appended).
     #[arg(long)]
     db: Option<PathBuf>,
     /// Instead of a database: candidate sets `{"prompt", "responses"}` as JSONL (for `rlhf judge`).
     #[arg(long)]
     out: Option<PathBuf>,
-    #[arg(long, default_value_t = 256)]
-    max_new_tokens: usize,
+    /// Use only the first N prompts (0, the default: all).
+    #[arg(long)]
+    limit: Option<usize>,
+    #[command(flatten)]
+    sampling: SamplingFlags,
+}
+
+/// Shortcuts for `sampling.*`.
+#[derive(clap::Args, Serialize)]
+pub struct SamplingFlags {
+    /// Responses per prompt (2–9; a ranking of more is hard for people; default 4).
+    #[arg(long)]
+    k: Option<usize>,
+    /// Response i is sampled at temperature i mod len; varied temperatures give varied quality
+    /// (default 0.6,0.8,1.0,1.2).
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    temperatures: Vec<f64>,
+    /// Default 256.
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
     #[arg(long)]
     top_p: Option<f64>,
-    /// Use only the first N prompts (0: all).
-    #[arg(long, default_value_t = 0)]
-    limit: usize,
-    /// Rows per generate call.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// Extra sampling rounds for prompts whose responses came out identical.
-    #[arg(long, default_value_t = 3)]
-    max_tries: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Rows per generate call (default 32).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Extra sampling rounds for prompts whose responses came out identical (default 3).
+    #[arg(long)]
+    max_tries: Option<usize>,
+    /// Default 0.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// `rlhf collect`'s settings (`--config` / `--set` / the flags).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectConfig {
+    pub model: String,
+    pub prompts: String,
+    /// Exactly one of `db` and `out`.
+    pub db: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub limit: usize,
+    pub sampling: Settings,
 }
 
 fn prompt_json(p: &TextOrMessages) -> Value {
@@ -56,12 +86,21 @@ fn prompt_json(p: &TextOrMessages) -> Value {
     }
 }
 
-pub fn run(a: Args) -> Result<()> {
-    if !(2..=9).contains(&a.k) {
-        bail!("--k {}: use 2 to 9 responses per prompt", a.k);
+pub fn run(args: Args) -> Result<()> {
+    let a: CollectConfig = args.load()?;
+    let settings = a.sampling.clone();
+    require(a.model.is_empty(), "--model MODEL", "model")?;
+    require(a.prompts.is_empty(), "--prompts FILE", "prompts")?;
+    match (&a.db, &a.out) {
+        (None, None) => return Err(usage("give one of --db <DB>|--out <OUT> (or `db` / `out` in the config)")),
+        (Some(_), Some(_)) => return Err(usage("`db` and `out` cannot be used together: give one")),
+        _ => {}
     }
-    if a.temperatures.is_empty() || a.temperatures.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
-        bail!("--temperatures {:?}: give positive temperatures, e.g. 0.6,0.8,1.0,1.2", a.temperatures);
+    if !(2..=9).contains(&settings.k) {
+        bail!("--k {}: use 2 to 9 responses per prompt", settings.k);
+    }
+    if settings.temperatures.is_empty() || settings.temperatures.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
+        bail!("--temperatures {:?}: give positive temperatures, e.g. 0.6,0.8,1.0,1.2", settings.temperatures);
     }
     let loaded = loading::load(&a.model, &Device::Cpu)?;
     let tok = &loaded.tokenizer;
@@ -83,27 +122,22 @@ pub fn run(a: Args) -> Result<()> {
         (None, Some(out)) => Sink::Jsonl(String::new(), out.clone()),
         (None, None) => bail!("give --db DB or --out FILE"),
     };
-    let settings = Settings {
-        k: a.k,
-        temperatures: a.temperatures.clone(),
-        max_new_tokens: a.max_new_tokens,
-        top_p: a.top_p,
-        batch_size: a.batch_size,
-        max_tries: a.max_tries,
-        seed: a.seed,
-    };
     let ids: Vec<&[u32]> = prompts.iter().map(|p| p.prompt_ids.as_slice()).collect();
-    let pb = progress::bar((prompts.len() * a.k * a.max_new_tokens) as u64, "sampling");
+    let pb = progress::bar((prompts.len() * settings.k * settings.max_new_tokens) as u64, "sampling");
     let responses = candidates::sample(&loaded.model, &ids, &settings, tok, &mut |n| pb.set_position(n))?;
     pb.finish_and_clear();
     let (mut items, mut short, mut dropped) = (0, 0, 0);
     for (p, got) in prompts.iter().zip(responses) {
         if got.len() < 2 {
-            eprintln!("{}: fewer than 2 distinct responses after {} rounds; not queued", p.source, a.max_tries + 1);
+            eprintln!(
+                "{}: fewer than 2 distinct responses after {} rounds; not queued",
+                p.source,
+                settings.max_tries + 1
+            );
             dropped += 1;
             continue;
         }
-        if got.len() < a.k {
+        if got.len() < settings.k {
             short += 1;
         }
         let json = prompt_json(&p.prompt);
@@ -145,7 +179,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     println!(
         "{verb} {items} prompts × up to {} responses in {} ({short} with fewer distinct responses, {dropped} dropped)",
-        a.k,
+        settings.k,
         dest.display()
     );
     Ok(())

@@ -3,70 +3,121 @@
 //! principles and prompts, opens the reply cache, shows progress and writes the SFT rows and
 //! pairs.
 
-use super::endpoint::EndpointArgs;
+use super::endpoint::{EndpointFlags, EndpointSettings};
+use crate::config::{require, CommandArgs};
 use crate::output::{with_suffix, write_jsonl_atomically};
 use crate::progress;
 use anyhow::{bail, Context, Result};
 use rlhf_data::dataset::for_each_record;
 use rlhf_feedback::constitution::{self, Item, PrincipleOrder, Settings};
 use rlhf_feedback::judge::{ChatClient, ReplyCache};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    endpoint: EndpointArgs,
-    /// Prompts (JSONL or Parquet, or a Hub dataset ORG/NAME[:SPLIT]): `prompt` as a string or a
-    /// list of chat messages.
-    #[arg(long)]
-    data: String,
-    /// The constitution: one principle per non-empty line; lines starting with `#` are comments.
-    #[arg(long)]
-    principles: PathBuf,
-    /// SFT rows out: {"prompt", "completion": final revision}, the completion an assistant turn
-    /// when the prompt is a conversation (what `rlhf sft` reads).
-    #[arg(long)]
-    sft_out: PathBuf,
-    /// Preference pairs out: {"prompt", "chosen": revision, "rejected": original, "principle", "critique"}.
-    #[arg(long)]
-    pairs_out: PathBuf,
-    /// Reply cache (JSONL, appended to; default: <pairs-out>.cache.jsonl).
-    #[arg(long)]
-    cache: Option<PathBuf>,
-    /// Critique → revision rounds per prompt, each against its own principle.
-    #[arg(long, default_value_t = 1)]
-    revisions: usize,
-    /// How principles are assigned: `round-robin` through the file, or `random` (seeded).
-    #[arg(long, value_enum, default_value_t = OrderArg::RoundRobin)]
-    principle_order: OrderArg,
-    /// Seed of `--principle-order random` (default 0); when given it is also sent with every
-    /// request, so servers that honour `seed` (`rlhf serve`, vLLM, OpenAI) sample reproducibly.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Sampling temperature of the initial answer (some variety is the point).
-    #[arg(long, default_value_t = 0.7)]
-    temperature: f64,
-    /// Temperature of critiques and revisions (0: as deterministic as the server allows).
-    #[arg(long, default_value_t = 0.0)]
-    critique_temperature: f64,
-    /// Token limit of every reply (answer, critique, revision).
-    #[arg(long, default_value_t = 256)]
-    max_tokens: u32,
-    /// Prompts processed at once (each runs its calls in sequence).
-    #[arg(long, default_value_t = 4)]
-    concurrency: usize,
-    /// Use only the first N prompts.
-    #[arg(long)]
-    limit: Option<usize>,
+    settings: CommandArgs<Flags>,
     /// Print the summary as one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
 
+/// The flags, each a shortcut for the key of the same name in [`ConstitutionConfig`].
+#[derive(clap::Args, Serialize)]
+struct Flags {
+    #[command(flatten)]
+    endpoint: EndpointFlags,
+    /// Prompts (JSONL or Parquet, or a Hub dataset ORG/NAME[:SPLIT]): `prompt` as a string or a
+    /// list of chat messages.
+    #[arg(long)]
+    data: Option<String>,
+    /// The constitution: one principle per non-empty line; lines starting with `#` are comments.
+    #[arg(long)]
+    principles: Option<PathBuf>,
+    /// SFT rows out: {"prompt", "completion": final revision}, the completion an assistant turn
+    /// when the prompt is a conversation (what `rlhf sft` reads).
+    #[arg(long)]
+    sft_out: Option<PathBuf>,
+    /// Preference pairs out: {"prompt", "chosen": revision, "rejected": original, "principle", "critique"}.
+    #[arg(long)]
+    pairs_out: Option<PathBuf>,
+    /// Reply cache (JSONL, appended to; default: <pairs-out>.cache.jsonl).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Critique → revision rounds per prompt, each against its own principle (default 1).
+    #[arg(long)]
+    revisions: Option<usize>,
+    /// How principles are assigned: `round-robin` through the file (the default), or `random` (seeded).
+    #[arg(long, value_enum)]
+    principle_order: Option<OrderArg>,
+    /// Seed of `--principle-order random` (default 0); when given it is also sent with every
+    /// request, so servers that honour `seed` (`rlhf serve`, vLLM, OpenAI) sample reproducibly.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Sampling temperature of the initial answer (some variety is the point; default 0.7).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Temperature of critiques and revisions (0, the default: as deterministic as the server allows).
+    #[arg(long)]
+    critique_temperature: Option<f64>,
+    /// Token limit of every reply (answer, critique, revision; default 256).
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// Prompts processed at once (each runs its calls in sequence; default 4).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Use only the first N prompts.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+/// `rlhf constitution`'s settings (`--config` / `--set` / the flags).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConstitutionConfig {
+    pub data: String,
+    pub principles: PathBuf,
+    pub sft_out: PathBuf,
+    pub pairs_out: PathBuf,
+    pub cache: Option<PathBuf>,
+    pub revisions: usize,
+    pub principle_order: OrderArg,
+    pub seed: Option<u64>,
+    pub temperature: f64,
+    pub critique_temperature: f64,
+    pub max_tokens: u32,
+    pub concurrency: usize,
+    pub limit: Option<usize>,
+    pub endpoint: EndpointSettings,
+}
+
+impl Default for ConstitutionConfig {
+    fn default() -> Self {
+        Self {
+            data: String::new(),
+            principles: PathBuf::new(),
+            sft_out: PathBuf::new(),
+            pairs_out: PathBuf::new(),
+            cache: None,
+            revisions: 1,
+            principle_order: OrderArg::RoundRobin,
+            seed: None,
+            temperature: 0.7,
+            critique_temperature: 0.0,
+            max_tokens: 256,
+            concurrency: 4,
+            limit: None,
+            endpoint: EndpointSettings::default(),
+        }
+    }
+}
+
 /// `--principle-order`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum OrderArg {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OrderArg {
     RoundRobin,
     Random,
 }
@@ -126,7 +177,12 @@ fn read_prompts(path: &Path) -> Result<Vec<Item>> {
     Ok(items)
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(args: Args) -> Result<()> {
+    let a: ConstitutionConfig = args.settings.load()?;
+    require(a.data.is_empty(), "--data FILE", "data")?;
+    require(a.principles.as_os_str().is_empty(), "--principles FILE", "principles")?;
+    require(a.sft_out.as_os_str().is_empty(), "--sft-out FILE", "sft_out")?;
+    require(a.pairs_out.as_os_str().is_empty(), "--pairs-out FILE", "pairs_out")?;
     for (flag, t) in [("--temperature", a.temperature), ("--critique-temperature", a.critique_temperature)] {
         if !(t.is_finite() && t >= 0.0) {
             bail!("{flag} {t}: give a number ≥ 0");
@@ -210,7 +266,7 @@ pub fn run(a: Args) -> Result<()> {
     write_jsonl_atomically(&a.pairs_out, &pairs)?;
 
     let (requests, cache_hits) = (counts.requests, counts.cache_hits);
-    if a.json {
+    if args.json {
         println!(
             "{}",
             json!({

@@ -2,50 +2,91 @@
 //! (ours, vLLM, llama.cpp, a hosted API). Each pair is judged in both orders; replies are cached
 //! on disk as they arrive, so rerunning the same command after a failure resumes it.
 
-use super::endpoint::EndpointArgs;
+use super::endpoint::{EndpointFlags, EndpointSettings};
+use crate::config::{require, CommandArgs};
 use crate::output::{with_suffix, write_jsonl_atomically};
 use crate::progress;
 use anyhow::{bail, Context, Result};
 use rlhf_feedback::judge::{judge_with_progress, read_items, Outcome, ReplyCache, Verdict, VerdictMode};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    endpoint: EndpointArgs,
+    settings: CommandArgs<Flags>,
+    /// Print the counts as one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The flags, each a shortcut for the key of the same name in [`JudgeCommandConfig`].
+#[derive(clap::Args, Serialize)]
+struct Flags {
+    #[command(flatten)]
+    endpoint: EndpointFlags,
     /// JSONL of candidate sets {"prompt", "responses": [...]} or pairs {"prompt", "chosen", "rejected"}.
     #[arg(long)]
-    data: PathBuf,
+    data: Option<PathBuf>,
     /// Preference pairs out (JSONL, the format of `rlhf label export --format pairs`).
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
     /// Text file with the judge's system prompt (default: a short built-in one).
     #[arg(long)]
     guidelines: Option<PathBuf>,
     /// Reply cache (JSONL, appended to; default: <out>.cache.jsonl).
     #[arg(long)]
     cache: Option<PathBuf>,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 4)]
-    concurrency: usize,
-    /// Room for the judge's reasoning before its verdict line.
-    #[arg(long, default_value_t = 512)]
-    max_tokens: u32,
-    /// How the verdict is read: `text` (the reply's last line, any endpoint) or `logprobs` (a
-    /// one-token answer whose top_logprobs give P(A) and P(B) in both orders; the difference of
-    /// the two orders' log-odds cancels a judge's position bias).
-    #[arg(long, value_enum, default_value_t = VerdictArg::Text)]
-    verdict: VerdictArg,
-    /// Logprob verdicts: debiased log-odds (nats) within ± this are ties.
-    #[arg(long, default_value_t = 0.05)]
-    tie_margin: f64,
-    /// Print the counts as one JSON object instead of text.
+    /// Requests in flight at once (default 4).
     #[arg(long)]
-    json: bool,
+    concurrency: Option<usize>,
+    /// Room for the judge's reasoning before its verdict line (default 512).
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// How the verdict is read: `text` (the reply's last line, any endpoint; the default) or
+    /// `logprobs` (a one-token answer whose top_logprobs give P(A) and P(B) in both orders; the
+    /// difference of the two orders' log-odds cancels a judge's position bias).
+    #[arg(long, value_enum)]
+    verdict: Option<VerdictArg>,
+    /// Logprob verdicts: debiased log-odds (nats) within ± this are ties (default 0.05).
+    #[arg(long)]
+    tie_margin: Option<f64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// `rlhf judge`'s settings (`--config` / `--set` / the flags).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JudgeCommandConfig {
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub guidelines: Option<PathBuf>,
+    pub cache: Option<PathBuf>,
+    pub concurrency: usize,
+    pub max_tokens: u32,
+    pub verdict: VerdictArg,
+    pub tie_margin: f64,
+    pub endpoint: EndpointSettings,
+}
+
+impl Default for JudgeCommandConfig {
+    fn default() -> Self {
+        Self {
+            data: PathBuf::new(),
+            out: PathBuf::new(),
+            guidelines: None,
+            cache: None,
+            concurrency: 4,
+            max_tokens: 512,
+            verdict: VerdictArg::Text,
+            tie_margin: 0.05,
+            endpoint: EndpointSettings::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum VerdictArg {
     Text,
     Logprobs,
@@ -60,7 +101,10 @@ fn preview(reply: &str) -> String {
     }
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(args: Args) -> Result<()> {
+    let a: JudgeCommandConfig = args.settings.load()?;
+    require(a.data.as_os_str().is_empty(), "--data FILE", "data")?;
+    require(a.out.as_os_str().is_empty(), "--out FILE", "out")?;
     if a.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
@@ -142,7 +186,7 @@ pub fn run(a: Args) -> Result<()> {
     // Logprob verdicts: how strongly the judge favours a position, and what is left after the swap.
     let bias = report.position_bias();
     let c = report.counts;
-    if a.json {
+    if args.json {
         println!(
             "{}",
             json!({

@@ -1,10 +1,11 @@
 //! `rlhf label …`: run the labelling app, manage annotators, report agreement, export rankings.
 
 use anyhow::{bail, Context, Result};
+use rlhf_feedback::labels::export::{export, ExportFormat, ExportOptions};
+use rlhf_feedback::labels::{prompt_text, Allocation, LabelDb, Role};
 use rlhf_reward::math::last_integer;
 use rlhf_server::label::client::Client;
-use rlhf_server::label::export::{export, ExportFormat, ExportOptions};
-use rlhf_server::label::{prompt_text, spawn, summary, Allocation, LabelDb, Role, ServerOptions, Summary};
+use rlhf_server::label::{spawn, summary, ServerOptions, Summary};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;

@@ -6,8 +6,8 @@
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rlhf_feedback::labels::{LabelDb, NewItem, NewResponse, Role, StoredSubmission};
 use rlhf_server::label::client::{Client, ClientError};
-use rlhf_server::label::{LabelDb, NewItem, NewResponse, Role, StoredSubmission};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

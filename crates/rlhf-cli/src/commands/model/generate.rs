@@ -1,51 +1,105 @@
 //! `rlhf generate`: sample continuations with the batched engine.
 
+use crate::config::{require, CommandArgs};
 use crate::{loading, progress};
 use anyhow::{bail, Result};
 use candle_core::Device;
 use rlhf_data::{Message, StopStrings};
 use rlhf_model::{generate, GenerationConfig, SamplingParams, StopCondition};
+use rlhf_train::PrecisionChoice;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    settings: CommandArgs<Flags>,
+    /// Print JSON (ids, text, logprobs, finish reason) instead of plain text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The flags, each a shortcut for the key of the same name in [`GenerateConfig`].
+#[derive(clap::Args, Serialize)]
+struct Flags {
     /// Hub id ORG/NAME[@REVISION], HF folder, .gguf file, or `default` (SmolLM2-135M-Instruct).
     #[arg(long)]
-    model: String,
+    model: Option<String>,
     #[arg(long)]
-    prompt: String,
+    prompt: Option<String>,
     /// Format the prompt as a user message with the model's chat template.
     #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     chat: bool,
     /// System message (with --chat).
     #[arg(long)]
     system: Option<String>,
-    /// 0 is greedy decoding.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f64,
+    /// 0, the default, is greedy decoding.
+    #[arg(long)]
+    temperature: Option<f64>,
     #[arg(long)]
     top_k: Option<usize>,
     #[arg(long)]
     top_p: Option<f64>,
-    /// Number of samples (one batch).
-    #[arg(long, default_value_t = 1)]
-    n: usize,
-    #[arg(long, default_value_t = 256)]
-    max_new_tokens: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Number of samples (one batch; default 1).
+    #[arg(long)]
+    n: Option<usize>,
+    /// Default 256.
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Default 0.
+    #[arg(long)]
+    seed: Option<u64>,
     /// Stop a sample when its text contains this string (repeatable).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     stop: Vec<String>,
-    /// Print JSON (ids, text, logprobs, finish reason) instead of plain text.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    precision: crate::precision::PrecisionArg,
+    /// Arithmetic of the matrix products: auto (bf16 where the CPU has AMX, else fp32), bf16 or fp32.
+    #[arg(long, value_parser = crate::precision::parse)]
+    precision: Option<PrecisionChoice>,
 }
 
-pub fn run(a: Args) -> Result<()> {
-    crate::precision::apply(a.precision.choice);
+/// `rlhf generate`'s settings (`--config` / `--set` / the flags).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerateConfig {
+    pub model: String,
+    pub prompt: String,
+    pub chat: bool,
+    pub system: Option<String>,
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    pub n: usize,
+    pub max_new_tokens: usize,
+    pub seed: u64,
+    pub stop: Vec<String>,
+    pub precision: PrecisionChoice,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        Self {
+            model: String::new(),
+            prompt: String::new(),
+            chat: false,
+            system: None,
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            n: 1,
+            max_new_tokens: 256,
+            seed: 0,
+            stop: Vec::new(),
+            precision: PrecisionChoice::Auto,
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let a: GenerateConfig = args.settings.load()?;
+    crate::precision::apply(a.precision);
+    require(a.model.is_empty(), "--model MODEL", "model")?;
     if a.n == 0 {
         bail!("--n must be at least 1");
     }
@@ -92,7 +146,7 @@ pub fn run(a: Args) -> Result<()> {
         }));
     }
     let generated: usize = out.response_ids.iter().map(Vec::len).sum();
-    if a.json {
+    if args.json {
         let v = json!({"model": loaded.path, "prompt_ids": prompt_ids, "samples": samples, "seconds": secs});
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

@@ -1,38 +1,75 @@
 //! `rlhf serve`: an OpenAI-compatible server (`/v1/chat/completions`, `/v1/completions`,
 //! `/v1/models`) for any model `rlhf` loads, batching concurrent requests.
 
+use crate::config::{require, CommandArgs};
 use crate::loading;
 use anyhow::Result;
 use candle_core::Device;
 use rlhf_server::openai::{run as serve, ServeOptions};
+use rlhf_train::PrecisionChoice;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-#[derive(clap::Args)]
-pub struct Args {
+pub type Args = CommandArgs<Flags>;
+
+/// The flags, each a shortcut for the key of the same name in [`ServeConfig`].
+#[derive(clap::Args, Serialize)]
+pub struct Flags {
     /// Hub id ORG/NAME[@REVISION], HF folder, .gguf file, or `default`.
     #[arg(long)]
-    model: String,
-    #[arg(long, default_value_t = 8000)]
-    port: u16,
-    /// Address to bind; anything but loopback exposes the model to the network.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: IpAddr,
-    /// Most sequences decoded together; requests arriving during a batch join the next one.
-    #[arg(long, default_value_t = 32)]
-    max_batch: usize,
-    /// How long an idle server waits for more requests to batch with the first, in ms.
-    #[arg(long, default_value_t = 5)]
-    gather_ms: u64,
+    model: Option<String>,
+    /// Default 8000.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Address to bind (default 127.0.0.1); anything but loopback exposes the model to the network.
+    #[arg(long)]
+    host: Option<IpAddr>,
+    /// Most sequences decoded together; requests arriving during a batch join the next one (default 32).
+    #[arg(long)]
+    max_batch: Option<usize>,
+    /// How long an idle server waits for more requests to batch with the first, in ms (default 5).
+    #[arg(long)]
+    gather_ms: Option<u64>,
     /// Model name in replies and `/v1/models` (default: the model's file or folder name).
     #[arg(long)]
     name: Option<String>,
-    #[command(flatten)]
-    precision: crate::precision::PrecisionArg,
+    /// Arithmetic of the matrix products: auto (bf16 where the CPU has AMX, else fp32), bf16 or fp32.
+    #[arg(long, value_parser = crate::precision::parse)]
+    precision: Option<PrecisionChoice>,
 }
 
-pub fn run(a: Args) -> Result<()> {
-    crate::precision::apply(a.precision.choice);
+/// `rlhf serve`'s settings (`--config` / `--set` / the flags).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    pub model: String,
+    pub port: u16,
+    pub host: IpAddr,
+    pub max_batch: usize,
+    pub gather_ms: u64,
+    pub name: Option<String>,
+    pub precision: PrecisionChoice,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            model: String::new(),
+            port: 8000,
+            host: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            max_batch: 32,
+            gather_ms: 5,
+            name: None,
+            precision: PrecisionChoice::Auto,
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let a: ServeConfig = args.load()?;
+    crate::precision::apply(a.precision);
+    require(a.model.is_empty(), "--model MODEL", "model")?;
     let loaded = loading::load(&a.model, &Device::Cpu)?;
     let name = a.name.clone().unwrap_or_else(|| {
         loaded

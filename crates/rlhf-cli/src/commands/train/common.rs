@@ -93,6 +93,7 @@ fn run_config_of(resume: &Path) -> Result<PathBuf> {
     })
 }
 
+/// The `[data]` section of every trainer: demonstrations, preferences or prompts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
@@ -101,8 +102,10 @@ pub struct DataConfig {
     /// Held-out file or Hub dataset; when empty, `eval_fraction` of the training data is held out.
     pub eval_path: String,
     pub eval_fraction: f64,
-    /// Longest prompt + response in tokens (TRL: 1024); longer records are bad records.
+    /// Longest record (prompt + response) in tokens (TRL: 1024); longer records are bad records.
     pub max_length: usize,
+    /// Longest prompt in tokens (0: only `max_length`); the online trainers need one (TRL: 512).
+    pub max_prompt_length: usize,
     pub on_bad_record: OnBadRecord,
 }
 
@@ -113,7 +116,23 @@ impl Default for DataConfig {
             eval_path: String::new(),
             eval_fraction: 0.0,
             max_length: 1024,
+            max_prompt_length: 0,
             on_bad_record: OnBadRecord::Fail,
+        }
+    }
+}
+
+impl DataConfig {
+    /// The defaults of the online trainers, whose records are prompts.
+    pub fn prompts() -> Self {
+        Self { max_prompt_length: 512, ..Self::default() }
+    }
+
+    fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            max_length: self.max_length,
+            max_prompt_length: self.max_prompt_length,
+            on_bad_record: self.on_bad_record,
         }
     }
 }
@@ -190,7 +209,7 @@ pub fn load_split<T>(
             "data.max_length must be at least 1: the longest prompt + response in tokens (TRL's default is 1024)",
         ));
     }
-    let opts = LoadOptions { max_length: data.max_length, on_bad_record: data.on_bad_record };
+    let opts = data.load_options();
     let report = |what: &str, l: &Loaded<T>| {
         if !l.skipped.is_empty() {
             eprintln!("skipped {} bad record(s) in the {what} data:", l.skipped.len());

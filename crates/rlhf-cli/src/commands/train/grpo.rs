@@ -1,52 +1,36 @@
 //! `rlhf grpo`: Group Relative Policy Optimization against verifiers and/or reward models.
 
+use super::common::DataConfig;
 use super::common::{self, LoraSection, TrainBar};
-use super::rl::{self, EvalSection, PromptData};
+use super::rl::{self, EvalSection};
 use crate::commands::rewards::{build_all, RewardSpec, SourceSpec};
 use anyhow::Result;
 use rlhf_reward::RewardSource;
 use rlhf_train::grpo::{train_grpo, GrpoConfig, GrpoSetup};
 use rlhf_train::online::RunInfo;
 use rlhf_train::rollout::RolloutConfig;
-use rlhf_train::{ScheduleKind, TrainConfig};
-use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GrpoCommandConfig {
-    pub model: String,
-    /// Reference model for the KL term; empty = the starting model (LoRA: the base).
-    pub reference: String,
-    pub out: String,
-    /// Held-out evaluation every this many steps (0 = before and after only).
-    pub eval_steps: usize,
-    pub data: PromptData,
-    pub rollout: RolloutConfig,
-    pub grpo: GrpoConfig,
-    pub train: TrainConfig,
-    pub lora: LoraSection,
-    pub rewards: Vec<RewardSpec>,
-    pub eval: EvalSection,
+rl::online_command_config! {
+    pub struct GrpoCommandConfig {
+        /// Reference model for the KL term; empty = the starting model (LoRA: the base).
+        pub reference: String,
+        /// Held-out evaluation every this many steps (0 = before and after only).
+        pub eval_steps: usize,
+        pub grpo: GrpoConfig,
+    }
 }
 
 impl Default for GrpoCommandConfig {
-    /// TRL 1.16's `GRPOConfig` defaults where they apply (lr 1e-6, linear decay, G = 8, β = 0).
     fn default() -> Self {
         Self {
             model: "default".into(),
-            reference: String::new(),
             out: String::new(),
+            reference: String::new(),
             eval_steps: 0,
-            data: PromptData::default(),
-            rollout: RolloutConfig::default(),
             grpo: GrpoConfig::default(),
-            train: TrainConfig {
-                learning_rate: 1e-6,
-                lr_scheduler: ScheduleKind::Linear,
-                max_steps: 100,
-                save_steps: 50,
-                ..TrainConfig::default()
-            },
+            data: DataConfig::prompts(),
+            rollout: RolloutConfig::default(),
+            train: GrpoConfig::train_defaults(),
             lora: LoraSection::default(),
             rewards: vec![RewardSpec::of(SourceSpec::Math {})],
             eval: EvalSection::default(),

@@ -13,6 +13,10 @@
 use super::grpo::GrpoCommandConfig;
 use super::ppo::PpoCommandConfig;
 use super::reward::RewardConfig;
+use crate::commands::eval::eval::EvalConfig;
+use crate::commands::feedback::collect::CollectConfig;
+use crate::commands::feedback::endpoint::EndpointSettings;
+use crate::commands::feedback::judge::{JudgeCommandConfig, VerdictArg};
 use crate::commands::rewards::RewardSpec;
 use crate::config::{load_config, load_config_over, to_toml_string};
 use crate::output::write_jsonl_atomically;
@@ -20,6 +24,8 @@ use anyhow::{bail, Context, Result};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rlhf_eval::policy::Verifier;
+use rlhf_feedback::candidates::Settings as CandidateSettings;
 use rlhf_train::metric_keys as keys;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -66,7 +72,7 @@ pub struct PreferencesSection {
     pub max_tokens: u32,
     /// Judge: "text" (the reply's verdict line) or "logprobs" (P(A) vs P(B) of a one-token answer
     /// in both orders; needs an endpoint with top_logprobs, e.g. `rlhf serve`).
-    pub verdict: String,
+    pub verdict: VerdictArg,
     /// Judge, logprob verdicts: debiased log-odds within ± this many nats are ties.
     pub tie_margin: f64,
     /// Labels: the labelling database. Each round queues its candidates there and trains on the
@@ -83,7 +89,7 @@ impl Default for PreferencesSection {
             api_key_env: String::new(),
             guidelines: String::new(),
             max_tokens: 512,
-            verdict: "text".into(),
+            verdict: VerdictArg::Text,
             tie_margin: 0.05,
             db: String::new(),
         }
@@ -127,13 +133,15 @@ pub struct EvalStage {
     pub prompts: String,
     pub limit: usize,
     /// `math` or `last_integer`.
-    pub verifier: String,
+    pub verifier: Verifier,
     pub max_new_tokens: usize,
 }
 
 impl Default for EvalStage {
+    /// `rlhf eval`'s.
     fn default() -> Self {
-        Self { prompts: String::new(), limit: 100, verifier: "math".into(), max_new_tokens: 48 }
+        let eval = EvalConfig::default();
+        Self { prompts: eval.prompts, limit: eval.limit, verifier: eval.verifier, max_new_tokens: eval.max_new_tokens }
     }
 }
 
@@ -210,14 +218,8 @@ fn check(cfg: &IterateConfig) -> Result<()> {
         Source::Judge => {
             need(&cfg.preferences.url, "preferences.url", "the judge's API root, e.g. http://127.0.0.1:8000/v1")?;
             need(&cfg.preferences.model, "preferences.model", "the judge's model name")?;
-            if !["text", "logprobs"].contains(&cfg.preferences.verdict.as_str()) {
-                bail!("preferences.verdict = {:?}: use \"text\" or \"logprobs\"", cfg.preferences.verdict);
-            }
         }
         Source::Labels => need(&cfg.preferences.db, "preferences.db", "the labelling database")?,
-    }
-    if !["math", "last_integer"].contains(&cfg.eval.verifier.as_str()) {
-        bail!("eval.verifier = {:?}: use \"math\" or \"last_integer\"", cfg.eval.verifier);
     }
     Ok(())
 }
@@ -327,25 +329,38 @@ fn last_metric(run: &Path, key: &str) -> Option<f64> {
     text.lines().rev().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find_map(|v| v.get(key)?.as_f64())
 }
 
-fn collect_args(cfg: &IterateConfig, policy: &str, prompts: &Path, dest: (&str, &Path), round: usize) -> Vec<String> {
-    let temperatures: Vec<String> = cfg.temperatures.iter().map(|t| t.to_string()).collect();
-    vec![
-        "collect".into(),
-        "--model".into(),
-        policy.into(),
-        "--prompts".into(),
-        path_str(prompts),
-        "--k".into(),
-        cfg.k.to_string(),
-        "--temperatures".into(),
-        temperatures.join(","),
-        "--max-new-tokens".into(),
-        cfg.max_new_tokens.to_string(),
-        "--seed".into(),
-        cfg.seed.wrapping_add(round as u64).to_string(),
-        dest.0.into(),
-        path_str(dest.1),
-    ]
+/// `rlhf collect`'s settings for a round: candidates from `policy` into `dest`.
+fn collect_config(cfg: &IterateConfig, policy: &str, prompts: &Path, dest: Dest, round: usize) -> CollectConfig {
+    let (db, out) = match dest {
+        Dest::Db(db) => (Some(db.to_path_buf()), None),
+        Dest::File(file) => (None, Some(file.to_path_buf())),
+    };
+    CollectConfig {
+        model: policy.into(),
+        prompts: path_str(prompts),
+        db,
+        out,
+        limit: 0,
+        sampling: CandidateSettings {
+            k: cfg.k,
+            temperatures: cfg.temperatures.clone(),
+            max_new_tokens: cfg.max_new_tokens,
+            seed: cfg.seed.wrapping_add(round as u64),
+            ..CandidateSettings::default()
+        },
+    }
+}
+
+/// Where a round's candidates go.
+enum Dest<'a> {
+    Db(&'a Path),
+    File(&'a Path),
+}
+
+/// Writes a stage's settings to `path` and runs it with `--config path`.
+fn run_stage<T: Serialize>(round: usize, command: &str, settings: &T, path: &Path) -> Result<()> {
+    std::fs::write(path, to_toml_string(settings)?).with_context(|| format!("writing {}", path.display()))?;
+    stage(round, command, &[command.into(), "--config".into(), path_str(path)])
 }
 
 /// Steps (1)–(2): candidates from the current policy and this round's preference pairs.
@@ -362,36 +377,30 @@ fn preferences(
     let rows = match p.source {
         Source::Judge => {
             let candidates = dir.join("candidates.jsonl");
-            stage(round, "collect", &collect_args(cfg, policy, &prompts, ("--out", &candidates), round))?;
-            let mut args = vec![
-                "judge".into(),
-                "--url".into(),
-                p.url.clone(),
-                "--model".into(),
-                p.model.clone(),
-                "--data".into(),
-                path_str(&candidates),
-                "--out".into(),
-                path_str(&pairs_path),
-                "--max-tokens".into(),
-                p.max_tokens.to_string(),
-                "--verdict".into(),
-                p.verdict.clone(),
-                "--tie-margin".into(),
-                p.tie_margin.to_string(),
-            ];
-            if !p.api_key_env.is_empty() {
-                args.extend(["--api-key-env".into(), p.api_key_env.clone()]);
-            }
-            if !p.guidelines.is_empty() {
-                args.extend(["--guidelines".into(), p.guidelines.clone()]);
-            }
-            stage(round, "judge", &args)?;
+            let collect = collect_config(cfg, policy, &prompts, Dest::File(&candidates), round);
+            run_stage(round, "collect", &collect, &dir.join("collect.toml"))?;
+            let judge = JudgeCommandConfig {
+                data: candidates,
+                out: pairs_path.clone(),
+                guidelines: (!p.guidelines.is_empty()).then(|| PathBuf::from(&p.guidelines)),
+                max_tokens: p.max_tokens,
+                verdict: p.verdict,
+                tie_margin: p.tie_margin,
+                endpoint: EndpointSettings {
+                    url: p.url.clone(),
+                    model: p.model.clone(),
+                    api_key_env: p.api_key_env.clone(),
+                    ..EndpointSettings::default()
+                },
+                ..JudgeCommandConfig::default()
+            };
+            run_stage(round, "judge", &judge, &dir.join("judge.toml"))?;
             read_jsonl(&pairs_path)?
         }
         Source::Labels => {
             let db = Path::new(&p.db);
-            stage(round, "collect", &collect_args(cfg, policy, &prompts, ("--db", db), round))?;
+            let collect = collect_config(cfg, policy, &prompts, Dest::Db(db), round);
+            run_stage(round, "collect", &collect, &dir.join("collect.toml"))?;
             let export = dir.join("labels_export.jsonl");
             let args = ["label", "export", "--db", &p.db, "--format", "pairs", "--out", &path_str(&export)];
             stage(round, "label export", &args.map(String::from))?;
@@ -602,32 +611,24 @@ fn evaluate(
     rm_final: &Path,
 ) -> Result<Vec<Value>> {
     let eval_path = dir.join("eval.jsonl");
-    let mut args: Vec<String> = vec![
-        "eval".into(),
-        "--prompts".into(),
-        cfg.eval.prompts.clone(),
-        "--limit".into(),
-        cfg.eval.limit.to_string(),
-        "--verifier".into(),
-        cfg.eval.verifier.clone(),
-        "--max-new-tokens".into(),
-        cfg.eval.max_new_tokens.to_string(),
-        "--reward-model".into(),
-        path_str(rm_final),
-        "--reference".into(),
-        start.to_string(),
-        "--baseline".into(),
-        "original".into(),
-        "--out".into(),
-        path_str(&eval_path),
-        "--model".into(),
-        format!("original={original}"),
-    ];
+    let mut models = vec![format!("original={original}")];
     if round > 1 {
-        args.extend(["--model".into(), format!("start={start}")]);
+        models.push(format!("start={start}"));
     }
-    args.extend(["--model".into(), format!("round-{round}={new}")]);
-    stage(round, "eval", &args)?;
+    models.push(format!("round-{round}={new}"));
+    let settings = EvalConfig {
+        models,
+        prompts: cfg.eval.prompts.clone(),
+        limit: cfg.eval.limit,
+        verifier: cfg.eval.verifier,
+        max_new_tokens: cfg.eval.max_new_tokens,
+        reward_model: path_str(rm_final),
+        reference: start.to_string(),
+        baseline: "original".into(),
+        out: path_str(&eval_path),
+        ..EvalConfig::default()
+    };
+    run_stage(round, "eval", &settings, &dir.join("eval.toml"))?;
     Ok(read_jsonl(&eval_path)?
         .into_iter()
         .map(|mut v| {

@@ -1,8 +1,9 @@
 //! `rlhf ppo`: PPO with a critic against reward models and/or verifiers, KL-penalised per token
 //! towards a frozen reference.
 
+use super::common::DataConfig;
 use super::common::{self, LoraSection, TrainBar};
-use super::rl::{self, EvalSection, PromptData};
+use super::rl::{self, EvalSection};
 use crate::commands::rewards::{build_all, RewardSpec};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -11,7 +12,7 @@ use rlhf_reward::RewardSource;
 use rlhf_train::online::RunInfo;
 use rlhf_train::ppo::{train_ppo, Critic, PpoConfig, PpoSetup};
 use rlhf_train::rollout::RolloutConfig;
-use rlhf_train::{ScheduleKind, TrainConfig};
+use rlhf_train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,42 +38,29 @@ impl Default for CriticSection {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PpoCommandConfig {
-    pub model: String,
-    /// Reference for the KL penalty; empty = the starting model (LoRA: the base).
-    pub reference: String,
-    pub out: String,
-    pub eval_steps: usize,
-    pub critic: CriticSection,
-    pub data: PromptData,
-    pub rollout: RolloutConfig,
-    pub ppo: PpoConfig,
-    pub train: TrainConfig,
-    pub lora: LoraSection,
-    pub rewards: Vec<RewardSpec>,
-    pub eval: EvalSection,
+rl::online_command_config! {
+    pub struct PpoCommandConfig {
+        /// Reference for the KL penalty; empty = the starting model (LoRA: the base).
+        pub reference: String,
+        /// Held-out evaluation every this many steps (0 = before and after only).
+        pub eval_steps: usize,
+        pub critic: CriticSection,
+        pub ppo: PpoConfig,
+    }
 }
 
 impl Default for PpoCommandConfig {
     fn default() -> Self {
         Self {
             model: "default".into(),
-            reference: String::new(),
             out: String::new(),
+            reference: String::new(),
             eval_steps: 0,
             critic: CriticSection::default(),
-            data: PromptData::default(),
-            rollout: RolloutConfig::default(),
             ppo: PpoConfig::default(),
-            train: TrainConfig {
-                learning_rate: 3e-6,
-                lr_scheduler: ScheduleKind::Linear,
-                max_steps: 100,
-                save_steps: 50,
-                ..TrainConfig::default()
-            },
+            data: DataConfig::prompts(),
+            rollout: RolloutConfig::default(),
+            train: PpoConfig::train_defaults(),
             lora: LoraSection::default(),
             rewards: vec![RewardSpec::reward_model("")],
             eval: EvalSection::default(),

@@ -2,17 +2,16 @@
 //! responses per prompt from the current model, keeps the best by the `[[rewards]]`, and
 //! fine-tunes on them with SFT; the next round samples from the fine-tuned model.
 
+use super::common::DataConfig;
 use super::common::{self, LoraSection, TrainArgs, TrainBar};
-use super::rl::{self, EvalSection, PromptData};
-use crate::commands::rewards::{build_all, RewardSpec};
+use super::rl::{self, EvalSection};
+use crate::commands::rewards::build_all;
 use anyhow::{bail, Context, Result};
 use rlhf_reward::RewardSource;
 use rlhf_train::metric_keys as keys;
 use rlhf_train::online::RunInfo;
 use rlhf_train::raft::{train_raft, RaftConfig, RaftHooks, RaftSetup};
-use rlhf_train::rollout::RolloutConfig;
-use rlhf_train::{ScheduleKind, StepReport, TrainConfig, TrainError};
-use serde::{Deserialize, Serialize};
+use rlhf_train::{StepReport, TrainError};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -25,46 +24,26 @@ pub struct Args {
     pub rounds: Option<usize>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RaftCommandConfig {
-    /// Hub id ORG/NAME[@REVISION], HF folder, .gguf file, or `default`.
-    pub model: String,
-    /// Run folder: config.toml, metrics.jsonl (a line per round), samples.jsonl, checkpoints/
-    /// (the policy after the newest round, for --resume), round-<r>/{metrics.jsonl,tb,final}.
-    pub out: String,
-    pub data: PromptData,
-    /// How each round samples: the same section as GRPO's and PPO's.
-    pub rollout: RolloutConfig,
-    pub raft: RaftConfig,
-    /// The SFT of every round (a fresh optimiser each round, on that round's kept samples).
-    pub train: TrainConfig,
-    pub lora: LoraSection,
-    /// Weighted sum of sources; a sample no source scores is never kept.
-    pub rewards: Vec<RewardSpec>,
-    /// Held-out evaluation before the first round and after each (needs `data.eval_path`).
-    pub eval: EvalSection,
+rl::online_command_config! {
+    /// The run folder also holds round-<r>/{metrics.jsonl,tb,final}; `checkpoints/` keeps the
+    /// policy after the newest round (for --resume). `[train]` is the SFT of every round (a fresh
+    /// optimiser each round, on that round's kept samples); a sample no reward source scores is
+    /// never kept; `[eval]` runs before the first round and after each.
+    pub struct RaftCommandConfig {
+        pub raft: RaftConfig,
+    }
 }
 
 impl Default for RaftCommandConfig {
-    /// SFT's learning rate (TRL 2e-5), one epoch over each round's kept samples (RAFT trains
-    /// briefly per round so the next round samples from a model close to this one), and no
-    /// default reward: what counts as "best" must be said.
+    /// No default reward: what counts as "best" must be said.
     fn default() -> Self {
         Self {
             model: "default".into(),
             out: String::new(),
-            data: PromptData::default(),
-            rollout: RolloutConfig { max_new_tokens: 64, generation_batch_size: 64, ..RolloutConfig::default() },
             raft: RaftConfig::default(),
-            train: TrainConfig {
-                learning_rate: 2e-5,
-                lr_scheduler: ScheduleKind::Linear,
-                epochs: 1.0,
-                save_steps: 0,
-                save_total_limit: 1,
-                ..TrainConfig::default()
-            },
+            data: DataConfig::prompts(),
+            rollout: RaftConfig::rollout_defaults(),
+            train: RaftConfig::train_defaults(),
             lora: LoraSection::default(),
             rewards: Vec::new(),
             eval: EvalSection::default(),

@@ -1,10 +1,10 @@
 //! What `rlhf grpo` and `rlhf ppo` share: prompt files, the held-out evaluation, the reference
 //! model, and the progress bar / summary around the run.
 
-use super::common::{LoraSection, TrainArgs, Trainable};
+use super::common::{DataConfig, LoraSection, TrainArgs, Trainable};
 use crate::commands::rewards::RewardSpec;
 use anyhow::{bail, Context, Result};
-use rlhf_data::{load_prompts, LoadOptions, OnBadRecord, PromptExample, Tokenizer};
+use rlhf_data::{load_prompts, PromptExample, Tokenizer};
 use rlhf_model::CausalLm;
 use rlhf_train::metric_keys as keys;
 use rlhf_train::online::HeldOutEval;
@@ -35,23 +35,33 @@ impl RlArgs {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PromptData {
-    /// Prompts (`prompt`, optional `answer` / `tests`), .jsonl or .parquet, or a Hub dataset ORG/NAME[:SPLIT].
-    pub path: String,
-    /// Held-out prompts scored during training by `[eval]` (empty: no evaluation).
-    pub eval_path: String,
-    /// Longest prompt in tokens; longer records are bad records.
-    pub max_prompt_length: usize,
-    pub on_bad_record: OnBadRecord,
+/// Declares an online command's settings: the fields every online trainer has, written once here,
+/// then the command's own. A shared struct under `#[serde(flatten)]` would do the same but switch
+/// off `deny_unknown_fields`, and with it the unknown-key errors of `--config` and `--set`.
+macro_rules! online_command_config {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name {
+            /// Hub id ORG/NAME[@REVISION], HF folder, .gguf file, or `default`.
+            pub model: String,
+            /// Run folder: config.toml, metrics.jsonl, samples.jsonl, checkpoints/, final/.
+            pub out: String,
+            $($(#[$field_meta])* pub $field: $ty,)*
+            pub data: $crate::commands::train::common::DataConfig,
+            /// How responses are sampled (and the temperature every logprob is computed at).
+            pub rollout: rlhf_train::rollout::RolloutConfig,
+            pub train: rlhf_train::TrainConfig,
+            pub lora: $crate::commands::train::common::LoraSection,
+            /// Weighted sum of sources.
+            pub rewards: Vec<$crate::commands::rewards::RewardSpec>,
+            /// Held-out evaluation of `data.eval_path` (or `data.eval_fraction` of the prompts).
+            pub eval: $crate::commands::train::rl::EvalSection,
+        }
+    };
 }
-
-impl Default for PromptData {
-    fn default() -> Self {
-        Self { path: String::new(), eval_path: String::new(), max_prompt_length: 512, on_bad_record: OnBadRecord::Fail }
-    }
-}
+pub(crate) use online_command_config;
 
 /// Held-out evaluation: greedy answers to `data.eval_path` scored by `reward`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,7 +99,7 @@ pub fn start<T: Serialize>(
     cfg: &T,
     out: &str,
     model: &str,
-    data: &PromptData,
+    data: &DataConfig,
     lora: &LoraSection,
     train_cfg: &rlhf_train::TrainConfig,
 ) -> Result<Start> {
@@ -98,39 +108,28 @@ pub fn start<T: Serialize>(
     let dir = super::common::prepare_run_dir(out, cfg, resume)?;
     let loaded = super::common::load_model(model)?;
     let tok = loaded.tokenizer;
-    let train = training_prompts(data, &tok)?;
-    let eval = if data.eval_path.is_empty() { Vec::new() } else { load_prompt_file(&data.eval_path, data, &tok)? };
+    let (train, eval) = prompts(data, train_cfg.seed, &tok)?;
     eprintln!("{command}: {} training / {} held-out prompts", train.len(), eval.len());
     let policy = super::common::trainable(&loaded.model, lora, train_cfg.seed)?;
     Ok(Start { dir, base: loaded.model, tok, train, eval, policy })
 }
 
-/// Loads a prompt file; a missing path is an error naming the key.
-pub fn load_prompt_file(path: &str, data: &PromptData, tok: &Tokenizer) -> Result<Vec<PromptExample>> {
+/// The training and held-out prompts of `[data]` (a held-out file, or `eval_fraction` of the
+/// training prompts). Online trainers need a prompt limit: it bounds every rollout's length.
+fn prompts(data: &DataConfig, seed: u64, tok: &Tokenizer) -> Result<(Vec<PromptExample>, Vec<PromptExample>)> {
     if data.max_prompt_length == 0 {
         return Err(crate::config::usage(
             "data.max_prompt_length must be at least 1: the longest prompt in tokens (TRL's default is 512)",
         ));
     }
-    let opts = LoadOptions { max_length: data.max_prompt_length, on_bad_record: data.on_bad_record };
-    let loaded = crate::loading::load_dataset(path, tok, &opts, load_prompts)?;
-    if !loaded.skipped.is_empty() {
-        eprintln!("skipped {} bad record(s) in {path}:", loaded.skipped.len());
-        for bad in loaded.skipped.iter().take(5) {
-            eprintln!("  {bad}");
-        }
+    let (train, eval) = super::common::load_split(data, seed, tok, load_prompts)?;
+    if train.is_empty() {
+        bail!("{}: no prompts", data.path);
     }
-    if loaded.examples.is_empty() {
-        bail!("{path}: no prompts");
+    if eval.is_empty() && !data.eval_path.is_empty() {
+        bail!("{}: no prompts", data.eval_path);
     }
-    Ok(loaded.examples)
-}
-
-pub fn training_prompts(data: &PromptData, tok: &Tokenizer) -> Result<Vec<PromptExample>> {
-    if data.path.is_empty() {
-        bail!("no prompts: give --data FILE (or `data.path` in the config)");
-    }
-    load_prompt_file(&data.path, data, tok)
+    Ok((train, eval))
 }
 
 pub fn rl_prompts(examples: &[PromptExample]) -> Vec<RlPrompt<'_>> {

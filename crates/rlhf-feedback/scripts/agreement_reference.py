@@ -6,7 +6,7 @@ The reference is the PyPI package `krippendorff` (independent implementation); i
 needed to build or test the crate, only to regenerate the fixture:
 
     python3 -m venv /tmp/kvenv && /tmp/kvenv/bin/pip install krippendorff numpy
-    /tmp/kvenv/bin/python crates/rlhf-server/scripts/agreement_reference.py
+    /tmp/kvenv/bin/python crates/rlhf-feedback/scripts/agreement_reference.py
 """
 import importlib.metadata
 import json
