@@ -1,4 +1,4 @@
-//! The fused layer in bf16 mode against fp32 (ARCHITECTURE.md, "Precision"): logits,
+//! The fused layer in bf16 mode against fp32 (docs/ARCHITECTURE.md, "Precision"): logits,
 //! logprobs and every parameter's gradient within bf16 accuracy, and not equal to fp32's (the
 //! bf16 products ran). The precision is one per process; `precision::with` takes turns.
 

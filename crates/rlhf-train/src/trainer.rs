@@ -56,7 +56,7 @@ pub struct TrainConfig {
     /// (TRL's `gradient_checkpointing`): less memory, one more forward, identical gradients.
     pub gradient_checkpointing: bool,
     /// Arithmetic of the matrix products: `auto` (bf16 where the CPU has AMX, else fp32),
-    /// `bf16` or `fp32` (ARCHITECTURE.md, "Precision").
+    /// `bf16` or `fp32` (docs/ARCHITECTURE.md, "Precision").
     pub precision: PrecisionChoice,
 }
 

@@ -1,4 +1,4 @@
-//! bf16 mode (ARCHITECTURE.md, "Precision") on a model wide enough for the bf16 products
+//! bf16 mode (docs/ARCHITECTURE.md, "Precision") on a model wide enough for the bf16 products
 //! (hidden 64, MLP 128: every projection sums ≥ 64 terms): the loss curves of SFT and DPO and the
 //! reward curve of GRPO track fp32 within stated bands, DPO still starts at ln 2, resume is
 //! bit-identical in bf16, and bf16 really ran (the curves are not bit-identical to fp32's).

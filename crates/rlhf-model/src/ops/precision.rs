@@ -2,7 +2,7 @@
 //!
 //! `Bf16` rounds the operands of the large products to bfloat16 and accumulates in fp32 (on the
 //! AMX tiles where the CPU has them); everything else — master weights, gradients, moments,
-//! norms, softmax, logprobs, losses — stays fp32 in either mode (ARCHITECTURE.md, "Precision").
+//! norms, softmax, logprobs, losses — stays fp32 in either mode (docs/ARCHITECTURE.md, "Precision").
 //!
 //! The setting is one per process: the products run inside candle ops that carry no context, on
 //! rayon workers as well as on the calling thread, so a per-thread setting would not reach them.

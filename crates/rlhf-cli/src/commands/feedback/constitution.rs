@@ -15,18 +15,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    settings: CommandArgs<Flags>,
-    /// Print the summary as one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
-}
+pub type Args = CommandArgs<Flags>;
 
 /// The flags, each a shortcut for the key of the same name in [`ConstitutionConfig`].
 #[derive(clap::Args, Serialize)]
-struct Flags {
+pub struct Flags {
+    /// Print the summary as one JSON object instead of text.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    json: bool,
     #[command(flatten)]
     endpoint: EndpointFlags,
     /// Prompts (JSONL or Parquet, or a Hub dataset ORG/NAME[:SPLIT]): `prompt` as a string or a
@@ -77,6 +74,7 @@ struct Flags {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConstitutionConfig {
+    pub json: bool,
     pub data: String,
     pub principles: PathBuf,
     pub sft_out: PathBuf,
@@ -96,6 +94,7 @@ pub struct ConstitutionConfig {
 impl Default for ConstitutionConfig {
     fn default() -> Self {
         Self {
+            json: false,
             data: String::new(),
             principles: PathBuf::new(),
             sft_out: PathBuf::new(),
@@ -178,7 +177,7 @@ fn read_prompts(path: &Path) -> Result<Vec<Item>> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let a: ConstitutionConfig = args.settings.load()?;
+    let a: ConstitutionConfig = args.load()?;
     require(a.data.is_empty(), "--data FILE", "data")?;
     require(a.principles.as_os_str().is_empty(), "--principles FILE", "principles")?;
     require(a.sft_out.as_os_str().is_empty(), "--sft-out FILE", "sft_out")?;
@@ -266,7 +265,7 @@ pub fn run(args: Args) -> Result<()> {
     write_jsonl_atomically(&a.pairs_out, &pairs)?;
 
     let (requests, cache_hits) = (counts.requests, counts.cache_hits);
-    if args.json {
+    if a.json {
         println!(
             "{}",
             json!({

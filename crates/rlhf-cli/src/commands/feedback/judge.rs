@@ -12,18 +12,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::PathBuf;
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    settings: CommandArgs<Flags>,
-    /// Print the counts as one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
-}
+pub type Args = CommandArgs<Flags>;
 
 /// The flags, each a shortcut for the key of the same name in [`JudgeCommandConfig`].
 #[derive(clap::Args, Serialize)]
-struct Flags {
+pub struct Flags {
+    /// Print the counts as one JSON object instead of text.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    json: bool,
     #[command(flatten)]
     endpoint: EndpointFlags,
     /// JSONL of candidate sets {"prompt", "responses": [...]} or pairs {"prompt", "chosen", "rejected"}.
@@ -58,6 +55,7 @@ struct Flags {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JudgeCommandConfig {
+    pub json: bool,
     pub data: PathBuf,
     pub out: PathBuf,
     pub guidelines: Option<PathBuf>,
@@ -72,6 +70,7 @@ pub struct JudgeCommandConfig {
 impl Default for JudgeCommandConfig {
     fn default() -> Self {
         Self {
+            json: false,
             data: PathBuf::new(),
             out: PathBuf::new(),
             guidelines: None,
@@ -102,7 +101,7 @@ fn preview(reply: &str) -> String {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let a: JudgeCommandConfig = args.settings.load()?;
+    let a: JudgeCommandConfig = args.load()?;
     require(a.data.as_os_str().is_empty(), "--data FILE", "data")?;
     require(a.out.as_os_str().is_empty(), "--out FILE", "out")?;
     if a.concurrency == 0 {
@@ -186,7 +185,7 @@ pub fn run(args: Args) -> Result<()> {
     // Logprob verdicts: how strongly the judge favours a position, and what is left after the swap.
     let bias = report.position_bias();
     let c = report.counts;
-    if args.json {
+    if a.json {
         println!(
             "{}",
             json!({

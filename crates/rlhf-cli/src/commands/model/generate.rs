@@ -10,18 +10,15 @@ use rlhf_train::PrecisionChoice;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    settings: CommandArgs<Flags>,
-    /// Print JSON (ids, text, logprobs, finish reason) instead of plain text.
-    #[arg(long)]
-    json: bool,
-}
+pub type Args = CommandArgs<Flags>;
 
 /// The flags, each a shortcut for the key of the same name in [`GenerateConfig`].
 #[derive(clap::Args, Serialize)]
-struct Flags {
+pub struct Flags {
+    /// Print JSON (ids, text, logprobs, finish reason) instead of plain text.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    json: bool,
     /// Hub id ORG/NAME[@REVISION], HF folder, .gguf file, or `default` (SmolLM2-135M-Instruct).
     #[arg(long)]
     model: Option<String>,
@@ -63,6 +60,7 @@ struct Flags {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GenerateConfig {
+    pub json: bool,
     pub model: String,
     pub prompt: String,
     pub chat: bool,
@@ -80,6 +78,7 @@ pub struct GenerateConfig {
 impl Default for GenerateConfig {
     fn default() -> Self {
         Self {
+            json: false,
             model: String::new(),
             prompt: String::new(),
             chat: false,
@@ -97,7 +96,7 @@ impl Default for GenerateConfig {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let a: GenerateConfig = args.settings.load()?;
+    let a: GenerateConfig = args.load()?;
     crate::precision::apply(a.precision);
     require(a.model.is_empty(), "--model MODEL", "model")?;
     if a.n == 0 {
@@ -146,7 +145,7 @@ pub fn run(args: Args) -> Result<()> {
         }));
     }
     let generated: usize = out.response_ids.iter().map(Vec::len).sum();
-    if args.json {
+    if a.json {
         let v = json!({"model": loaded.path, "prompt_ids": prompt_ids, "samples": samples, "seconds": secs});
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
