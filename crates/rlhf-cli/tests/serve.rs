@@ -304,3 +304,113 @@ fn fuzzed_requests_get_answers_or_errors() {
     }
     assert_eq!(http(&server.base, "GET", "/v1/models", None).status, 200, "still serving");
 }
+
+/// A second tiny model of the same shape as `common::setup`'s, with other weights.
+fn other_weights(dir: &Path) -> PathBuf {
+    use candle_core::DType;
+    use rlhf_model::{tiny, CausalLm};
+    let tok = rlhf_data::tiny::tokenizer();
+    let cfg = tiny::llama_config(tok.vocab_size());
+    let model = CausalLm::new(cfg.clone(), tiny::random_weights(&cfg, 7, 0.5, DType::F32).unwrap()).unwrap();
+    let out = dir.join("other");
+    model.save_hf(&out).unwrap();
+    tok.save_hf(&out).unwrap();
+    out
+}
+
+/// Greedy ids and logprobs of `model` after `prompt`, in this process.
+fn greedy(model: &Path, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
+    use rlhf_model::{generate, CausalLm, GenerationConfig, SamplingParams};
+    let m = CausalLm::load(model, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let cfg = GenerationConfig {
+        max_new_tokens: n,
+        sampling: SamplingParams { temperature: 0.0, top_k: None, top_p: None, seed: 0 },
+        eos_token_ids: vec![],
+        pad_token_id: 0,
+    };
+    let g = generate(&m, &[prompt.to_vec()], &cfg, None, &mut |_| {}).unwrap();
+    (g.response_ids[0].clone(), g.response_logprobs[0].clone())
+}
+
+/// SGLang's weight-update protocol, as an RL trainer drives it: token-id prompts with the ids
+/// and logprobs returned, pause → update_weights_from_disk → continue, the new weights' version
+/// on every later reply, a bad update refused with the old weights kept, and a paused server
+/// holding requests until it continues.
+#[test]
+fn weights_are_updated_from_disk_between_batches() {
+    let (dir, model, _data) = common::setup("serve-weights");
+    let other = other_weights(&dir);
+    let server = common::spawn_listening(&[
+        "serve",
+        "--model",
+        p(&model),
+        "--port",
+        "0",
+        "--precision",
+        "fp32",
+        "--weight-version",
+        "v0",
+    ]);
+    const PROMPT: [u32; 4] = [5, 17, 33, 9];
+    let prompt = PROMPT.to_vec();
+    let complete = |base: &str| {
+        let prompt = PROMPT;
+        let body =
+            json!({"prompt": prompt, "max_tokens": 6, "temperature": 0, "logprobs": 1, "return_token_ids": true});
+        let r = http(base, "POST", "/v1/completions", Some(&body.to_string()));
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    let check = |reply: &Value, weights: &Path, version: &str| {
+        let (ids, logprobs) = greedy(weights, &prompt, 6);
+        assert_eq!(reply["weight_version"], version, "{reply}");
+        assert_eq!(reply["prompt_token_ids"], json!(prompt));
+        let choice = &reply["choices"][0];
+        let got: Vec<u32> = serde_json::from_value(choice["token_ids"].clone()).unwrap();
+        assert_eq!(got, ids[..got.len()], "the served weights' greedy tokens");
+        for (a, b) in choice["logprobs"]["token_logprobs"].as_array().unwrap().iter().zip(&logprobs) {
+            assert!((a.as_f64().unwrap() - *b as f64).abs() < 1e-4, "{a} vs {b}");
+        }
+    };
+    let (a, b) = (greedy(&model, &prompt, 6), greedy(&other, &prompt, 6));
+    assert!(a.0 != b.0 && (a.1[0] - b.1[0]).abs() > 1e-2, "the two weights answer differently: {a:?} {b:?}");
+    check(&complete(&server.base), &model, "v0");
+    let post = |path: &str, body: Value| http(&server.base, "POST", path, Some(&body.to_string()));
+
+    assert_eq!(post("/pause_generation", json!({"mode": "retract"})).json()["success"], true);
+    let update = post("/update_weights_from_disk", json!({"model_path": p(&other), "weight_version": "v1"}));
+    assert_eq!((update.status, update.json()["success"].clone()), (200, json!(true)), "{}", update.body);
+    // Paused: a request waits for /continue_generation.
+    let base = server.base.clone();
+    let waiting = std::thread::spawn(move || complete(&base));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!waiting.is_finished(), "a paused server starts no batch");
+    assert_eq!(post("/continue_generation", json!({})).json()["success"], true);
+    check(&waiting.join().unwrap(), &other, "v1");
+    assert_eq!(http(&server.base, "GET", "/get_model_info", None).json()["weight_version"], "v1");
+
+    // A folder that is not there, or of another shape: refused, the weights stay.
+    let missing =
+        post("/update_weights_from_disk", json!({"model_path": p(&dir.join("nowhere")), "weight_version": "v2"}));
+    assert_eq!((missing.status, missing.json()["success"].clone()), (400, json!(false)), "{}", missing.body);
+    let no_path = post("/update_weights_from_disk", json!({"weight_version": "v2"}));
+    assert_eq!(no_path.status, 400, "{}", no_path.body);
+    assert_eq!(http(&server.base, "GET", "/get_weight_version", None).json()["weight_version"], "v1");
+    check(&complete(&server.base), &other, "v1");
+
+    // `abort` (the default mode) answers the requests waiting at a pause with an error.
+    assert_eq!(post("/pause_generation", json!({"mode": "in_place"})).status, 200);
+    let base = server.base.clone();
+    let queued = std::thread::spawn(move || {
+        let body = json!({"prompt": PROMPT, "max_tokens": 6, "temperature": 0});
+        http(&base, "POST", "/v1/completions", Some(&body.to_string()))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(post("/pause_generation", json!({})).json()["num_aborted_requests"], 1);
+    let aborted = queued.join().unwrap();
+    assert_eq!(aborted.status, 500, "{}", aborted.body);
+    assert!(aborted.body.contains("aborted"), "{}", aborted.body);
+    assert_eq!(post("/pause_generation", json!({"mode": "sideways"})).status, 400);
+    assert_eq!(post("/continue_generation", json!({})).status, 200);
+    check(&complete(&server.base), &other, "v1");
+}

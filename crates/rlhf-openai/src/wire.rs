@@ -48,7 +48,7 @@ impl ChatMessage {
 pub struct CompletionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// A string, or a list of one string.
+    /// A string, a list of one string, or token ids (a list of integers, or a list of one).
     pub prompt: Value,
     #[serde(flatten)]
     pub common: Common,
@@ -57,6 +57,44 @@ pub struct CompletionRequest {
     pub logprobs: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub echo: Option<bool>,
+    /// vLLM's: also return `prompt_token_ids` and each choice's `token_ids`, so a trainer gets
+    /// the exact tokens it trains on instead of re-tokenised text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_token_ids: Option<bool>,
+    /// `rlhf serve`'s extension: choice k samples from random stream `sampling_stream + k`
+    /// under `seed`, so a trainer can ask for exactly the rows its in-process sampler would
+    /// draw. Other servers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_stream: Option<u64>,
+}
+
+/// What a trainer reads of a `/v1/completions` reply.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompletionResponse {
+    pub choices: Vec<CompletionChoice>,
+    /// The weights the reply was sampled with (SGLang's `weight_version`; absent elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_version: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompletionChoice {
+    pub index: usize,
+    #[serde(default)]
+    pub text: String,
+    /// With `return_token_ids`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ids: Option<Vec<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<LegacyLogprobs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+}
+
+/// The legacy completions `logprobs` object; a trainer needs only each sampled token's logprob.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LegacyLogprobs {
+    pub token_logprobs: Vec<Option<f64>>,
 }
 
 /// Fields both endpoints share.

@@ -2,13 +2,22 @@
 //! a batch runs and the next batch takes all of them (each choice is a row with its own
 //! temperature, top-p, seed and length limit). Text streams out as rows grow, never splitting a
 //! UTF-8 character or showing the start of a stop string.
+//!
+//! Between batches the engine also takes the commands an RL trainer sends around a weight
+//! update (SGLang's protocol): pause (no new batch starts; `abort` also fails the queued
+//! requests), new weights from an HF folder with a version label that every later reply
+//! carries, and continue.
 
+use candle_core::{DType, Device};
 use rlhf_data::Tokenizer;
 use rlhf_model::{generate_rows, CausalLm, FinishReason, RowSpec, SamplingParams, StopCondition};
 use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
 
 /// A request's share of a batch: `plan.n` rows of one prompt.
 pub struct Job {
@@ -19,7 +28,35 @@ pub struct Job {
     /// Alternatives per token to report (0: none).
     pub top_logprobs: usize,
     pub stop: Vec<String>,
+    /// Choice k samples from random stream `first_stream + k` under `sampling.seed`.
+    pub first_stream: u64,
     pub events: UnboundedSender<Event>,
+}
+
+/// What a trainer asks of the engine around a weight update.
+pub enum Control {
+    /// Start no new batch until [`Control::Continue`]; with `abort`, fail the queued requests.
+    /// Answered once the running batch (if any) is done, with the number of requests failed.
+    Pause {
+        abort: bool,
+        done: oneshot::Sender<usize>,
+    },
+    Continue,
+    /// Load the weights of the HF folder `path` (same architecture) and label them `version`.
+    Update {
+        path: PathBuf,
+        version: String,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// The version label of the weights in use.
+    Version {
+        done: oneshot::Sender<String>,
+    },
+}
+
+enum Msg {
+    Job(Job),
+    Control(Control),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,19 +75,29 @@ pub enum Event {
         /// Per token, the `top_logprobs` most likely (token, logprob); empty if none were asked.
         top_logprobs: Vec<Vec<(u32, f32)>>,
         finish_reason: &'static str,
+        /// The version label of the weights that sampled it.
+        weight_version: Arc<str>,
     },
     Failed(String),
 }
 
 #[derive(Clone)]
 pub struct EngineHandle {
-    jobs: mpsc::Sender<Job>,
+    messages: mpsc::Sender<Msg>,
 }
 
 impl EngineHandle {
     pub fn submit(&self, job: Job) -> Result<(), String> {
-        self.jobs.send(job).map_err(|_| "the generation engine has stopped".to_string())
+        self.messages.send(Msg::Job(job)).map_err(|_| stopped())
     }
+
+    pub fn control(&self, control: Control) -> Result<(), String> {
+        self.messages.send(Msg::Control(control)).map_err(|_| stopped())
+    }
+}
+
+fn stopped() -> String {
+    "the generation engine has stopped".to_string()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -61,27 +108,96 @@ pub struct EngineConfig {
     pub gather: Duration,
 }
 
-/// Starts the engine thread; it ends when every handle is dropped.
-pub fn start(model: CausalLm, tokenizer: Arc<Tokenizer>, cfg: EngineConfig) -> EngineHandle {
-    let (tx, rx) = mpsc::channel::<Job>();
+/// Starts the engine thread with weights labelled `version`; it ends when every handle is dropped.
+pub fn start(model: CausalLm, tokenizer: Arc<Tokenizer>, cfg: EngineConfig, version: String) -> EngineHandle {
+    let (tx, rx) = mpsc::channel::<Msg>();
     std::thread::Builder::new()
         .name("generation".into())
         .spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut jobs = vec![first];
-                let deadline = std::time::Instant::now() + cfg.gather;
-                while jobs.iter().map(|j| j.n).sum::<usize>() < cfg.max_batch {
-                    let wait = deadline.saturating_duration_since(std::time::Instant::now());
-                    match rx.recv_timeout(wait) {
-                        Ok(j) => jobs.push(j),
-                        Err(_) => break,
-                    }
-                }
-                run_batch(&model, &tokenizer, jobs);
-            }
+            Engine { model, version: version.into(), queue: VecDeque::new(), paused: false }.run(&rx, &tokenizer, cfg)
         })
         .expect("spawn the generation thread");
-    EngineHandle { jobs: tx }
+    EngineHandle { messages: tx }
+}
+
+struct Engine {
+    model: CausalLm,
+    version: Arc<str>,
+    queue: VecDeque<Job>,
+    paused: bool,
+}
+
+impl Engine {
+    fn run(mut self, rx: &mpsc::Receiver<Msg>, tok: &Tokenizer, cfg: EngineConfig) {
+        loop {
+            // Block for the next message while there is nothing to run.
+            if self.paused || self.queue.is_empty() {
+                match rx.recv() {
+                    Ok(msg) => self.take(msg),
+                    Err(_) => return,
+                }
+                continue;
+            }
+            // A batch is due: let others join it for `gather`, up to `max_batch` rows.
+            let deadline = Instant::now() + cfg.gather;
+            while !self.paused && self.queue.iter().map(|j| j.n).sum::<usize>() < cfg.max_batch {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(msg) => self.take(msg),
+                    Err(_) => break,
+                }
+            }
+            if self.paused {
+                continue;
+            }
+            let mut jobs = vec![];
+            let mut rows = 0;
+            while let Some(job) = self.queue.front() {
+                if !jobs.is_empty() && rows + job.n > cfg.max_batch {
+                    break;
+                }
+                rows += job.n;
+                jobs.extend(self.queue.pop_front());
+            }
+            run_batch(&self.model, tok, jobs, &self.version);
+        }
+    }
+
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Job(job) => self.queue.push_back(job),
+            Msg::Control(Control::Pause { abort, done }) => {
+                self.paused = true;
+                let failed = if abort { self.queue.len() } else { 0 };
+                if abort {
+                    for job in self.queue.drain(..) {
+                        let _ =
+                            job.events.send(Event::Failed("aborted: generation was paused (pause_generation)".into()));
+                    }
+                }
+                let _ = done.send(failed);
+            }
+            Msg::Control(Control::Continue) => self.paused = false,
+            Msg::Control(Control::Update { path, version, done }) => {
+                let _ = done.send(self.load(&path).map(|()| self.version = version.into()));
+            }
+            Msg::Control(Control::Version { done }) => {
+                let _ = done.send(self.version.to_string());
+            }
+        }
+    }
+
+    /// The weights of the HF folder at `path`, if they fit the model being served.
+    fn load(&mut self, path: &std::path::Path) -> Result<(), String> {
+        let model = CausalLm::load(path, DType::F32, &Device::Cpu).map_err(|e| format!("{}: {e}", path.display()))?;
+        if model.config() != self.model.config() {
+            return Err(format!(
+                "{}: another architecture (config.json differs from the served model's)",
+                path.display()
+            ));
+        }
+        self.model = model;
+        Ok(())
+    }
 }
 
 /// Per-row streaming state, updated from inside the decoding loop.
@@ -135,7 +251,7 @@ impl StopCondition for Streamer<'_> {
     }
 }
 
-fn run_batch(model: &CausalLm, tok: &Tokenizer, jobs: Vec<Job>) {
+fn run_batch(model: &CausalLm, tok: &Tokenizer, jobs: Vec<Job>, version: &Arc<str>) {
     // Requests whose clients left while they queued are not started.
     let jobs: Vec<Job> = jobs.into_iter().filter(|job| !job.events.is_closed()).collect();
     if jobs.is_empty() {
@@ -148,7 +264,7 @@ fn run_batch(model: &CausalLm, tok: &Tokenizer, jobs: Vec<Job>) {
             specs.push(RowSpec {
                 prompt: job.prompt.clone(),
                 sampling: job.sampling.clone(),
-                stream: choice as u64,
+                stream: job.first_stream.wrapping_add(choice as u64),
                 max_new_tokens: job.max_tokens,
                 top_logprobs: job.top_logprobs,
             });
@@ -188,6 +304,7 @@ fn run_batch(model: &CausalLm, tok: &Tokenizer, jobs: Vec<Job>) {
             logprobs: out.response_logprobs[row].clone(),
             top_logprobs: out.response_top_logprobs[row].clone(),
             finish_reason,
+            weight_version: version.clone(),
         });
     }
 }

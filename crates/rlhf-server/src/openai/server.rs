@@ -1,8 +1,12 @@
 //! `/v1/chat/completions`, `/v1/completions` and `/v1/models` over the [`engine`](super::engine):
 //! JSON replies, or server-sent events (`data: {chunk}` … `data: [DONE]`) with `stream: true`.
+//!
+//! For RL trainers that sample here, SGLang's weight-update endpoints: `POST /pause_generation`,
+//! `POST /update_weights_from_disk`, `POST /continue_generation`, and `GET /get_model_info` /
+//! `GET /get_weight_version`; every completion reply carries the `weight_version` that sampled it.
 
-use super::engine::{self, EngineConfig, EngineHandle, Event, Job};
-use super::wire::{prompt_text, text_of, BadRequest, ChatRequest, Checked, CompletionRequest, Plan};
+use super::engine::{self, Control, EngineConfig, EngineHandle, Event, Job};
+use super::wire::{prompt_of, text_of, BadRequest, ChatRequest, Checked, CompletionRequest, Plan, Prompt};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -25,6 +29,10 @@ pub struct ServeOptions {
     pub model_name: String,
     pub max_batch: usize,
     pub gather: Duration,
+    /// Where the served weights came from (`/get_model_info`).
+    pub model_path: String,
+    /// The version label of the weights served at start (SGLang's default is "default").
+    pub weight_version: String,
 }
 
 struct AppState {
@@ -94,6 +102,7 @@ fn enqueue(state: &AppState, prompt: Vec<u32>, plan: &Plan) -> Result<UnboundedR
             max_tokens: plan.max_tokens,
             top_logprobs: plan.top_logprobs,
             stop: plan.stop.clone(),
+            first_stream: plan.first_stream,
             events: tx,
         })
         .map_err(server_error)?;
@@ -106,6 +115,7 @@ struct Choice {
     logprobs: Vec<f32>,
     top_logprobs: Vec<Vec<(u32, f32)>>,
     finish_reason: &'static str,
+    weight_version: Arc<str>,
 }
 
 /// Waits for every choice of a non-streaming request.
@@ -113,8 +123,8 @@ async fn collect(mut rx: UnboundedReceiver<Event>, n: usize) -> Result<Vec<Choic
     let mut choices: Vec<Option<Choice>> = (0..n).map(|_| None).collect();
     while choices.iter().any(Option::is_none) {
         match rx.recv().await {
-            Some(Event::Finished { choice, text, tokens, logprobs, top_logprobs, finish_reason }) => {
-                choices[choice] = Some(Choice { text, tokens, logprobs, top_logprobs, finish_reason });
+            Some(Event::Finished { choice, text, tokens, logprobs, top_logprobs, finish_reason, weight_version }) => {
+                choices[choice] = Some(Choice { text, tokens, logprobs, top_logprobs, finish_reason, weight_version });
             }
             Some(Event::Delta { .. }) => {}
             Some(Event::Failed(e)) => return Err(server_error(e)),
@@ -225,8 +235,15 @@ async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
             "finish_reason": c.finish_reason,
         })).collect::<Vec<_>>(),
         "usage": usage(prompt_tokens, &choices),
+        "weight_version": weight_version(&choices),
     });
     Ok(Json(body).into_response())
+}
+
+/// The weights a reply was sampled with: those of its first choice (one batch runs one version;
+/// the choices of a request run in one batch unless it is larger than `max_batch`).
+fn weight_version(choices: &[Choice]) -> Option<&str> {
+    choices.first().map(|c| &*c.weight_version)
 }
 
 /// Chat's `logprobs.content`: each sampled token with its alternatives, as OpenAI shapes them.
@@ -259,9 +276,14 @@ async fn completions(
 ) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(body)?;
     let plan = req.plan()?;
-    let text = prompt_text(&req)?;
-    let prompt =
-        state.tok.encode(&text, true).map_err(|e| BadRequest::new("prompt", format!("cannot tokenize: {e}")))?;
+    let prompt = match prompt_of(&req, state.tok.vocab_size())? {
+        Prompt::Text(text) => {
+            state.tok.encode(&text, true).map_err(|e| BadRequest::new("prompt", format!("cannot tokenize: {e}")))?
+        }
+        Prompt::Ids(ids) => ids,
+    };
+    let return_ids = req.return_token_ids == Some(true);
+    let prompt_ids = return_ids.then(|| prompt.clone());
     if prompt.is_empty() {
         return Err(BadRequest::new("prompt", "is empty").into());
     }
@@ -303,8 +325,11 @@ async fn completions(
                 json!({"tokens": tokens, "token_logprobs": c.logprobs, "top_logprobs": top, "text_offset": offsets})
             } else { Value::Null },
             "finish_reason": c.finish_reason,
+            "token_ids": if return_ids { json!(c.tokens) } else { Value::Null },
         })).collect::<Vec<_>>(),
         "usage": usage(prompt_tokens, &choices),
+        "prompt_token_ids": prompt_ids,
+        "weight_version": weight_version(&choices),
     });
     Ok(Json(body).into_response())
 }
@@ -315,16 +340,88 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
     )
 }
 
+/// SGLang's `POST /pause_generation {"mode"}`: no new batch starts until `/continue_generation`.
+/// The running batch finishes first; `abort` (the default) also fails the queued requests, while
+/// `retract` and `in_place` keep them for after the pause.
+async fn pause(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body: Value = if body.as_ref().is_ok_and(|b| b.is_empty()) { json!({}) } else { parse(body)? };
+    let abort = match body.get("mode").and_then(Value::as_str).unwrap_or("abort") {
+        "abort" => true,
+        "retract" | "in_place" => false,
+        other => return Err(BadRequest::new("mode", format!("{other:?} is not abort, retract or in_place")).into()),
+    };
+    let (done, answer) = tokio::sync::oneshot::channel();
+    state.engine.control(Control::Pause { abort, done }).map_err(server_error)?;
+    let aborted = answer.await.map_err(|_| server_error("the generation engine stopped".into()))?;
+    Ok(Json(json!({"success": true, "message": "paused", "num_aborted_requests": aborted})).into_response())
+}
+
+/// SGLang's `POST /continue_generation`.
+async fn resume(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    state.engine.control(Control::Continue).map_err(server_error)?;
+    Ok(Json(json!({"success": true, "message": "continued"})).into_response())
+}
+
+/// SGLang's `POST /update_weights_from_disk {"model_path", "weight_version", …}`: the weights of
+/// an HF folder of the same architecture, loaded between batches. A failure keeps the old
+/// weights and answers `success: false` with status 400.
+async fn update_weights(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: Value = parse(body)?;
+    let Some(path) = body.get("model_path").and_then(Value::as_str) else {
+        return Err(BadRequest::new("model_path", "required: the folder of the new weights").into());
+    };
+    let version = match body.get("weight_version") {
+        None | Some(Value::Null) => path.to_string(),
+        Some(Value::String(v)) => v.clone(),
+        Some(other) => other.to_string(),
+    };
+    let (done, answer) = tokio::sync::oneshot::channel();
+    state.engine.control(Control::Update { path: path.into(), version, done }).map_err(server_error)?;
+    let loaded = answer.await.map_err(|_| server_error("the generation engine stopped".into()))?;
+    let (status, success, message) = match loaded {
+        Ok(()) => (StatusCode::OK, true, "weights updated".to_string()),
+        Err(e) => (StatusCode::BAD_REQUEST, false, e),
+    };
+    Ok((status, Json(json!({"success": success, "message": message, "num_paused_requests": 0}))).into_response())
+}
+
+async fn current_version(state: &AppState) -> Result<String, ApiError> {
+    let (done, answer) = tokio::sync::oneshot::channel();
+    state.engine.control(Control::Version { done }).map_err(server_error)?;
+    answer.await.map_err(|_| server_error("the generation engine stopped".into()))
+}
+
+async fn model_info(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let version = current_version(&state).await?;
+    Ok(Json(json!({
+        "model_path": state.opts.model_path, "tokenizer_path": state.opts.model_path,
+        "is_generation": true, "weight_version": version,
+    }))
+    .into_response())
+}
+
+async fn weight_version_route(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    Ok(Json(json!({"weight_version": current_version(&state).await?})).into_response())
+}
+
 pub fn router(model: CausalLm, tok: Tokenizer, opts: ServeOptions) -> Router {
     let context = model.config().max_position_embeddings;
     let tok = Arc::new(tok);
-    let engine =
-        engine::start(model, tok.clone(), EngineConfig { max_batch: opts.max_batch.max(1), gather: opts.gather });
+    let config = EngineConfig { max_batch: opts.max_batch.max(1), gather: opts.gather };
+    let engine = engine::start(model, tok.clone(), config, opts.weight_version.clone());
     let state = Arc::new(AppState { engine, tok, opts, context });
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
+        .route("/pause_generation", post(pause))
+        .route("/continue_generation", post(resume))
+        .route("/update_weights_from_disk", post(update_weights))
+        .route("/get_model_info", get(model_info))
+        .route("/get_weight_version", get(weight_version_route))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, json!({"error": {"message": "no such endpoint", "type": "invalid_request_error", "param": null, "code": null}})) })
         .layer(DefaultBodyLimit::max(4 << 20))
         .with_state(state)

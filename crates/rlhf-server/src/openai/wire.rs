@@ -46,6 +46,8 @@ pub struct Plan {
     /// Most likely alternatives per token returned with the logprobs (0: none).
     pub top_logprobs: usize,
     pub seed: u64,
+    /// Choice k samples from random stream `first_stream + k` under `seed`.
+    pub first_stream: u64,
 }
 
 pub fn text_of(content: &Value, field: &str) -> Result<String, BadRequest> {
@@ -120,6 +122,7 @@ fn common_plan(c: &Common, max_tokens: Option<i64>, logprobs: bool, top_logprobs
         logprobs,
         top_logprobs,
         seed: c.seed.map_or_else(rand::random::<u64>, |s| s as u64),
+        first_stream: 0,
     })
 }
 
@@ -155,17 +158,42 @@ impl Checked for CompletionRequest {
         if self.echo == Some(true) {
             return Err(BadRequest::new("echo", "echo is not supported"));
         }
-        common_plan(&self.common, None, top > 0, top as usize)
+        let mut plan = common_plan(&self.common, None, top > 0, top as usize)?;
+        plan.first_stream = self.sampling_stream.unwrap_or(0);
+        Ok(plan)
     }
 }
 
-/// A completion request's prompt: a string, or a list of exactly one string.
-pub fn prompt_text(req: &CompletionRequest) -> Result<String, BadRequest> {
+/// A completion request's prompt: text to tokenise, or token ids as sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+/// A string, a list of exactly one string, token ids, or a list of exactly one list of ids.
+/// Ids must be below `vocab`.
+pub fn prompt_of(req: &CompletionRequest, vocab: usize) -> Result<Prompt, BadRequest> {
+    let ids = |list: &[Value]| -> Option<Vec<u32>> {
+        list.iter().map(|v| v.as_u64().filter(|&id| (id as usize) < vocab).map(|id| id as u32)).collect()
+    };
+    let bad = || {
+        BadRequest::new(
+            "prompt",
+            format!(
+                "expected a string, token ids below the vocabulary size {vocab}, or a list of exactly one of either"
+            ),
+        )
+    };
     match &req.prompt {
-        Value::String(s) => Ok(s.clone()),
+        Value::String(s) => Ok(Prompt::Text(s.clone())),
         Value::Array(list) if list.len() == 1 && list[0].is_string() => {
-            Ok(list[0].as_str().unwrap_or_default().to_string())
+            Ok(Prompt::Text(list[0].as_str().unwrap_or_default().to_string()))
         }
-        _ => Err(BadRequest::new("prompt", "expected a string (or a list of exactly one string)")),
+        Value::Array(list) if list.len() == 1 && list[0].is_array() => {
+            list[0].as_array().and_then(|inner| ids(inner)).map(Prompt::Ids).ok_or_else(bad)
+        }
+        Value::Array(list) if !list.is_empty() => ids(list).map(Prompt::Ids).ok_or_else(bad),
+        _ => Err(bad()),
     }
 }

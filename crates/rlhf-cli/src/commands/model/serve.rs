@@ -34,6 +34,10 @@ pub struct Flags {
     /// Model name in replies and `/v1/models` (default: the model's file or folder name).
     #[arg(long)]
     name: Option<String>,
+    /// Version label of the weights served at start, until a trainer's `update_weights_from_disk`
+    /// replaces them (default "default", as SGLang's).
+    #[arg(long)]
+    weight_version: Option<String>,
     /// Arithmetic of the matrix products: auto (bf16 where the CPU has AMX, else fp32), bf16 or fp32.
     #[arg(long, value_parser = crate::precision::parse)]
     precision: Option<PrecisionChoice>,
@@ -49,6 +53,7 @@ pub struct ServeConfig {
     pub max_batch: usize,
     pub gather_ms: u64,
     pub name: Option<String>,
+    pub weight_version: String,
     pub precision: PrecisionChoice,
 }
 
@@ -61,6 +66,7 @@ impl Default for ServeConfig {
             max_batch: 32,
             gather_ms: 5,
             name: None,
+            weight_version: "default".into(),
             precision: PrecisionChoice::Auto,
         }
     }
@@ -80,8 +86,13 @@ pub fn run(args: Args) -> Result<()> {
     if !a.host.is_loopback() {
         eprintln!("warning: binding {}: the model is reachable from the network, without authentication", a.host);
     }
-    let opts =
-        ServeOptions { model_name: name.clone(), max_batch: a.max_batch, gather: Duration::from_millis(a.gather_ms) };
+    let opts = ServeOptions {
+        model_name: name.clone(),
+        max_batch: a.max_batch,
+        gather: Duration::from_millis(a.gather_ms),
+        model_path: loaded.path.display().to_string(),
+        weight_version: a.weight_version.clone(),
+    };
     serve(SocketAddr::new(a.host, a.port), loaded.model, loaded.tokenizer, opts, |addr| {
         eprintln!("serving {name} on http://{addr}/v1 (OpenAI-compatible; Ctrl-C stops it)");
     })?;
