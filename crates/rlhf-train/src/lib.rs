@@ -17,6 +17,7 @@ pub mod optim;
 pub mod policy_loss;
 pub mod ppo;
 pub mod raft;
+pub mod remote;
 pub mod reward;
 pub mod rollout;
 pub mod schedule;

@@ -456,7 +456,7 @@ impl<'a> PpoUpdate<'a, '_> {
         let flat_v: Vec<f64> = passes.values.concat();
         let flat_r: Vec<f64> = targets.returns.concat();
         let non_score: f64 = targets.kl.iter().map(|k| -coef * k.iter().sum::<f64>()).sum::<f64>() / rows.len() as f64;
-        vec![
+        let mut metrics = vec![
             (keys::REWARD_SCORE.to_string(), stats::mean(scores)),
             ("reward/non_score".into(), non_score),
             ("reward/rlhf".into(), stats::mean(scores) + non_score),
@@ -467,9 +467,9 @@ impl<'a> PpoUpdate<'a, '_> {
             ("entropy".into(), online::sampled_entropy(rows)),
             ("value/explained_variance".into(), explained_variance(&flat_v, &flat_r)),
             ("value/mean".into(), stats::mean(&flat_v)),
-            ("logprob_mismatch/mean_abs".into(), mismatch.mean_abs()),
-            ("logprob_mismatch/max_abs".into(), mismatch.max_abs),
-        ]
+        ];
+        metrics.extend(mismatch.rows());
+        metrics
     }
 
     /// The clipped surrogate (with the KL term when it sits in the loss) and the clipped value

@@ -34,6 +34,38 @@ pub struct RolloutConfig {
     /// weighted by min(π_trainer / π_sampler, cap), correcting for the sampler's arithmetic
     /// (bf16 rollouts) differing from the trainer's. 0 = off.
     pub tis_cap: f64,
+    /// Where responses are sampled: `local` (this process) or `openai` (the `servers`).
+    pub engine: RolloutEngine,
+    /// `engine = "openai"`: API roots (`http://host:port/v1`) of `rlhf serve` or SGLang
+    /// workers; each row goes to the least busy one, and to another after a failure.
+    pub servers: Vec<String>,
+    /// How the servers get the policy after each update.
+    pub sync: WeightSync,
+    /// A folder the servers can read the weights from (empty: `rollout-weights/` in the run folder).
+    pub sync_dir: String,
+    /// Updates a sample's weights may lag behind the trainer's (0: synchronous, the only
+    /// setting so far).
+    pub max_staleness: usize,
+    /// Seconds per request to a server.
+    pub request_timeout_s: f64,
+    /// Attempts per row on other servers after a failed one.
+    pub max_retries: usize,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutEngine {
+    #[default]
+    Local,
+    Openai,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightSync {
+    /// Write an HF folder, then SGLang's pause → `update_weights_from_disk` → continue.
+    #[default]
+    SglangDisk,
 }
 
 impl RolloutConfig {
@@ -53,6 +85,9 @@ impl RolloutConfig {
                 self.tis_cap
             )));
         }
+        if self.engine == RolloutEngine::Openai {
+            crate::remote::validate(self)?;
+        }
         Ok(())
     }
 }
@@ -68,6 +103,13 @@ impl Default for RolloutConfig {
             forward_batch_size: 16,
             ignore_eos: false,
             tis_cap: 0.0,
+            engine: RolloutEngine::Local,
+            servers: Vec::new(),
+            sync: WeightSync::SglangDisk,
+            sync_dir: String::new(),
+            max_staleness: 0,
+            request_timeout_s: 600.0,
+            max_retries: 3,
         }
     }
 }
@@ -280,6 +322,8 @@ pub struct LogprobMismatch {
     pub sum_abs: f64,
     pub max_abs: f64,
     pub tokens: usize,
+    /// Tokens whose trainer/sampler probability ratio is outside [0.9, 1.1].
+    pub outside_10pct: usize,
 }
 
 impl LogprobMismatch {
@@ -298,12 +342,22 @@ impl LogprobMismatch {
             self.sum_abs += d;
             self.max_abs = self.max_abs.max(d);
             self.tokens += 1;
+            self.outside_10pct += usize::from(!(0.9..=1.1).contains(&(x - s).exp()));
         }
     }
 
     /// Mean |Δ| (0 over no tokens).
     pub fn mean_abs(&self) -> f64 {
         self.sum_abs / self.tokens.max(1) as f64
+    }
+
+    /// The metrics: mean and max |Δ logprob|, and the share of tokens whose ratio is off by > 10%.
+    pub fn rows(&self) -> Vec<(String, f64)> {
+        vec![
+            ("logprob_mismatch/mean_abs".into(), self.mean_abs()),
+            ("logprob_mismatch/max_abs".into(), self.max_abs),
+            ("logprob_mismatch/ratio_outside_10pct".into(), self.outside_10pct as f64 / self.tokens.max(1) as f64),
+        ]
     }
 }
 

@@ -8,7 +8,8 @@
 use super::{due, score_all, step_prompts, HeldOutEval, Metrics, RlPrompt, RunInfo, SampleLog, StepEnds, StepTiming};
 use crate::checkpoint;
 use crate::error::Result;
-use crate::rollout::{self, decode_rows, PromptRef, RolloutConfig, RolloutRow, RowText};
+use crate::remote::RemoteEngine;
+use crate::rollout::{self, decode_rows, PromptRef, RolloutConfig, RolloutEngine, RolloutRow, RowText};
 use crate::trainer::{StepReport, TrainConfig};
 use rlhf_data::Tokenizer;
 use rlhf_model::CausalLm;
@@ -106,15 +107,38 @@ impl OnlineLoop<'_, '_> {
             None => ends.clock.evaluate(self.eval.as_deref_mut(), self.policy, self.tokenizer, &mut ends.logger, 0)?,
         };
         let names: Vec<String> = self.sources.iter().map(|(src, _)| src.name().to_string()).collect();
+        let mut remote = match self.rollout.engine {
+            RolloutEngine::Local => None,
+            RolloutEngine::Openai => Some(RemoteEngine::new(self.rollout, run.dir)?),
+        };
+        let mut saved_at = resumed_at;
         for step in resumed_at.unwrap_or(0) + 1..=total {
             let t0 = Instant::now();
             let (prompts, refs) = step_prompts(self.prompts, alg.prompts_per_step(), plan.seed, step);
             let seed = rollout::step_seed(plan.seed, step);
             let n = alg.samples_per_prompt();
-            let rows = rollout::rollout(self.policy, &prompts, n, self.rollout, self.tokenizer, seed, &mut |_| {})?;
+            let mut sync_secs = None;
+            let rows = match remote.as_mut() {
+                None => rollout::rollout(self.policy, &prompts, n, self.rollout, self.tokenizer, seed, &mut |_| {})?,
+                // The servers sample with the policy as it is: `step - 1` updates so far.
+                Some(engine) => match engine.sync(self.policy, step - 1).and_then(|()| {
+                    sync_secs = Some(t0.elapsed().as_secs_f64());
+                    engine.rollout(&prompts, n, self.rollout, seed)
+                }) {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        // Servers gone: keep what was trained so far, then stop.
+                        if step > 1 && saved_at != Some(step - 1) {
+                            alg.save(step - 1, total, plan.seed, &run.config)?;
+                        }
+                        return Err(e);
+                    }
+                },
+            };
             let rollout_secs = t0.elapsed().as_secs_f64();
             let texts = decode_rows(self.tokenizer, &rows)?;
             let (scores, mut metrics) = score_all(self.sources, &rows, &texts, &refs)?;
+            metrics.extend(sync_secs.map(|secs| ("rollout/weight_sync_seconds".to_string(), secs)));
             samples.write(step, &rows, &texts, &names, &scores)?;
             let weights = self.sources.iter().map(|(_, w)| *w).collect();
             let scored = Rollout { step, rows, texts, refs, scores, weights };
@@ -131,6 +155,7 @@ impl OnlineLoop<'_, '_> {
             }
             if due(step, plan.save_steps, total, stop) {
                 alg.save(step, total, plan.seed, &run.config)?;
+                saved_at = Some(step);
             }
             if stop {
                 eprintln!(

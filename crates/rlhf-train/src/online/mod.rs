@@ -160,8 +160,7 @@ impl<'m> PolicyObjective<'m> {
         let mut rows = std::mem::take(&mut self.stats).rows();
         let mismatch = std::mem::take(&mut self.mismatch);
         if mismatch.tokens > 0 {
-            rows.push(("logprob_mismatch/mean_abs".into(), mismatch.mean_abs()));
-            rows.push(("logprob_mismatch/max_abs".into(), mismatch.max_abs));
+            rows.extend(mismatch.rows());
         }
         let tis = std::mem::take(&mut self.tis);
         if tis.tokens > 0 {

@@ -9,7 +9,7 @@ use crate::output::{with_suffix, write_jsonl_atomically};
 use crate::progress;
 use anyhow::{bail, Context, Result};
 use rlhf_data::dataset::for_each_record;
-use rlhf_feedback::constitution::{self, Item, PrincipleOrder, Settings};
+use rlhf_feedback::constitution::{self, Counts, Item, PrincipleOrder, Rows, Settings};
 use rlhf_feedback::judge::{ChatClient, ReplyCache};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -176,8 +176,8 @@ fn read_prompts(path: &Path) -> Result<Vec<Item>> {
     Ok(items)
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let a: ConstitutionConfig = args.load()?;
+/// The settings' values, checked before any file is read.
+fn check(a: &ConstitutionConfig) -> Result<()> {
     require(a.data.is_empty(), "--data FILE", "data")?;
     require(a.principles.as_os_str().is_empty(), "--principles FILE", "principles")?;
     require(a.sft_out.as_os_str().is_empty(), "--sft-out FILE", "sft_out")?;
@@ -202,6 +202,12 @@ pub fn run(args: Args) -> Result<()> {
     if a.sft_out == a.pairs_out {
         bail!("--sft-out and --pairs-out are the same file ({})", a.sft_out.display());
     }
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let a: ConstitutionConfig = args.load()?;
+    check(&a)?;
     let principles = read_principles(&a.principles)?;
     let mut items = Vec::new();
     for file in crate::loading::dataset_files(&a.data)? {
@@ -260,16 +266,21 @@ pub fn run(args: Args) -> Result<()> {
         ))
     })?;
     let rows = constitution::rows(&items, outcomes, &principles, &format!("constitution:{}", a.endpoint.model));
-    let (sft, pairs, unchanged, empty) = (rows.sft, rows.pairs, rows.unchanged, rows.empty);
-    write_jsonl_atomically(&a.sft_out, &sft)?;
-    write_jsonl_atomically(&a.pairs_out, &pairs)?;
+    write_jsonl_atomically(&a.sft_out, &rows.sft)?;
+    write_jsonl_atomically(&a.pairs_out, &rows.pairs)?;
+    print_summary(&a, items.len(), &rows, &counts, &cache_path);
+    Ok(())
+}
 
+/// The summary on stdout: text, or one JSON object with `json`.
+fn print_summary(a: &ConstitutionConfig, prompts: usize, rows: &Rows, counts: &Counts, cache_path: &Path) {
+    let (sft, pairs, unchanged, empty) = (&rows.sft, &rows.pairs, rows.unchanged, rows.empty);
     let (requests, cache_hits) = (counts.requests, counts.cache_hits);
     if a.json {
         println!(
             "{}",
             json!({
-                "prompts": items.len(), "sft_rows": sft.len(), "pairs": pairs.len(),
+                "prompts": prompts, "sft_rows": sft.len(), "pairs": pairs.len(),
                 "unchanged": unchanged, "empty": empty, "requests": requests, "cache_hits": cache_hits,
                 "http_calls": counts.http_calls, "retries": counts.retries,
                 "sft_out": a.sft_out.display().to_string(), "pairs_out": a.pairs_out.display().to_string(),
@@ -279,7 +290,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         println!(
             "{} prompts: {} revised, {} unchanged (SFT row, no pair), {} empty answer or revision (skipped)",
-            items.len(),
+            prompts,
             pairs.len(),
             unchanged,
             empty
@@ -296,5 +307,4 @@ pub fn run(args: Args) -> Result<()> {
             a.pairs_out.display()
         );
     }
-    Ok(())
 }

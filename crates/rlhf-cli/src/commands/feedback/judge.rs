@@ -7,7 +7,9 @@ use crate::config::{require, CommandArgs};
 use crate::output::{with_suffix, write_jsonl_atomically};
 use crate::progress;
 use anyhow::{bail, Context, Result};
-use rlhf_feedback::judge::{judge_with_progress, read_items, Outcome, ReplyCache, Verdict, VerdictMode};
+use rlhf_feedback::judge::{
+    judge_with_progress, read_items, JudgeConfig, JudgeReport, Outcome, ReplyCache, Verdict, VerdictMode,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::PathBuf;
@@ -100,8 +102,8 @@ fn preview(reply: &str) -> String {
     }
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let a: JudgeCommandConfig = args.load()?;
+/// The judge's client settings from the command's, checked.
+fn judge_config(a: &JudgeCommandConfig) -> Result<JudgeConfig> {
     require(a.data.as_os_str().is_empty(), "--data FILE", "data")?;
     require(a.out.as_os_str().is_empty(), "--out FILE", "out")?;
     if a.concurrency == 0 {
@@ -126,6 +128,12 @@ pub fn run(args: Args) -> Result<()> {
         }
         config.guidelines = text;
     }
+    Ok(config)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let a: JudgeCommandConfig = args.load()?;
+    let config = judge_config(&a)?;
 
     let items = read_items(&a.data)?;
     if items.is_empty() {
@@ -182,6 +190,12 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("note: {} more replies without a verdict", invalid.len() - 3);
     }
 
+    print_counts(&a, &report, rows.len(), &cache_path);
+    Ok(())
+}
+
+/// The counts on stdout: text, or one JSON object with `json`.
+fn print_counts(a: &JudgeCommandConfig, report: &JudgeReport, rows: usize, cache_path: &std::path::Path) {
     // Logprob verdicts: how strongly the judge favours a position, and what is left after the swap.
     let bias = report.position_bias();
     let c = report.counts;
@@ -191,7 +205,7 @@ pub fn run(args: Args) -> Result<()> {
             json!({
                 "pairs": c.pairs, "preferences": c.preferences, "ties": c.ties, "invalid": c.invalid,
                 "requests": c.requests, "cache_hits": c.cache_hits, "http_calls": c.http_calls,
-                "retries": c.retries, "rows": rows.len(), "out": a.out.display().to_string(),
+                "retries": c.retries, "rows": rows, "out": a.out.display().to_string(),
                 "cache": cache_path.display().to_string(),
                 "position_bias": bias.map(|b| b.bias),
                 "mean_abs_log_odds": bias.map(|b| b.mean_abs_log_odds),
@@ -213,7 +227,6 @@ pub fn run(args: Args) -> Result<()> {
                 b.bias, b.mean_abs_log_odds, a.tie_margin
             );
         }
-        println!("wrote {} rows to {}", rows.len(), a.out.display());
+        println!("wrote {} rows to {}", rows, a.out.display());
     }
-    Ok(())
 }

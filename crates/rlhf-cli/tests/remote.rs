@@ -1,0 +1,141 @@
+//! `rollout.engine = "openai"`: GRPO sampling on `rlhf serve` workers (two live ones and one
+//! that is not there), with the policy loaded into them before every step, against the same run
+//! sampling in-process.
+
+mod common;
+
+use common::{fails, lines, ok, p};
+use serde_json::Value;
+use std::path::Path;
+
+fn grpo(model: &Path, data: &Path, run: &Path, extra: &[&str]) -> String {
+    let prompts = data.join("prompts.jsonl");
+    let mut args = vec![
+        "grpo",
+        "--model",
+        p(model),
+        "--out",
+        p(run),
+        "--data",
+        p(&prompts),
+        "--set",
+        "rewards=[{kind=\"regex\", pattern=\"(?s).*[a-z].*\"}]",
+        "--set",
+        "train.max_steps=3",
+        "--set",
+        "train.precision=\"fp32\"",
+        "--set",
+        "train.learning_rate=1e-3",
+        "--set",
+        "train.save_steps=0",
+        "--set",
+        "grpo.num_generations=3",
+        "--set",
+        "grpo.prompts_per_step=2",
+        "--set",
+        "rollout.max_new_tokens=6",
+        "--set",
+        "rollout.generation_batch_size=4",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
+fn without_clock(rows: Vec<Value>) -> Vec<Value> {
+    rows.into_iter()
+        .map(|mut v| {
+            if let Some(o) = v.as_object_mut() {
+                // The sampler's own logprobs (entropy, mismatch) carry its batch's rounding.
+                o.retain(|k, _| {
+                    !(k.contains("time")
+                        || k.contains("per_sec")
+                        || k.contains("seconds")
+                        || k.starts_with("logprob_mismatch")
+                        || k == "entropy")
+                });
+            }
+            v
+        })
+        .collect()
+}
+
+fn get(base: &str, path: &str) -> Value {
+    let out = std::process::Command::new("curl").args(["-sf", &format!("{base}{path}")]).output().expect("curl");
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+#[test]
+fn grpo_samples_on_serve_workers_as_it_does_in_process() {
+    let (dir, model, data) = common::setup("remote-grpo");
+    let workers: Vec<common::Background> = (0..2)
+        .map(|_| common::spawn_listening(&["serve", "--model", p(&model), "--port", "0", "--precision", "fp32"]))
+        .collect();
+    let local = dir.join("local");
+    grpo(&model, &data, &local, &[]);
+
+    // The third server is not there: its rows go to the others.
+    let servers =
+        format!("rollout.servers=[\"{}/v1\", \"{}/v1\", \"http://127.0.0.1:9/v1\"]", workers[0].base, workers[1].base);
+    let remote = dir.join("remote");
+    grpo(&model, &data, &remote, &["--set", "rollout.engine=\"openai\"", "--set", &servers]);
+
+    assert_eq!(lines(&remote.join("samples.jsonl")), lines(&local.join("samples.jsonl")), "the same rows");
+    let (a, b) = (lines(&remote.join("metrics.jsonl")), lines(&local.join("metrics.jsonl")));
+    assert!(a.iter().any(|m| m["rows_trained"].as_f64() > Some(0.0)), "some steps train: {a:?}");
+    for (x, y) in a.iter().zip(&b) {
+        let (x, y) = (x["entropy"].as_f64().unwrap(), y["entropy"].as_f64().unwrap());
+        assert!((x - y).abs() < 1e-6 * y.abs(), "entropy of the sampled tokens: {x} vs {y}");
+    }
+    assert_eq!(without_clock(a.clone()), without_clock(b), "the same updates");
+    let weights = |run: &Path| std::fs::read(run.join("final/model.safetensors")).unwrap();
+    assert_eq!(weights(&remote), weights(&local), "the same final weights");
+    // Our own server in fp32 samples with the trainer's arithmetic.
+    assert!(a.iter().any(|m| m.get("logprob_mismatch/mean_abs").is_some()), "{a:?}");
+    for m in a.iter().filter(|m| m.get("logprob_mismatch/mean_abs").is_some()) {
+        assert!(m["logprob_mismatch/mean_abs"].as_f64().unwrap() < 1e-4, "{m}");
+    }
+    // The workers were given the policy before every step: after 2 updates, before step 3.
+    for w in &workers {
+        assert_eq!(get(&w.base, "/get_weight_version")["weight_version"], "2", "{}", w.log());
+    }
+    let left = std::fs::read_dir(remote.join("rollout-weights")).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "weight folders go once the workers have loaded them");
+
+    // With every server gone the run stops with an error naming them.
+    drop(workers);
+    let err = fails(&[
+        "grpo",
+        "--model",
+        p(&model),
+        "--out",
+        p(&dir.join("gone")),
+        "--data",
+        p(&data.join("prompts.jsonl")),
+        "--set",
+        "rollout.engine=\"openai\"",
+        "--set",
+        "rollout.servers=[\"http://127.0.0.1:9/v1\"]",
+        "--set",
+        "train.max_steps=2",
+    ]);
+    assert!(err.contains("no rollout server left") && err.contains("127.0.0.1:9"), "{err}");
+}
+
+#[test]
+fn remote_settings_are_checked_before_anything_runs() {
+    let (dir, model, data) = common::setup("remote-settings");
+    let (out, prompts) = (dir.join("r"), data.join("prompts.jsonl"));
+    let base = ["grpo", "--model", p(&model), "--out", p(&out), "--data", p(&prompts)];
+    let with = |set: &str| fails(&[&base[..], &["--set", "rollout.engine=\"openai\"", "--set", set]].concat());
+    assert!(with("rollout.servers=[]").contains("rollout.servers"));
+    assert!(with("rollout.servers=[\"localhost:8000\"]").contains("must start with http://"));
+    let one = "rollout.servers=[\"http://127.0.0.1:9/v1\"]";
+    let err = fails(
+        &[&base[..], &["--set", "rollout.engine=\"openai\"", "--set", one, "--set", "rollout.max_staleness=1"]]
+            .concat(),
+    );
+    assert!(err.contains("max_staleness"), "{err}");
+    let err =
+        fails(&[&base[..], &["--set", "rollout.engine=\"openai\"", "--set", one, "--set", "rollout.top_k=5"]].concat());
+    assert!(err.contains("top_k"), "{err}");
+}
