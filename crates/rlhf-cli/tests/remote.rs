@@ -121,6 +121,30 @@ fn grpo_samples_on_serve_workers_as_it_does_in_process() {
     assert!(err.contains("no rollout server left") && err.contains("127.0.0.1:9"), "{err}");
 }
 
+/// A LoRA run with `sync = "vllm-lora"`: the workers get the PEFT adapter (in place, under one
+/// name that the rows ask for) instead of full weights.
+#[test]
+fn a_lora_run_syncs_its_adapter() {
+    let (dir, model, data) = common::setup("remote-lora");
+    let worker = common::spawn_listening(&["serve", "--model", p(&model), "--port", "0", "--precision", "fp32"]);
+    let lora = ["--set", "lora.enabled=true", "--set", "lora.r=4"];
+    let local = dir.join("local");
+    grpo(&model, &data, &local, &lora);
+    let servers = format!("rollout.servers=[\"{}/v1\"]", worker.base);
+    let remote = dir.join("remote");
+    let sync = ["--set", "rollout.engine=\"openai\"", "--set", &servers, "--set", "rollout.sync=\"vllm-lora\""];
+    grpo(&model, &data, &remote, &[&lora[..], &sync[..]].concat());
+    assert_eq!(lines(&remote.join("samples.jsonl")), lines(&local.join("samples.jsonl")), "the same rows");
+    let metrics = lines(&remote.join("metrics.jsonl"));
+    for m in metrics.iter().filter(|m| m.get("logprob_mismatch/max_abs").is_some()) {
+        // The worker samples with the adapter merged into the weights, the trainer with it apart.
+        assert!(m["logprob_mismatch/max_abs"].as_f64().unwrap() < 1e-3, "{m}");
+    }
+    let models = get(&worker.base, "/v1/models");
+    assert_eq!(models["data"][1]["id"], "rlhf-policy", "{models}");
+    assert!(remote.join("final/adapter_model.safetensors").exists());
+}
+
 #[test]
 fn remote_settings_are_checked_before_anything_runs() {
     let (dir, model, data) = common::setup("remote-settings");

@@ -414,3 +414,67 @@ fn weights_are_updated_from_disk_between_batches() {
     assert_eq!(post("/continue_generation", json!({})).status, 200);
     check(&complete(&server.base), &other, "v1");
 }
+
+/// vLLM's runtime LoRA endpoints: a PEFT adapter loaded under a name is what requests naming
+/// that `model` sample with (greedy tokens of base + adapter, merged), the base stays for other
+/// requests, `/v1/models` lists it, a second load of the name needs `load_inplace`, and unload
+/// removes it.
+#[test]
+fn lora_adapters_are_loaded_and_chosen_by_model_name() {
+    use candle_core::{DType, Device, Tensor};
+    let (dir, model, _data) = common::setup("serve-lora");
+    let base = rlhf_model::CausalLm::load(&model, DType::F32, &Device::Cpu).unwrap();
+    let cfg = rlhf_model::lora::LoraConfig { r: 2, ..Default::default() };
+    let (with_lora, vars) = base.with_lora(&cfg, 3).unwrap();
+    for (i, (name, var)) in vars.iter().enumerate() {
+        if name.contains("lora_B") {
+            let shape = var.as_tensor().dims().to_vec();
+            var.set(&Tensor::randn(0f32, 0.5, shape, &Device::Cpu).unwrap().affine(1.0, i as f64 * 1e-3).unwrap())
+                .unwrap();
+        }
+    }
+    let adapter = dir.join("adapter");
+    with_lora.save_lora(&adapter).unwrap();
+    let merged = dir.join("merged");
+    with_lora.merge_lora().unwrap().save_hf(&merged).unwrap();
+
+    let server = common::spawn_listening(&["serve", "--model", p(&model), "--port", "0", "--precision", "fp32"]);
+    let post = |path: &str, body: Value| http(&server.base, "POST", path, Some(&body.to_string()));
+    let load = json!({"lora_name": "a1", "lora_path": p(&adapter)});
+    let loaded = post("/v1/load_lora_adapter", load.clone());
+    assert_eq!(loaded.status, 200, "{}", loaded.body);
+    assert!(loaded.body.contains("a1"), "{}", loaded.body);
+    let prompt = [5u32, 17, 33, 9];
+    let complete = |model: &str| {
+        let body = json!({"model": model, "prompt": prompt, "max_tokens": 6, "temperature": 0, "logprobs": 1,
+            "return_token_ids": true});
+        let r = post("/v1/completions", body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    let (with, without) = (greedy(&merged, &prompt, 6), greedy(&model, &prompt, 6));
+    assert!((with.1[0] - without.1[0]).abs() > 1e-3, "the adapter changes the model: {with:?} {without:?}");
+    let reply = complete("a1");
+    assert_eq!(
+        reply["choices"][0]["token_ids"],
+        json!(with.0[..reply["choices"][0]["token_ids"].as_array().unwrap().len()])
+    );
+    let lp = reply["choices"][0]["logprobs"]["token_logprobs"][0].as_f64().unwrap();
+    assert!((lp - with.1[0] as f64).abs() < 1e-4, "{lp} vs {}", with.1[0]);
+    assert_eq!(reply["weight_version"], "a1@1");
+    let lp_base = complete("model")["choices"][0]["logprobs"]["token_logprobs"][0].as_f64().unwrap();
+    assert!((lp_base - without.1[0] as f64).abs() < 1e-4, "other names sample with the base");
+    let models = http(&server.base, "GET", "/v1/models", None).json();
+    assert_eq!(models["data"][1]["id"], "a1", "{models}");
+
+    assert_eq!(post("/v1/load_lora_adapter", load.clone()).status, 400, "the name is taken");
+    let mut inplace = load.clone();
+    inplace["load_inplace"] = json!(true);
+    assert_eq!(post("/v1/load_lora_adapter", inplace).status, 200);
+    assert_eq!(complete("a1")["weight_version"], "a1@2");
+    let missing = post("/v1/load_lora_adapter", json!({"lora_name": "a2", "lora_path": p(&dir.join("nowhere"))}));
+    assert_eq!(missing.status, 400, "{}", missing.body);
+    assert_eq!(post("/v1/unload_lora_adapter", json!({"lora_name": "a1"})).status, 200);
+    assert_eq!(post("/v1/unload_lora_adapter", json!({"lora_name": "a1"})).status, 404);
+    assert_eq!(complete("a1")["weight_version"], "default", "an unknown name samples with the base");
+}

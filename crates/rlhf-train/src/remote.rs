@@ -17,7 +17,7 @@
 //!   the policy has had; with `max_staleness = 0` a reply that names another version is refused.
 
 use crate::error::{Result, TrainError};
-use crate::rollout::{RolloutConfig, RolloutRow};
+use crate::rollout::{RolloutConfig, RolloutRow, WeightSync};
 use rlhf_model::{CausalLm, FinishReason};
 use rlhf_openai::wire::{Common, CompletionRequest, CompletionResponse};
 use serde_json::{json, Value};
@@ -28,6 +28,9 @@ use std::time::Duration;
 
 /// Requests in flight per server at most (the server batches what arrives together).
 const IN_FLIGHT_PER_SERVER: usize = 64;
+
+/// The name the policy's LoRA adapter is loaded under (`sync = "vllm-lora"`).
+pub const ADAPTER_NAME: &str = "rlhf-policy";
 
 /// What `engine = "openai"` needs and what it cannot do (yet).
 pub fn validate(cfg: &RolloutConfig) -> Result<()> {
@@ -67,6 +70,7 @@ pub struct RemoteEngine {
     servers: Vec<Server>,
     agent: ureq::Agent,
     sync_dir: PathBuf,
+    sync: WeightSync,
     max_retries: usize,
     /// The version label the servers hold (`None` before the first sync).
     version: Option<u64>,
@@ -88,7 +92,7 @@ impl RemoteEngine {
         let sync_dir =
             if cfg.sync_dir.is_empty() { run_dir.join("rollout-weights") } else { cfg.sync_dir.clone().into() };
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs_f64(cfg.request_timeout_s)).build();
-        Ok(Self { servers, agent, sync_dir, max_retries: cfg.max_retries, version: None })
+        Ok(Self { servers, agent, sync_dir, sync: cfg.sync, max_retries: cfg.max_retries, version: None })
     }
 
     /// Gives every live server the weights of `policy` labelled `version` (the updates it has
@@ -98,21 +102,38 @@ impl RemoteEngine {
             return Ok(());
         }
         let dir = self.sync_dir.join(format!("v{version}"));
-        // LoRA: the servers get the adapters merged into full weights.
-        match policy.lora_config() {
-            Some(_) => policy.merge_lora()?.save_hf(&dir)?,
-            None => policy.save_hf(&dir)?,
+        match (self.sync, policy.lora_config()) {
+            (WeightSync::VllmLora, Some(_)) => policy.save_lora(&dir)?,
+            (WeightSync::VllmLora, None) => {
+                return Err(TrainError::Config(
+                    "rollout.sync = \"vllm-lora\" loads LoRA adapters: enable [lora], or use \"sglang-disk\"".into(),
+                ))
+            }
+            // LoRA: the servers get the adapters merged into full weights.
+            (WeightSync::SglangDisk, Some(_)) => policy.merge_lora()?.save_hf(&dir)?,
+            (WeightSync::SglangDisk, None) => policy.save_hf(&dir)?,
         }
         let path = std::fs::canonicalize(&dir).map_err(|e| TrainError::file(&dir, e.to_string()))?;
         let label = version.to_string();
         for server in self.live() {
-            let steps = [
-                ("pause_generation", json!({"mode": "abort"})),
-                ("update_weights_from_disk", json!({"model_path": path, "weight_version": label, "flush_cache": true})),
-                ("continue_generation", json!({})),
-            ];
-            for (endpoint, body) in steps {
-                let url = format!("{}/{endpoint}", server.root);
+            let steps = match self.sync {
+                WeightSync::SglangDisk => vec![
+                    (&server.root, "pause_generation", json!({"mode": "abort"})),
+                    (
+                        &server.root,
+                        "update_weights_from_disk",
+                        json!({"model_path": path, "weight_version": label, "flush_cache": true}),
+                    ),
+                    (&server.root, "continue_generation", json!({})),
+                ],
+                WeightSync::VllmLora => vec![(
+                    &server.api,
+                    "load_lora_adapter",
+                    json!({"lora_name": ADAPTER_NAME, "lora_path": path, "load_inplace": true}),
+                )],
+            };
+            for (base, endpoint, body) in steps {
+                let url = format!("{base}/{endpoint}");
                 let answer = self.post(&url, &body).and_then(|v| match v.get("success") {
                     Some(Value::Bool(false)) => Err(format!("{url}: {}", v["message"])),
                     _ => Ok(()),
@@ -144,7 +165,9 @@ impl RemoteEngine {
         let rows: Vec<(usize, &[u32])> =
             prompts.iter().enumerate().flat_map(|(i, p)| std::iter::repeat_n((i, *p), repeats.max(1))).collect();
         let chunk = if cfg.generation_batch_size == 0 { rows.len().max(1) } else { cfg.generation_batch_size };
-        let expected = self.version.map(|v| v.to_string());
+        // vLLM's LoRA replies carry no version: the adapter's name pins the weights.
+        let expected = self.version.map(|v| v.to_string()).filter(|_| self.sync == WeightSync::SglangDisk);
+        let model = (self.sync == WeightSync::VllmLora).then(|| ADAPTER_NAME.to_string());
         let next = AtomicUsize::new(0);
         let done: Mutex<Vec<Option<Result<RolloutRow>>>> = Mutex::new((0..rows.len()).map(|_| None).collect());
         let workers = rows.len().min(self.servers.len() * IN_FLIGHT_PER_SERVER).max(1);
@@ -154,6 +177,7 @@ impl RemoteEngine {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&(prompt_index, prompt)) = rows.get(k) else { break };
                     let request = CompletionRequest {
+                        model: model.clone(),
                         prompt: json!(prompt),
                         common: Common {
                             n: Some(1),
@@ -228,9 +252,13 @@ impl RemoteEngine {
         TrainError::Config(format!("no rollout server left {when}: {} all failed", names.join(", ")))
     }
 
+    /// The reply's JSON, or its text as a JSON string (vLLM answers `load_lora_adapter` in text).
     fn post(&self, url: &str, body: &Value) -> std::result::Result<Value, String> {
         match self.agent.post(url).send_json(body) {
-            Ok(reply) => reply.into_json::<Value>().map_err(|e| format!("{url}: the reply is not JSON: {e}")),
+            Ok(reply) => {
+                let text = reply.into_string().map_err(|e| format!("{url}: reading the reply: {e}"))?;
+                Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+            }
             Err(ureq::Error::Status(status, reply)) => {
                 Err(format!("{url}: HTTP {status}: {}", reply.into_string().unwrap_or_default()))
             }

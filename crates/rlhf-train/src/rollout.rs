@@ -66,6 +66,9 @@ pub enum WeightSync {
     /// Write an HF folder, then SGLang's pause → `update_weights_from_disk` → continue.
     #[default]
     SglangDisk,
+    /// LoRA runs: write the PEFT adapter, then vLLM's `load_lora_adapter` (in place); rows are
+    /// sampled with that adapter's name as the `model`.
+    VllmLora,
 }
 
 impl RolloutConfig {

@@ -6,7 +6,7 @@
 use candle_core::DType;
 use rlhf_model::{tiny, CausalLm, FinishReason};
 use rlhf_train::remote::RemoteEngine;
-use rlhf_train::rollout::{RolloutConfig, RolloutEngine};
+use rlhf_train::rollout::{RolloutConfig, RolloutEngine, WeightSync};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 type Log = Arc<Mutex<Vec<(String, Value)>>>;
 
 /// A stub at `http://127.0.0.1:PORT`: every request's path and JSON body go to the log; the
-/// answer is `reply(path, body)`, and a `null` answer drops the connection (a dead worker).
+/// answer is `reply(path, body)` (a string as plain text), and a `null` answer drops the
+/// connection (a dead worker).
 fn stub(reply: impl Fn(&str, &Value) -> Value + Send + Sync + 'static) -> (String, Log) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -52,7 +53,8 @@ fn stub(reply: impl Fn(&str, &Value) -> Value + Send + Sync + 'static) -> (Strin
                     if answer.is_null() {
                         return;
                     }
-                    let answer = answer.to_string();
+                    // A JSON string answer goes out as plain text, as vLLM's LoRA endpoints answer.
+                    let answer = answer.as_str().map_or_else(|| answer.to_string(), str::to_string);
                     write!(
                         out,
                         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
@@ -202,5 +204,39 @@ fn a_server_that_dies_mid_run_is_dropped_and_its_rows_go_to_the_others() {
     dead_log.lock().unwrap().clear();
     engine.sync(&tiny_model(), 2).unwrap();
     assert!(dead_log.lock().unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn vllm_lora_sync_loads_the_adapter_in_place_and_rows_name_it() {
+    let (base, log) = stub(|path, body| match path {
+        "/v1/load_lora_adapter" => {
+            let dir = std::path::Path::new(body["lora_path"].as_str().unwrap());
+            assert!(dir.join("adapter_config.json").exists() && dir.join("adapter_model.safetensors").exists());
+            json!("Success: LoRA adapter 'rlhf-policy' added successfully.")
+        }
+        "/v1/completions" => json!({"choices": [{"index": 0, "text": "ab", "token_ids": [7], "finish_reason": "stop",
+            "logprobs": {"token_logprobs": [-0.5]}}]}),
+        _ => Value::Null,
+    });
+    let dir = std::env::temp_dir().join(format!("rlhf-train-remote-lora-{}", std::process::id()));
+    let cfg = RolloutConfig { sync: WeightSync::VllmLora, ..config(vec![format!("{base}/v1")]) };
+    let mut engine = RemoteEngine::new(&cfg, &dir).unwrap();
+    let err = engine.sync(&tiny_model(), 1).unwrap_err().to_string();
+    assert!(err.contains("enable [lora]"), "{err}");
+
+    let lora = rlhf_model::lora::LoraConfig { r: 2, ..Default::default() };
+    let (policy, _) = tiny_model().with_lora(&lora, 0).unwrap();
+    engine.sync(&policy, 1).unwrap();
+    let sent = std::mem::take(&mut *log.lock().unwrap());
+    assert_eq!(sent.len(), 1, "one request per server: {sent:?}");
+    assert_eq!(sent[0].0, "/v1/load_lora_adapter");
+    assert_eq!((&sent[0].1["lora_name"], &sent[0].1["load_inplace"]), (&json!("rlhf-policy"), &json!(true)));
+    let rows = engine.rollout(&[&[1, 2]], 2, &cfg, 0).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].finish, FinishReason::Eos);
+    for (path, body) in log.lock().unwrap().iter() {
+        assert_eq!((path.as_str(), &body["model"]), ("/v1/completions", &json!("rlhf-policy")));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,13 +6,14 @@
 //! Between batches the engine also takes the commands an RL trainer sends around a weight
 //! update (SGLang's protocol): pause (no new batch starts; `abort` also fails the queued
 //! requests), new weights from an HF folder with a version label that every later reply
-//! carries, and continue.
+//! carries, and continue; and vLLM's LoRA adapters: a PEFT folder loaded under a name (merged
+//! into a copy of the adapted weights) that requests pick by `model`. A batch runs one model.
 
 use candle_core::{DType, Device};
 use rlhf_data::Tokenizer;
 use rlhf_model::{generate_rows, CausalLm, FinishReason, RowSpec, SamplingParams, StopCondition};
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -30,6 +31,8 @@ pub struct Job {
     pub stop: Vec<String>,
     /// Choice k samples from random stream `first_stream + k` under `sampling.seed`.
     pub first_stream: u64,
+    /// The LoRA adapter (by its name) to sample with; `None`: the base weights.
+    pub adapter: Option<String>,
     pub events: UnboundedSender<Event>,
 }
 
@@ -51,6 +54,18 @@ pub enum Control {
     /// The version label of the weights in use.
     Version {
         done: oneshot::Sender<String>,
+    },
+    /// Load the PEFT adapter folder `path` under `name` (replacing one of that name only with
+    /// `replace`); later requests for model `name` sample with it.
+    LoadAdapter {
+        name: String,
+        path: PathBuf,
+        replace: bool,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    UnloadAdapter {
+        name: String,
+        done: oneshot::Sender<Result<(), String>>,
     },
 }
 
@@ -114,7 +129,14 @@ pub fn start(model: CausalLm, tokenizer: Arc<Tokenizer>, cfg: EngineConfig, vers
     std::thread::Builder::new()
         .name("generation".into())
         .spawn(move || {
-            Engine { model, version: version.into(), queue: VecDeque::new(), paused: false }.run(&rx, &tokenizer, cfg)
+            let engine = Engine {
+                model,
+                version: version.into(),
+                adapters: BTreeMap::new(),
+                queue: VecDeque::new(),
+                paused: false,
+            };
+            engine.run(&rx, &tokenizer, cfg)
         })
         .expect("spawn the generation thread");
     EngineHandle { messages: tx }
@@ -123,6 +145,9 @@ pub fn start(model: CausalLm, tokenizer: Arc<Tokenizer>, cfg: EngineConfig, vers
 struct Engine {
     model: CausalLm,
     version: Arc<str>,
+    /// LoRA adapters by name: the served weights with the adapter merged, and the label replies
+    /// carry (`name@n`, n counting the loads of that name).
+    adapters: BTreeMap<String, (CausalLm, Arc<str>)>,
     queue: VecDeque<Job>,
     paused: bool,
 }
@@ -149,16 +174,31 @@ impl Engine {
             if self.paused {
                 continue;
             }
-            let mut jobs = vec![];
+            // One model per batch: the first job's; the others wait for a batch of their own.
+            let adapter = self.queue.front().and_then(|j| j.adapter.clone());
+            let (mut jobs, mut rest) = (vec![], VecDeque::new());
             let mut rows = 0;
-            while let Some(job) = self.queue.front() {
-                if !jobs.is_empty() && rows + job.n > cfg.max_batch {
-                    break;
+            while let Some(job) = self.queue.pop_front() {
+                if job.adapter != adapter || (!jobs.is_empty() && rows + job.n > cfg.max_batch) {
+                    rest.push_back(job);
+                    continue;
                 }
                 rows += job.n;
-                jobs.extend(self.queue.pop_front());
+                jobs.push(job);
             }
-            run_batch(&self.model, tok, jobs, &self.version);
+            self.queue = rest;
+            match adapter.as_ref().and_then(|name| self.adapters.get(name)) {
+                Some((model, version)) => run_batch(model, tok, jobs, version),
+                None if adapter.is_some() => {
+                    for job in jobs {
+                        let _ = job.events.send(Event::Failed(format!(
+                            "the LoRA adapter {:?} was unloaded before the request ran",
+                            job.adapter.unwrap_or_default()
+                        )));
+                    }
+                }
+                None => run_batch(&self.model, tok, jobs, &self.version),
+            }
         }
     }
 
@@ -183,7 +223,29 @@ impl Engine {
             Msg::Control(Control::Version { done }) => {
                 let _ = done.send(self.version.to_string());
             }
+            Msg::Control(Control::LoadAdapter { name, path, replace, done }) => {
+                let _ = done.send(self.load_adapter(name, &path, replace));
+            }
+            Msg::Control(Control::UnloadAdapter { name, done }) => {
+                let found = self.adapters.remove(&name).is_some();
+                let _ = done.send(if found { Ok(()) } else { Err(format!("no LoRA adapter named {name:?}")) });
+            }
         }
+    }
+
+    fn load_adapter(&mut self, name: String, path: &std::path::Path, replace: bool) -> Result<(), String> {
+        let loads = match self.adapters.get(&name) {
+            Some(_) if !replace => {
+                return Err(format!("a LoRA adapter named {name:?} is loaded (load_inplace: true replaces it)"))
+            }
+            Some((_, label)) => label.rsplit('@').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) + 1,
+            None => 1,
+        };
+        let error = |e: rlhf_model::ModelError| format!("{}: {e}", path.display());
+        let (with_adapter, _) = self.model.load_lora(path).map_err(error)?;
+        let merged = with_adapter.merge_lora().map_err(error)?;
+        self.adapters.insert(name.clone(), (merged, format!("{name}@{loads}").into()));
+        Ok(())
     }
 
     /// The weights of the HF folder at `path`, if they fit the model being served.

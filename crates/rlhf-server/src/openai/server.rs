@@ -40,6 +40,16 @@ struct AppState {
     tok: Arc<Tokenizer>,
     opts: ServeOptions,
     context: usize,
+    /// Names of the loaded LoRA adapters: a request whose `model` is one samples with it.
+    adapters: std::sync::RwLock<std::collections::BTreeSet<String>>,
+}
+
+impl AppState {
+    /// The adapter a request's `model` names, if one of that name is loaded.
+    fn adapter(&self, model: Option<&str>) -> Option<String> {
+        let model = model?;
+        self.adapters.read().ok()?.contains(model).then(|| model.to_string())
+    }
 }
 
 struct ApiError(StatusCode, Value);
@@ -78,7 +88,12 @@ fn request_id(prefix: &str) -> String {
 }
 
 /// Queues the prompt and returns the event stream of its choices.
-fn enqueue(state: &AppState, prompt: Vec<u32>, plan: &Plan) -> Result<UnboundedReceiver<Event>, ApiError> {
+fn enqueue(
+    state: &AppState,
+    prompt: Vec<u32>,
+    plan: &Plan,
+    model: Option<&str>,
+) -> Result<UnboundedReceiver<Event>, ApiError> {
     if prompt.len() + plan.max_tokens > state.context {
         return Err(BadRequest::new(
             "max_tokens",
@@ -103,6 +118,7 @@ fn enqueue(state: &AppState, prompt: Vec<u32>, plan: &Plan) -> Result<UnboundedR
             top_logprobs: plan.top_logprobs,
             stop: plan.stop.clone(),
             first_stream: plan.first_stream,
+            adapter: state.adapter(model),
             events: tx,
         })
         .map_err(server_error)?;
@@ -202,7 +218,7 @@ async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
         .encode_chat(&messages, true)
         .map_err(|e| BadRequest::new("messages", format!("cannot apply the chat template: {e}")))?;
     let prompt_tokens = prompt.len();
-    let rx = enqueue(&state, prompt, &plan)?;
+    let rx = enqueue(&state, prompt, &plan, req.model.as_deref())?;
     let (id, created, model) = (request_id("chatcmpl"), now(), state.opts.model_name.clone());
     if plan.stream {
         let head = |extra: Value| json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": extra});
@@ -288,7 +304,7 @@ async fn completions(
         return Err(BadRequest::new("prompt", "is empty").into());
     }
     let prompt_tokens = prompt.len();
-    let rx = enqueue(&state, prompt, &plan)?;
+    let rx = enqueue(&state, prompt, &plan, req.model.as_deref())?;
     let (id, created, model) = (request_id("cmpl"), now(), state.opts.model_name.clone());
     if plan.stream {
         return Ok(sse(rx, plan.n, vec![], move |e| {
@@ -335,9 +351,14 @@ async fn completions(
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(
-        json!({"object": "list", "data": [{"id": state.opts.model_name, "object": "model", "created": 0, "owned_by": "rlhf"}]}),
-    )
+    let base = &state.opts.model_name;
+    let mut data = vec![json!({"id": base, "object": "model", "created": 0, "owned_by": "rlhf"})];
+    if let Ok(names) = state.adapters.read() {
+        data.extend(
+            names.iter().map(|n| json!({"id": n, "object": "model", "created": 0, "owned_by": "rlhf", "parent": base})),
+        );
+    }
+    Json(json!({"object": "list", "data": data}))
 }
 
 /// SGLang's `POST /pause_generation {"mode"}`: no new batch starts until `/continue_generation`.
@@ -407,12 +428,63 @@ async fn weight_version_route(State(state): State<Arc<AppState>>) -> Result<Resp
     Ok(Json(json!({"weight_version": current_version(&state).await?})).into_response())
 }
 
+/// vLLM's `POST /v1/load_lora_adapter {"lora_name", "lora_path", "load_inplace"}`: a PEFT
+/// adapter folder of the served model, merged into a copy of the weights it adapts; requests
+/// whose `model` is `lora_name` sample with it (replies label it `lora_name@n`, the n-th load).
+async fn load_adapter(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: Value = parse(body)?;
+    let field = |name: &str| {
+        body.get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::from(BadRequest::new(name, "required")))
+    };
+    let (name, path) = (field("lora_name")?, field("lora_path")?);
+    let replace = body.get("load_inplace").and_then(Value::as_bool).unwrap_or(false);
+    let (done, answer) = tokio::sync::oneshot::channel();
+    let control = Control::LoadAdapter { name: name.clone(), path: path.into(), replace, done };
+    state.engine.control(control).map_err(server_error)?;
+    match answer.await.map_err(|_| server_error("the generation engine stopped".into()))? {
+        Ok(()) => {
+            if let Ok(mut names) = state.adapters.write() {
+                names.insert(name.clone());
+            }
+            Ok(format!("Success: LoRA adapter '{name}' added successfully.").into_response())
+        }
+        Err(e) => Err(BadRequest::new("lora_path", e).into()),
+    }
+}
+
+/// vLLM's `POST /v1/unload_lora_adapter {"lora_name"}`.
+async fn unload_adapter(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: Value = parse(body)?;
+    let Some(name) = body.get("lora_name").and_then(Value::as_str).map(str::to_string) else {
+        return Err(BadRequest::new("lora_name", "required").into());
+    };
+    if let Ok(mut names) = state.adapters.write() {
+        names.remove(&name);
+    }
+    let (done, answer) = tokio::sync::oneshot::channel();
+    state.engine.control(Control::UnloadAdapter { name: name.clone(), done }).map_err(server_error)?;
+    match answer.await.map_err(|_| server_error("the generation engine stopped".into()))? {
+        Ok(()) => Ok(format!("Success: LoRA adapter '{name}' removed successfully.").into_response()),
+        Err(e) => Err(ApiError(StatusCode::NOT_FOUND, BadRequest::new("lora_name", e).body())),
+    }
+}
+
 pub fn router(model: CausalLm, tok: Tokenizer, opts: ServeOptions) -> Router {
     let context = model.config().max_position_embeddings;
     let tok = Arc::new(tok);
     let config = EngineConfig { max_batch: opts.max_batch.max(1), gather: opts.gather };
     let engine = engine::start(model, tok.clone(), config, opts.weight_version.clone());
-    let state = Arc::new(AppState { engine, tok, opts, context });
+    let state = Arc::new(AppState { engine, tok, opts, context, adapters: Default::default() });
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
@@ -422,6 +494,8 @@ pub fn router(model: CausalLm, tok: Tokenizer, opts: ServeOptions) -> Router {
         .route("/update_weights_from_disk", post(update_weights))
         .route("/get_model_info", get(model_info))
         .route("/get_weight_version", get(weight_version_route))
+        .route("/v1/load_lora_adapter", post(load_adapter))
+        .route("/v1/unload_lora_adapter", post(unload_adapter))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, json!({"error": {"message": "no such endpoint", "type": "invalid_request_error", "param": null, "code": null}})) })
         .layer(DefaultBodyLimit::max(4 << 20))
         .with_state(state)
