@@ -51,6 +51,7 @@ fn without_clock(rows: Vec<Value>) -> Vec<Value> {
                         || k.contains("per_sec")
                         || k.contains("seconds")
                         || k.starts_with("logprob_mismatch")
+                        || k.starts_with("rollout/")
                         || k == "entropy")
                 });
             }
@@ -121,6 +122,37 @@ fn grpo_samples_on_serve_workers_as_it_does_in_process() {
     assert!(err.contains("no rollout server left") && err.contains("127.0.0.1:9"), "{err}");
 }
 
+/// `max_staleness = 1`: the workers draw step s + 1 during step s's update, with the weights
+/// from before it, so every step after the first trains on rows one update behind.
+#[test]
+fn rows_drawn_during_the_update_are_one_update_behind() {
+    let (dir, model, data) = common::setup("remote-ahead");
+    let workers: Vec<common::Background> = (0..2)
+        .map(|_| common::spawn_listening(&["serve", "--model", p(&model), "--port", "0", "--precision", "fp32"]))
+        .collect();
+    let local = dir.join("local");
+    grpo(&model, &data, &local, &[]);
+    let servers = format!("rollout.servers=[\"{}/v1\", \"{}/v1\"]", workers[0].base, workers[1].base);
+    let ahead = dir.join("ahead");
+    let sets = ["--set", "rollout.engine=\"openai\"", "--set", &servers, "--set", "rollout.max_staleness=1"];
+    grpo(&model, &data, &ahead, &sets);
+    let metrics = lines(&ahead.join("metrics.jsonl"));
+    let lags: Vec<f64> = metrics.iter().filter_map(|m| m["rollout/weight_lag"].as_f64()).collect();
+    assert_eq!(lags, [0.0, 1.0, 1.0], "{metrics:?}");
+    let (a, b) = (lines(&ahead.join("samples.jsonl")), lines(&local.join("samples.jsonl")));
+    let step = |rows: &[Value], s: u64| -> Vec<Value> { rows.iter().filter(|r| r["step"] == s).cloned().collect() };
+    assert_eq!(step(&a, 1), step(&b, 1), "step 1 samples the starting weights either way");
+    // The trainer's logprobs of step 2's rows differ from the sampler's by the first update.
+    let mismatch = |rows: &[Value], s: usize| rows[s - 1]["logprob_mismatch/mean_abs"].as_f64().unwrap();
+    let local_metrics = lines(&local.join("metrics.jsonl"));
+    assert!(mismatch(&local_metrics, 2) < 1e-5, "in process, on-policy: {}", mismatch(&local_metrics, 2));
+    assert!(mismatch(&metrics, 2) > 1e-4, "one update behind: {}", mismatch(&metrics, 2));
+    // The last update drew nothing ahead: the workers hold the weights after one update.
+    for w in &workers {
+        assert_eq!(get(&w.base, "/get_weight_version")["weight_version"], "1", "{}", w.log());
+    }
+}
+
 /// A LoRA run with `sync = "vllm-lora"`: the workers get the PEFT adapter (in place, under one
 /// name that the rows ask for) instead of full weights.
 #[test]
@@ -154,11 +186,8 @@ fn remote_settings_are_checked_before_anything_runs() {
     assert!(with("rollout.servers=[]").contains("rollout.servers"));
     assert!(with("rollout.servers=[\"localhost:8000\"]").contains("must start with http://"));
     let one = "rollout.servers=[\"http://127.0.0.1:9/v1\"]";
-    let err = fails(
-        &[&base[..], &["--set", "rollout.engine=\"openai\"", "--set", one, "--set", "rollout.max_staleness=1"]]
-            .concat(),
-    );
-    assert!(err.contains("max_staleness"), "{err}");
+    let err = fails(&[&base[..], &["--set", "rollout.max_staleness=1"]].concat());
+    assert!(err.contains("max_staleness applies to rollouts on servers"), "{err}");
     let err =
         fails(&[&base[..], &["--set", "rollout.engine=\"openai\"", "--set", one, "--set", "rollout.top_k=5"]].concat());
     assert!(err.contains("top_k"), "{err}");

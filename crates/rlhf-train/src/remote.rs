@@ -14,7 +14,9 @@
 //!   `POST /pause_generation` → `POST /update_weights_from_disk {model_path, weight_version}` →
 //!   `POST /continue_generation` on each server's root (the API root without `/v1`), after
 //!   which the folder is deleted; LoRA adapters are merged into the weights first. The version label is the number of updates
-//!   the policy has had; with `max_staleness = 0` a reply that names another version is refused.
+//!   the policy has had; a reply that names another version than the one the servers were
+//!   given is refused. (`online::sampling` decides when: before each step, or with
+//!   `max_staleness ≥ 1` before drawing the next step during this step's update.)
 
 use crate::error::{Result, TrainError};
 use crate::rollout::{RolloutConfig, RolloutRow, WeightSync};
@@ -46,9 +48,6 @@ pub fn validate(cfg: &RolloutConfig) -> Result<()> {
     }
     if cfg.ignore_eos {
         return bad("rollout.ignore_eos is not part of the completions API");
-    }
-    if cfg.max_staleness != 0 {
-        return bad("rollout.max_staleness > 0 (asynchronous rollouts) is not supported yet; use 0");
     }
     if !(cfg.request_timeout_s.is_finite() && cfg.request_timeout_s > 0.0) {
         return bad("rollout.request_timeout_s must be a positive number of seconds");
@@ -273,7 +272,7 @@ fn read_row(v: &Value, expected: Option<&str>) -> std::result::Result<(Vec<u32>,
         serde_json::from_value(v.clone()).map_err(|e| format!("not a completion reply ({e})"))?;
     if let (Some(want), Some(got)) = (expected, reply.weight_version.as_deref()) {
         if want != got {
-            return Err(format!("sampled with weight version {got}, not {want} (rollout.max_staleness = 0)"));
+            return Err(format!("sampled with weight version {got}, not the {want} it was given"));
         }
     }
     let choice = reply.choices.into_iter().next().ok_or("no choices")?;

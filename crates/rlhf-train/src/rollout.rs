@@ -43,8 +43,9 @@ pub struct RolloutConfig {
     pub sync: WeightSync,
     /// A folder the servers can read the weights from (empty: `rollout-weights/` in the run folder).
     pub sync_dir: String,
-    /// Updates a sample's weights may lag behind the trainer's (0: synchronous, the only
-    /// setting so far).
+    /// Updates a sample's weights may lag behind the trainer's: 0 samples each step with the
+    /// current policy; ≥ 1 lets the servers draw the next step's rows during this step's update
+    /// (one update behind).
     pub max_staleness: usize,
     /// Seconds per request to a server.
     pub request_timeout_s: f64,
@@ -88,8 +89,14 @@ impl RolloutConfig {
                 self.tis_cap
             )));
         }
-        if self.engine == RolloutEngine::Openai {
-            crate::remote::validate(self)?;
+        match self.engine {
+            RolloutEngine::Openai => crate::remote::validate(self)?,
+            RolloutEngine::Local if self.max_staleness != 0 => {
+                return Err(crate::TrainError::Config(
+                    "rollout.max_staleness applies to rollouts on servers (engine = \"openai\"); the in-process sampler is always on-policy".into(),
+                ))
+            }
+            RolloutEngine::Local => {}
         }
         Ok(())
     }

@@ -5,11 +5,11 @@
 //! say how to checkpoint and restore). `RunInfo::resume` continues a run from a checkpoint,
 //! bit-identically.
 
+use super::sampling::{Draw, StepSampler};
 use super::{due, score_all, step_prompts, HeldOutEval, Metrics, RlPrompt, RunInfo, SampleLog, StepEnds, StepTiming};
 use crate::checkpoint;
 use crate::error::Result;
-use crate::remote::RemoteEngine;
-use crate::rollout::{self, decode_rows, PromptRef, RolloutConfig, RolloutEngine, RolloutRow, RowText};
+use crate::rollout::{self, decode_rows, PromptRef, RolloutConfig, RolloutRow, RowText};
 use crate::trainer::{StepReport, TrainConfig};
 use rlhf_data::Tokenizer;
 use rlhf_model::CausalLm;
@@ -107,42 +107,43 @@ impl OnlineLoop<'_, '_> {
             None => ends.clock.evaluate(self.eval.as_deref_mut(), self.policy, self.tokenizer, &mut ends.logger, 0)?,
         };
         let names: Vec<String> = self.sources.iter().map(|(src, _)| src.name().to_string()).collect();
-        let mut remote = match self.rollout.engine {
-            RolloutEngine::Local => None,
-            RolloutEngine::Openai => Some(RemoteEngine::new(self.rollout, run.dir)?),
-        };
+        let mut sampler = StepSampler::new(self.rollout, run.dir)?;
         let mut saved_at = resumed_at;
+        let (all_prompts, per_step, repeats, seed) =
+            (self.prompts, alg.prompts_per_step(), alg.samples_per_prompt(), plan.seed);
+        let draw = |step: u64| {
+            let (prompts, refs) = step_prompts(all_prompts, per_step, seed, step);
+            (Draw { prompts, repeats, seed: rollout::step_seed(seed, step) }, refs)
+        };
         for step in resumed_at.unwrap_or(0) + 1..=total {
             let t0 = Instant::now();
-            let (prompts, refs) = step_prompts(self.prompts, alg.prompts_per_step(), plan.seed, step);
-            let seed = rollout::step_seed(plan.seed, step);
-            let n = alg.samples_per_prompt();
-            let mut sync_secs = None;
-            let rows = match remote.as_mut() {
-                None => rollout::rollout(self.policy, &prompts, n, self.rollout, self.tokenizer, seed, &mut |_| {})?,
-                // The servers sample with the policy as it is: `step - 1` updates so far.
-                Some(engine) => match engine.sync(self.policy, step - 1).and_then(|()| {
-                    sync_secs = Some(t0.elapsed().as_secs_f64());
-                    engine.rollout(&prompts, n, self.rollout, seed)
-                }) {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        // Servers gone: keep what was trained so far, then stop.
-                        if step > 1 && saved_at != Some(step - 1) {
-                            alg.save(step - 1, total, plan.seed, &run.config)?;
-                        }
-                        return Err(e);
+            let (this, refs) = draw(step);
+            let sampled = match sampler.rows(self.policy, self.tokenizer, self.rollout, step, this) {
+                Ok(sampled) => sampled,
+                Err(e) => {
+                    // Servers gone: keep what was trained so far, then stop.
+                    if step > 1 && saved_at != Some(step - 1) {
+                        alg.save(step - 1, total, plan.seed, &run.config)?;
                     }
-                },
+                    return Err(e);
+                }
             };
+            let rows = sampled.rows;
             let rollout_secs = t0.elapsed().as_secs_f64();
             let texts = decode_rows(self.tokenizer, &rows)?;
             let (scores, mut metrics) = score_all(self.sources, &rows, &texts, &refs)?;
-            metrics.extend(sync_secs.map(|secs| ("rollout/weight_sync_seconds".to_string(), secs)));
+            if let StepSampler::Remote { .. } = sampler {
+                metrics.push(("rollout/weight_lag".into(), sampled.lag as f64));
+            }
             samples.write(step, &rows, &texts, &names, &scores)?;
             let weights = self.sources.iter().map(|(_, w)| *w).collect();
             let scored = Rollout { step, rows, texts, refs, scores, weights };
-            let stats = alg.update(&scored)?;
+            let next = (step < total && sampler.draws_ahead(self.rollout)).then(|| draw(step + 1).0);
+            let (stats, ahead_sync) = sampler.update(alg, &scored, self.policy, self.rollout, step, next)?;
+            let sync = sampled.sync_seconds.into_iter().chain(ahead_sync).sum::<f64>();
+            if let StepSampler::Remote { .. } = sampler {
+                metrics.push(("rollout/weight_sync_seconds".into(), sync));
+            }
             metrics.extend(stats.metrics);
             let tokens = scored.rows.iter().map(|r| r.response_ids.len()).sum();
             let timing = StepTiming { started: t0, rollout_secs, tokens };

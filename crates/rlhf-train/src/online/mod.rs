@@ -4,6 +4,7 @@
 //! reward source.
 
 pub mod driver;
+pub mod sampling;
 
 use crate::checkpoint::{self, CheckpointState, Fingerprint};
 use crate::error::{Result, TrainError};
