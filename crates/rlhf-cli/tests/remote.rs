@@ -8,35 +8,32 @@ use common::{fails, lines, ok, p};
 use serde_json::Value;
 use std::path::Path;
 
+/// The run every test here compares: three steps of GRPO on the tiny model, in fp32.
+const GRPO_SETTINGS: [&str; 18] = [
+    "--set",
+    "rewards=[{kind=\"regex\", pattern=\"(?s).*[a-z].*\"}]",
+    "--set",
+    "train.max_steps=3",
+    "--set",
+    "train.precision=\"fp32\"",
+    "--set",
+    "train.learning_rate=1e-3",
+    "--set",
+    "train.save_steps=0",
+    "--set",
+    "grpo.num_generations=3",
+    "--set",
+    "grpo.prompts_per_step=2",
+    "--set",
+    "rollout.max_new_tokens=6",
+    "--set",
+    "rollout.generation_batch_size=4",
+];
+
 fn grpo(model: &Path, data: &Path, run: &Path, extra: &[&str]) -> String {
     let prompts = data.join("prompts.jsonl");
-    let mut args = vec![
-        "grpo",
-        "--model",
-        p(model),
-        "--out",
-        p(run),
-        "--data",
-        p(&prompts),
-        "--set",
-        "rewards=[{kind=\"regex\", pattern=\"(?s).*[a-z].*\"}]",
-        "--set",
-        "train.max_steps=3",
-        "--set",
-        "train.precision=\"fp32\"",
-        "--set",
-        "train.learning_rate=1e-3",
-        "--set",
-        "train.save_steps=0",
-        "--set",
-        "grpo.num_generations=3",
-        "--set",
-        "grpo.prompts_per_step=2",
-        "--set",
-        "rollout.max_new_tokens=6",
-        "--set",
-        "rollout.generation_batch_size=4",
-    ];
+    let mut args = vec!["grpo", "--model", p(model), "--out", p(run), "--data", p(&prompts)];
+    args.extend(GRPO_SETTINGS);
     args.extend_from_slice(extra);
     ok(&args)
 }
@@ -151,6 +148,48 @@ fn rows_drawn_during_the_update_are_one_update_behind() {
     for w in &workers {
         assert_eq!(get(&w.base, "/get_weight_version")["weight_version"], "1", "{}", w.log());
     }
+}
+
+/// A worker killed while the run is going: its rows go to the other worker, whose draws are the
+/// same (the seeds travel with the rows), so the run ends as the in-process one does.
+#[test]
+fn a_worker_killed_mid_run_is_survived() {
+    let (dir, model, data) = common::setup("remote-kill");
+    let mut workers: Vec<common::Background> = (0..2)
+        .map(|_| common::spawn_listening(&["serve", "--model", p(&model), "--port", "0", "--precision", "fp32"]))
+        .collect();
+    let long = ["--set", "train.max_steps=100"];
+    let local = dir.join("local");
+    grpo(&model, &data, &local, &long);
+    let servers = format!("rollout.servers=[\"{}/v1\", \"{}/v1\"]", workers[0].base, workers[1].base);
+    let remote = dir.join("remote");
+    let prompts = data.join("prompts.jsonl");
+    let mut args = vec!["grpo", "--model", p(&model), "--out", p(&remote), "--data", p(&prompts)];
+    args.extend(GRPO_SETTINGS);
+    args.extend(long);
+    args.extend(["--set", "rollout.engine=\"openai\"", "--set", &servers]);
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_rlhf"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the first worker once two steps are logged.
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(remote.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(started.elapsed().as_secs() < 120, "the run never logged two steps");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    drop(workers.remove(0));
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("dropped"), "the killed worker was noticed: {stderr}");
+    let steps = lines(&remote.join("metrics.jsonl")).iter().filter(|m| m.get("step").is_some()).count();
+    assert!(steps >= 100, "{steps} steps");
+    let weights = |run: &Path| std::fs::read(run.join("final/model.safetensors")).unwrap();
+    assert_eq!(weights(&remote), weights(&local), "the same final weights");
 }
 
 /// A LoRA run with `sync = "vllm-lora"`: the workers get the PEFT adapter (in place, under one
