@@ -62,11 +62,10 @@ impl StepSampler {
                 let rows = rollout::rollout(policy, &draw.prompts, draw.repeats, cfg, tok, draw.seed, &mut |_| {})?;
                 Ok(Sampled { rows, lag: 0, sync_seconds: None })
             }
-            Self::Remote { ahead: ahead @ Some(_), .. } => {
-                let rows = ahead.take().unwrap_or_else(|| Ok(Vec::new()))?;
-                Ok(Sampled { rows, lag: 1, sync_seconds: None })
-            }
-            Self::Remote { engine, ahead: None } => {
+            Self::Remote { engine, ahead } => {
+                if let Some(drawn) = ahead.take() {
+                    return Ok(Sampled { rows: drawn?, lag: 1, sync_seconds: None });
+                }
                 let t0 = Instant::now();
                 engine.sync(policy, step - 1)?;
                 let sync_seconds = Some(t0.elapsed().as_secs_f64());
