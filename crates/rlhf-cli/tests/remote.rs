@@ -57,6 +57,21 @@ fn without_clock(rows: Vec<Value>) -> Vec<Value> {
         .collect()
 }
 
+/// The rows of `samples.jsonl` without the weight version the servers add, checking it first:
+/// step s's rows were drawn with the weights after `s - 1 - lag` updates.
+fn samples_drawn(run: &Path, lag: u64) -> Vec<Value> {
+    lines(&run.join("samples.jsonl"))
+        .into_iter()
+        .map(|mut row| {
+            let step = row["step"].as_u64().unwrap();
+            let want = (step - 1).saturating_sub(if step > 1 { lag } else { 0 });
+            assert_eq!(row["weight_version"], want, "{row}");
+            row.as_object_mut().unwrap().remove("weight_version");
+            row
+        })
+        .collect()
+}
+
 fn get(base: &str, path: &str) -> Value {
     let out = std::process::Command::new("curl").args(["-sf", &format!("{base}{path}")]).output().expect("curl");
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
@@ -77,7 +92,7 @@ fn grpo_samples_on_serve_workers_as_it_does_in_process() {
     let remote = dir.join("remote");
     grpo(&model, &data, &remote, &["--set", "rollout.engine=\"openai\"", "--set", &servers]);
 
-    assert_eq!(lines(&remote.join("samples.jsonl")), lines(&local.join("samples.jsonl")), "the same rows");
+    assert_eq!(samples_drawn(&remote, 0), lines(&local.join("samples.jsonl")), "the same rows");
     let (a, b) = (lines(&remote.join("metrics.jsonl")), lines(&local.join("metrics.jsonl")));
     assert!(a.iter().any(|m| m["rows_trained"].as_f64() > Some(0.0)), "some steps train: {a:?}");
     for (x, y) in a.iter().zip(&b) {
@@ -136,7 +151,7 @@ fn rows_drawn_during_the_update_are_one_update_behind() {
     let metrics = lines(&ahead.join("metrics.jsonl"));
     let lags: Vec<f64> = metrics.iter().filter_map(|m| m["rollout/weight_lag"].as_f64()).collect();
     assert_eq!(lags, [0.0, 1.0, 1.0], "{metrics:?}");
-    let (a, b) = (lines(&ahead.join("samples.jsonl")), lines(&local.join("samples.jsonl")));
+    let (a, b) = (samples_drawn(&ahead, 1), lines(&local.join("samples.jsonl")));
     let step = |rows: &[Value], s: u64| -> Vec<Value> { rows.iter().filter(|r| r["step"] == s).cloned().collect() };
     assert_eq!(step(&a, 1), step(&b, 1), "step 1 samples the starting weights either way");
     // The trainer's logprobs of step 2's rows differ from the sampler's by the first update.
@@ -192,6 +207,48 @@ fn a_worker_killed_mid_run_is_survived() {
     assert_eq!(weights(&remote), weights(&local), "the same final weights");
 }
 
+/// PPO and RAFT sample through the same loop: on a worker they draw the in-process rows too.
+#[test]
+fn ppo_and_raft_sample_on_workers_too() {
+    let (dir, model, data) = common::setup("remote-ppo-raft");
+    let worker = common::spawn_listening(&["serve", "--model", p(&model), "--port", "0", "--precision", "fp32"]);
+    let servers = format!("rollout.servers=[\"{}/v1\"]", worker.base);
+    let prompts = data.join("prompts.jsonl");
+    let reward = "rewards=[{kind=\"regex\", pattern=\"(?s).*[a-z].*\"}]";
+    let common = [
+        "--set",
+        reward,
+        "--set",
+        "train.precision=\"fp32\"",
+        "--set",
+        "rollout.max_new_tokens=6",
+        "--set",
+        "rollout.generation_batch_size=4",
+    ];
+    let remote = ["--set", "rollout.engine=\"openai\"", "--set", &servers];
+    for (command, own) in [
+        ("ppo", vec!["--set", "train.max_steps=2", "--set", "train.save_steps=0", "--set", "ppo.prompts_per_step=3"]),
+        (
+            "raft",
+            vec!["--set", "raft.rounds=2", "--set", "raft.prompts_per_round=3", "--set", "raft.samples_per_prompt=2"],
+        ),
+    ] {
+        let run = |name: &str, extra: &[&str]| {
+            let out = dir.join(format!("{command}-{name}"));
+            let mut args = vec![command, "--model", p(&model), "--data", p(&prompts), "--out"];
+            let out_s = p(&out).to_string();
+            args.push(&out_s);
+            args.extend(common);
+            args.extend(own.iter().copied());
+            args.extend_from_slice(extra);
+            ok(&args);
+            out
+        };
+        let (local, remote) = (run("local", &[]), run("remote", &remote));
+        assert_eq!(samples_drawn(&remote, 0), lines(&local.join("samples.jsonl")), "{command}: the same rows");
+    }
+}
+
 /// A LoRA run with `sync = "vllm-lora"`: the workers get the PEFT adapter (in place, under one
 /// name that the rows ask for) instead of full weights.
 #[test]
@@ -205,7 +262,7 @@ fn a_lora_run_syncs_its_adapter() {
     let remote = dir.join("remote");
     let sync = ["--set", "rollout.engine=\"openai\"", "--set", &servers, "--set", "rollout.sync=\"vllm-lora\""];
     grpo(&model, &data, &remote, &[&lora[..], &sync[..]].concat());
-    assert_eq!(lines(&remote.join("samples.jsonl")), lines(&local.join("samples.jsonl")), "the same rows");
+    assert_eq!(samples_drawn(&remote, 0), lines(&local.join("samples.jsonl")), "the same rows");
     let metrics = lines(&remote.join("metrics.jsonl"));
     for m in metrics.iter().filter(|m| m.get("logprob_mismatch/max_abs").is_some()) {
         // The worker samples with the adapter merged into the weights, the trainer with it apart.

@@ -381,6 +381,7 @@ mod tests {
             response_ids: vec![7, 2],
             sampler_logprobs: vec![-1.0, -2.0],
             finish: FinishReason::Eos,
+            weight_version: None,
         };
         let e = sft_example(&row, Location { path: "samples.jsonl".into(), index: RecordIndex::Line(3) });
         assert_eq!(e.input_ids, vec![1, 5, 6, 7, 2]);

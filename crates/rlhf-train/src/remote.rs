@@ -199,6 +199,7 @@ impl RemoteEngine {
                                 response_ids,
                                 sampler_logprobs,
                                 finish,
+                                weight_version: self.version,
                             }
                         });
                     let stop = row.is_err();

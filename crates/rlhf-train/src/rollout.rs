@@ -135,6 +135,9 @@ pub struct RolloutRow {
     /// The sampler's logprobs of `response_ids` (full tempered distribution).
     pub sampler_logprobs: Vec<f32>,
     pub finish: FinishReason,
+    /// Drawn by inference servers: the version of the weights they held (the policy's updates
+    /// then). `None`: sampled in process, with the policy as it is.
+    pub weight_version: Option<u64>,
 }
 
 impl RolloutRow {
@@ -192,6 +195,7 @@ pub fn rollout(
                 response_ids: resp,
                 sampler_logprobs: lps,
                 finish,
+                weight_version: None,
             });
         }
     }

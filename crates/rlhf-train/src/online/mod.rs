@@ -532,11 +532,14 @@ impl SampleLog {
                 .zip(per_source)
                 .filter_map(|(n, sc)| sc[i].note.as_ref().map(|t| (n.clone(), serde_json::json!(t))))
                 .collect();
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "step": step, "prompt_index": row.prompt_index, "response": text.response,
                 "tokens": row.response_ids.len(), "finish": format!("{:?}", row.finish).to_lowercase(),
                 "rewards": rewards, "notes": notes,
             });
+            if let Some(version) = row.weight_version {
+                line["weight_version"] = serde_json::json!(version);
+            }
             writeln!(self.file, "{line}").map_err(|e| TrainError::file(&self.path, format!("cannot write: {e}")))?;
         }
         self.file.flush().map_err(|e| TrainError::file(&self.path, format!("cannot write: {e}")))
