@@ -207,6 +207,39 @@ fn a_worker_killed_mid_run_is_survived() {
     assert_eq!(weights(&remote), weights(&local), "the same final weights");
 }
 
+/// Every worker gone mid-run: the run keeps what it trained (a checkpoint of the last complete
+/// step) and stops with an error naming the servers.
+#[test]
+fn with_every_worker_gone_the_run_checkpoints_and_stops() {
+    let (dir, model, data) = common::setup("remote-all-gone");
+    let worker = common::spawn_listening(&["serve", "--model", p(&model), "--port", "0", "--precision", "fp32"]);
+    let servers = format!("rollout.servers=[\"{}/v1\"]", worker.base);
+    let (run_dir, prompts) = (dir.join("run"), data.join("prompts.jsonl"));
+    let mut args = vec!["grpo", "--model", p(&model), "--out", p(&run_dir), "--data", p(&prompts)];
+    args.extend(GRPO_SETTINGS);
+    args.extend(["--set", "train.max_steps=100", "--set", "rollout.engine=\"openai\"", "--set", &servers]);
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_rlhf"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(run_dir.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(started.elapsed().as_secs() < 120, "the run never logged two steps");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    drop(worker);
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the run goes on without servers: {stderr}");
+    assert!(stderr.contains("no rollout server left"), "{stderr}");
+    let logged = lines(&run_dir.join("metrics.jsonl")).iter().filter(|m| m.get("step").is_some()).count();
+    let checkpoint = run_dir.join(format!("checkpoints/step-{logged:06}/state.json"));
+    assert!(checkpoint.exists(), "a checkpoint of the last logged step ({logged}): {stderr}");
+}
+
 /// PPO and RAFT sample through the same loop: on a worker they draw the in-process rows too.
 #[test]
 fn ppo_and_raft_sample_on_workers_too() {
