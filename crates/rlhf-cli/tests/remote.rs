@@ -72,6 +72,23 @@ fn samples_drawn(run: &Path, lag: u64) -> Vec<Value> {
         .collect()
 }
 
+/// Starts `rlhf args` (a run writing to `run_dir`) and returns once it has logged two steps.
+fn start_and_wait_for_two_steps(args: &[&str], run_dir: &Path) -> std::process::Child {
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_rlhf"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(run_dir.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(started.elapsed().as_secs() < 120, "the run never logged two steps");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    run
+}
+
 fn get(base: &str, path: &str) -> Value {
     let out = std::process::Command::new("curl").args(["-sf", &format!("{base}{path}")]).output().expect("curl");
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
@@ -183,19 +200,8 @@ fn a_worker_killed_mid_run_is_survived() {
     args.extend(GRPO_SETTINGS);
     args.extend(long);
     args.extend(["--set", "rollout.engine=\"openai\"", "--set", &servers]);
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_rlhf"))
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .args(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // Kill the first worker once two steps are logged.
-    let started = std::time::Instant::now();
-    while std::fs::read_to_string(remote.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 2 {
-        assert!(started.elapsed().as_secs() < 120, "the run never logged two steps");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    let run = start_and_wait_for_two_steps(&args, &remote);
     drop(workers.remove(0));
     let out = run.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -218,18 +224,7 @@ fn with_every_worker_gone_the_run_checkpoints_and_stops() {
     let mut args = vec!["grpo", "--model", p(&model), "--out", p(&run_dir), "--data", p(&prompts)];
     args.extend(GRPO_SETTINGS);
     args.extend(["--set", "train.max_steps=100", "--set", "rollout.engine=\"openai\"", "--set", &servers]);
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_rlhf"))
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .args(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while std::fs::read_to_string(run_dir.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 2 {
-        assert!(started.elapsed().as_secs() < 120, "the run never logged two steps");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    let run = start_and_wait_for_two_steps(&args, &run_dir);
     drop(worker);
     let out = run.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
