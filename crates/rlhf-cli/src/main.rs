@@ -3,6 +3,7 @@
 
 mod commands;
 mod config;
+mod data_parallel;
 mod loading;
 mod output;
 mod precision;
@@ -83,6 +84,18 @@ fn main() {
     quiet_on_broken_pipe();
     keep_freed_memory();
     let cli = Cli::parse();
+    let world = match rlhf_dist::init() {
+        Ok(world) => world,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let rank_stderr = data_parallel::quiet_other_ranks(&world);
+    if let Err(e) = data_parallel::check_command(&cli.command, &world) {
+        data_parallel::report(rank_stderr.as_ref(), &world, &format!("error: {e}"));
+        std::process::exit(2);
+    }
     let result = match cli.command {
         Command::Generate(a) => commands::model::generate::run(a),
         Command::Logprobs(a) => commands::model::logprobs::run(a),
@@ -109,7 +122,7 @@ fn main() {
         Command::ServeBench(a) => commands::model::serve::bench(a),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        data_parallel::report(rank_stderr.as_ref(), &world, &format!("error: {e:#}"));
         // 2 for how the command was called or configured (as clap does for flags), 1 for failures.
         let usage = e.chain().any(|cause| cause.downcast_ref::<config::UsageError>().is_some());
         std::process::exit(if usage { 2 } else { 1 });

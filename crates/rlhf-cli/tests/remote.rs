@@ -8,32 +8,10 @@ use common::{fails, lines, ok, p};
 use serde_json::Value;
 use std::path::Path;
 
-/// The run every test here compares: three steps of GRPO on the tiny model, in fp32.
-const GRPO_SETTINGS: [&str; 18] = [
-    "--set",
-    "rewards=[{kind=\"regex\", pattern=\"(?s).*[a-z].*\"}]",
-    "--set",
-    "train.max_steps=3",
-    "--set",
-    "train.precision=\"fp32\"",
-    "--set",
-    "train.learning_rate=1e-3",
-    "--set",
-    "train.save_steps=0",
-    "--set",
-    "grpo.num_generations=3",
-    "--set",
-    "grpo.prompts_per_step=2",
-    "--set",
-    "rollout.max_new_tokens=6",
-    "--set",
-    "rollout.generation_batch_size=4",
-];
-
 fn grpo(model: &Path, data: &Path, run: &Path, extra: &[&str]) -> String {
     let prompts = data.join("prompts.jsonl");
     let mut args = vec!["grpo", "--model", p(model), "--out", p(run), "--data", p(&prompts)];
-    args.extend(GRPO_SETTINGS);
+    args.extend(common::TINY_GRPO);
     args.extend_from_slice(extra);
     ok(&args)
 }
@@ -197,7 +175,7 @@ fn a_worker_killed_mid_run_is_survived() {
     let remote = dir.join("remote");
     let prompts = data.join("prompts.jsonl");
     let mut args = vec!["grpo", "--model", p(&model), "--out", p(&remote), "--data", p(&prompts)];
-    args.extend(GRPO_SETTINGS);
+    args.extend(common::TINY_GRPO);
     args.extend(long);
     args.extend(["--set", "rollout.engine=\"openai\"", "--set", &servers]);
     // Kill the first worker once two steps are logged.
@@ -222,7 +200,7 @@ fn with_every_worker_gone_the_run_checkpoints_and_stops() {
     let servers = format!("rollout.servers=[\"{}/v1\"]", worker.base);
     let (run_dir, prompts) = (dir.join("run"), data.join("prompts.jsonl"));
     let mut args = vec!["grpo", "--model", p(&model), "--out", p(&run_dir), "--data", p(&prompts)];
-    args.extend(GRPO_SETTINGS);
+    args.extend(common::TINY_GRPO);
     args.extend(["--set", "train.max_steps=100", "--set", "rollout.engine=\"openai\"", "--set", &servers]);
     let run = start_and_wait_for_two_steps(&args, &run_dir);
     drop(worker);

@@ -37,7 +37,7 @@ pub trait StopCondition {
 /// rollout of the training examples among them, take one pass as before.
 pub const PREFILL_CHUNK: usize = 512;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FinishReason {
     Eos,
     Stop,

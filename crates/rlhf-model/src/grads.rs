@@ -86,6 +86,12 @@ impl GradSink {
         }
     }
 
+    /// Whether the buffer of `name` holds f64 (a model trained in f64), so a caller that must
+    /// touch it in place picks the right element type.
+    pub fn holds_f64(&self, name: &str) -> bool {
+        self.slots.lock().map(|s| s.get(name).is_some_and(|x| matches!(x.data, GradData::F64(_)))).unwrap_or(false)
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.slots.lock().map(|s| s.get(name).is_some_and(|x| x.valid)).unwrap_or(false)
     }

@@ -22,7 +22,7 @@ pub struct Sample<'a> {
 }
 
 /// A source's verdict on one sample.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Score {
     /// The sequence-level reward; `None` = this source cannot score the sample (it is left out
     /// of group statistics, as TRL does with a reward function that returns None).

@@ -76,7 +76,52 @@ pub fn step_dir_name(step: u64) -> String {
 
 /// Writes a checkpoint into `root/step-NNNNNN` and keeps only the newest `keep_last` (0 = all).
 /// Without an optimiser (RAFT starts a fresh one every round) only the parameters are written.
+///
+/// Data-parallel: every rank calls it; the ranks first prove they hold the same parameters
+/// (a digest of every bit), then rank 0 alone writes, and the others wait until it has, so a
+/// rank killed afterwards leaves a checkpoint the whole group can resume from.
 pub fn save(
+    root: &Path,
+    params: &[(String, Var)],
+    optimizer: Option<&AdamW>,
+    state: &CheckpointState,
+    keep_last: usize,
+) -> Result<PathBuf> {
+    let world = rlhf_dist::world();
+    if world.size() == 1 {
+        return write(root, params, optimizer, state, keep_last);
+    }
+    rlhf_dist::check_agreement(world, &format!("the parameters at step {}", state.step), params_digest(params)?)?;
+    let written = if world.is_writer() {
+        write(root, params, optimizer, state, keep_last)
+    } else {
+        Ok(root.join(step_dir_name(state.step)))
+    };
+    // Every rank learns whether rank 0 managed, so none goes on alone.
+    let ok = rlhf_dist::all_gather(world, &written.is_ok())?;
+    if !ok[0] && world.rank() != 0 {
+        return Err(TrainError::file(root, format!("rank 0 could not write the checkpoint of step {}", state.step)));
+    }
+    written
+}
+
+/// FNV-1a over every parameter's name and bits (a word at a time), in order.
+fn params_digest(params: &[(String, Var)]) -> Result<u64> {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut mix = |w: u64| h = (h ^ w).wrapping_mul(0x100_0000_01b3);
+    for (name, var) in params {
+        name.bytes().for_each(|b| mix(b as u64));
+        let t = var.as_tensor().flatten_all()?;
+        if t.dtype() == candle_core::DType::F64 {
+            t.to_vec1::<f64>()?.iter().for_each(|x| mix(x.to_bits()));
+        } else {
+            t.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?.iter().for_each(|x| mix(x.to_bits() as u64));
+        }
+    }
+    Ok(h)
+}
+
+fn write(
     root: &Path,
     params: &[(String, Var)],
     optimizer: Option<&AdamW>,

@@ -19,6 +19,8 @@ pub enum TrainError {
     Data(#[from] rlhf_data::DataError),
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
+    #[error(transparent)]
+    Dist(#[from] rlhf_dist::DistError),
 }
 
 impl TrainError {

@@ -29,6 +29,34 @@ pub fn accumulate(sink: &GradSink, store: &GradStore, params: &[(String, Var)]) 
     Ok(())
 }
 
+/// Sums the gradients of `params` in `sink` across the ranks of `world` (data-parallel runs):
+/// afterwards every rank holds the global batch's gradient. A parameter this rank has no
+/// gradient for (its slice touched no row of it) joins with zeros. One call per parameter: the
+/// backend splits large ones into buckets, and per-call latency is far below a step.
+pub fn all_reduce(sink: &GradSink, params: &[(String, Var)], world: &dyn rlhf_dist::Collective) -> Result<()> {
+    let dist = |e: rlhf_dist::DistError| candle_core::Error::Msg(e.to_string());
+    for (name, var) in params {
+        let mut outcome = Ok(());
+        if sink.holds_f64(name) {
+            sink.accumulate::<f64>(name, var.dims(), |buf, stale| {
+                if stale {
+                    buf.fill(0.0);
+                }
+                outcome = world.all_reduce_sum_f64(buf);
+            })?;
+        } else {
+            sink.accumulate::<f32>(name, var.dims(), |buf, stale| {
+                if stale {
+                    buf.fill(0.0);
+                }
+                outcome = rlhf_dist::all_reduce_timed(world, buf);
+            })?;
+        }
+        outcome.map_err(dist)?;
+    }
+    Ok(())
+}
+
 /// The L2 norm of all gradients of `params` together (f64 sum of squares). Non-finite if any
 /// gradient element is NaN or infinite.
 pub fn global_norm(grads: &Grads, params: &[(String, Var)]) -> Result<f64> {

@@ -20,7 +20,7 @@ use crate::metric_keys as keys;
 use crate::online::driver::{OnlineAlgorithm, OnlineLoop, Rollout, StepStats};
 use crate::online::{self, HeldOutEval, PolicyObjective, PolicyRow, RlPrompt, RunInfo, Session};
 use crate::policy_loss::ClipConfig;
-use crate::rollout::{self, response_logprobs_rows, RolloutConfig, RolloutRow};
+use crate::rollout::{self, sharded_logprobs, RolloutConfig, RolloutRow};
 use crate::stats;
 use crate::trainer::{StepReport, TrainConfig};
 use candle_core::Var;
@@ -238,7 +238,7 @@ impl GrpoUpdate<'_, '_> {
         let ref_logp = match self.reference {
             Some(reference) if cfg.beta != 0.0 || cfg.max_kl > 0.0 => {
                 let (pad, fb) = (self.tokenizer.pad_id(), roll.forward_batch_size);
-                let lp = response_logprobs_rows(reference, &pairs, pad, roll.temperature, fb)?;
+                let lp = sharded_logprobs(reference, &pairs, pad, roll.temperature, fb)?;
                 let seq_kl: Vec<f64> = rows.iter().zip(&lp).map(|(r, l)| sequence_kl(KlEstimator::K1, r, l)).collect();
                 let kl = stats::mean(&seq_kl);
                 metrics.push((keys::KL_SEQUENCE.into(), kl));
@@ -255,7 +255,7 @@ impl GrpoUpdate<'_, '_> {
         let multi_pass = cfg.num_iterations > 1 || cfg.num_minibatches > 1;
         let old: Option<Vec<Vec<f64>>> = if multi_pass {
             let kept: Vec<(&[u32], &[u32])> = keep.iter().map(|&i| pairs[i]).collect();
-            Some(response_logprobs_rows(
+            Some(sharded_logprobs(
                 self.policy,
                 &kept,
                 self.tokenizer.pad_id(),

@@ -4,6 +4,8 @@
 
 /// Seconds of a whole step (online: rollout + update).
 pub const STEP_TIME: &str = "step_time";
+/// Data-parallel runs: seconds of the step spent summing gradients across ranks.
+pub const ALL_REDUCE_SECONDS: &str = "dist/all_reduce_seconds";
 /// Seconds of an online step's update (after the rollout).
 pub const UPDATE_SECONDS: &str = "update/seconds";
 /// Tokens an online update trained on (prompt + response, every pass).

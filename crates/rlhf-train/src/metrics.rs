@@ -26,8 +26,13 @@ pub enum MetricsError {
 const RESERVED: [&str; 2] = ["step", "time"];
 
 pub struct MetricsLogger {
-    jsonl: BufWriter<File>,
     jsonl_path: PathBuf,
+    /// `None` on the ranks of a data-parallel run other than rank 0, which alone writes.
+    files: Option<Files>,
+}
+
+struct Files {
+    jsonl: BufWriter<File>,
     events: EventWriter,
 }
 
@@ -46,12 +51,15 @@ impl MetricsLogger {
     }
 
     fn open(run_dir: &Path, resumed_at: Option<u64>) -> Result<Self, MetricsError> {
+        let jsonl_path = run_dir.join("metrics.jsonl");
+        if !rlhf_dist::world().is_writer() {
+            return Ok(Self { jsonl_path, files: None });
+        }
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| MetricsError::Io { path, source }
         };
         fs::create_dir_all(run_dir).map_err(io_err(run_dir))?;
-        let jsonl_path = run_dir.join("metrics.jsonl");
         let tb_dir = run_dir.join("tb");
         match resumed_at {
             Some(step) => cut_after_step(&jsonl_path, step).map_err(io_err(&jsonl_path))?,
@@ -67,15 +75,15 @@ impl MetricsLogger {
             events.add_restart(step + 1, time).map_err(io_err(events.path()))?;
             events.flush().map_err(io_err(&tb_dir))?;
         }
-        Ok(Self { jsonl: BufWriter::new(jsonl), jsonl_path, events })
+        Ok(Self { jsonl_path, files: Some(Files { jsonl: BufWriter::new(jsonl), events }) })
     }
 
     pub fn jsonl_path(&self) -> &Path {
         &self.jsonl_path
     }
 
-    pub fn event_file_path(&self) -> &Path {
-        self.events.path()
+    pub fn event_file_path(&self) -> Option<&Path> {
+        self.files.as_ref().map(|f| f.events.path())
     }
 
     /// Writes `{"step": .., "time": .., name: value, ..}` (names in the given order; NaN and ±inf become
@@ -93,23 +101,24 @@ impl MetricsLogger {
             line.push_str(&format!(", {name}: {}", json_number(value)));
         }
         line.push_str("}\n");
-        self.jsonl.write_all(line.as_bytes()).map_err(self.jsonl_error())?;
-        self.events.add_scalars(step, time, metrics).map_err(self.events_error())?;
+        let jsonl_error = self.jsonl_error();
+        let Some(files) = self.files.as_mut() else { return Ok(()) };
+        files.jsonl.write_all(line.as_bytes()).map_err(jsonl_error)?;
+        let path = files.events.path().to_path_buf();
+        files.events.add_scalars(step, time, metrics).map_err(|source| MetricsError::Io { path, source })?;
         self.flush()
     }
 
     pub fn flush(&mut self) -> Result<(), MetricsError> {
-        self.jsonl.flush().map_err(self.jsonl_error())?;
-        self.events.flush().map_err(self.events_error())
+        let jsonl_error = self.jsonl_error();
+        let Some(files) = self.files.as_mut() else { return Ok(()) };
+        files.jsonl.flush().map_err(jsonl_error)?;
+        let path = files.events.path().to_path_buf();
+        files.events.flush().map_err(|source| MetricsError::Io { path, source })
     }
 
     fn jsonl_error(&self) -> impl FnOnce(io::Error) -> MetricsError {
         let path = self.jsonl_path.clone();
-        move |source| MetricsError::Io { path, source }
-    }
-
-    fn events_error(&self) -> impl FnOnce(io::Error) -> MetricsError {
-        let path = self.events.path().to_path_buf();
         move |source| MetricsError::Io { path, source }
     }
 }
@@ -208,7 +217,7 @@ mod tests {
         assert!(raw.starts_with("{\"step\": 1, \"time\": "), "{raw}");
         assert!(raw.lines().next().unwrap().ends_with(", \"loss\": 2.5, \"lr\": 1e-5}"), "{raw}");
 
-        let events = read_events(logger.event_file_path());
+        let events = read_events(logger.event_file_path().unwrap());
         assert_eq!(events.len(), 3, "version record + one per log call");
         assert_eq!(events[1].step, 1);
         assert_eq!(events[1].scalars, vec![("loss".to_string(), 2.5), ("lr".to_string(), 1e-5)]);
@@ -228,7 +237,7 @@ mod tests {
             for step in 1..=3 {
                 logger.log(step, &[("loss", 4.0 - step as f64)]).unwrap();
             }
-            logger.event_file_path().to_path_buf()
+            logger.event_file_path().unwrap().to_path_buf()
         };
         // Killed mid-line after step 3; the checkpoint is at step 2.
         let jsonl = dir.join("metrics.jsonl");
@@ -236,12 +245,12 @@ mod tests {
 
         let mut logger = MetricsLogger::resume(&dir, 2).unwrap();
         logger.log(3, &[("loss", 0.5)]).unwrap();
-        assert_ne!(logger.event_file_path(), first_events);
+        assert_ne!(logger.event_file_path().unwrap(), first_events);
         assert_eq!(fs::read_dir(dir.join("tb")).unwrap().count(), 2);
         let steps: Vec<(u64, f64)> =
             read_lines(&jsonl).iter().map(|l| (l["step"].as_u64().unwrap(), l["loss"].as_f64().unwrap())).collect();
         assert_eq!(steps, vec![(1, 3.0), (2, 2.0), (3, 0.5)], "each step once, the repeated one from the resume");
-        let events = read_events(logger.event_file_path());
+        let events = read_events(logger.event_file_path().unwrap());
         assert_eq!((events[1].step, events[1].session_status), (3, Some(1)), "restart marker at step 3");
         assert_eq!(events[2].scalars, vec![("loss".to_string(), 0.5)]);
 

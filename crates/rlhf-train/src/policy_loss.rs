@@ -46,7 +46,7 @@ pub struct PolicyLossInputs<'a> {
 }
 
 /// Host-side sums and counts of one or more micro-batches.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PolicyStats {
     pub tokens: usize,
     /// ratio < 1 − ε_low with A < 0 (the clip removes the gradient).

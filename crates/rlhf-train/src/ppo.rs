@@ -13,9 +13,11 @@ use crate::error::{Result, TrainError};
 use crate::kl::{kl_value, KlController, KlControllerConfig, KlEstimator, KlPlacement};
 use crate::metric_keys as keys;
 use crate::online::driver::{OnlineAlgorithm, OnlineLoop, Rollout, StepStats};
-use crate::online::{self, HeldOutEval, Metrics, PolicyObjective, PolicyRow, RlPrompt, RunInfo, Session};
+use crate::online::{
+    self, HeldOutEval, Metrics, PolicyObjective, PolicyRankStats, PolicyRow, RlPrompt, RunInfo, Session,
+};
 use crate::policy_loss::{clipped_value_loss, explained_variance, ClipConfig};
-use crate::rollout::{self, response_logprobs_rows, split_rows, to_f64, RolloutConfig, RolloutRow};
+use crate::rollout::{self, sharded_logprobs, split_rows, to_f64, RolloutConfig, RolloutRow};
 use crate::stats;
 use crate::trainer::{MicroOutput, Objective, StepReport, TrainConfig};
 use candle_core::{DType, Tensor, Var};
@@ -125,7 +127,7 @@ pub struct ValueObjective<'a> {
 }
 
 /// Host-side sums of the value loss over the micro-batches since the objective was made.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ValueStats {
     /// Σ of the micro-batches' clipped value losses (before `vf_coef`).
     pub loss_sum: f64,
@@ -155,6 +157,23 @@ impl Objective for ValueObjective<'_> {
 
     fn evaluate(&mut self, _eval: &[ValueRow]) -> Result<Vec<(String, f64)>> {
         Ok(Vec::new())
+    }
+
+    fn take_rank_stats(&mut self) -> Option<Vec<u8>> {
+        rlhf_dist::encode(&std::mem::take(&mut self.stats)).ok()
+    }
+
+    fn merge_rank_stats(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stats.merge(&rlhf_dist::decode(bytes)?);
+        Ok(())
+    }
+}
+
+impl ValueStats {
+    pub fn merge(&mut self, other: &Self) {
+        self.loss_sum += other.loss_sum;
+        self.clipped += other.clipped;
+        self.tokens += other.tokens;
     }
 }
 
@@ -214,6 +233,18 @@ impl Objective for PpoObjective<'_> {
 
     fn evaluate(&mut self, _eval: &[PpoRow]) -> Result<Vec<(String, f64)>> {
         Ok(Vec::new())
+    }
+
+    fn take_rank_stats(&mut self) -> Option<Vec<u8>> {
+        let both = (self.policy.take_sums(), std::mem::take(&mut self.value.stats));
+        rlhf_dist::encode(&both).ok()
+    }
+
+    fn merge_rank_stats(&mut self, bytes: &[u8]) -> Result<()> {
+        let (policy, value): (PolicyRankStats, ValueStats) = rlhf_dist::decode(bytes)?;
+        self.policy.merge_sums(&policy);
+        self.value.stats.merge(&value);
+        Ok(())
     }
 }
 
@@ -419,9 +450,11 @@ impl<'a> PpoUpdate<'a, '_> {
             rows.iter().map(|r| (r.prompt_ids.as_slice(), r.response_ids.as_slice())).collect();
         let fb = roll.forward_batch_size;
         Ok(Passes {
-            old: response_logprobs_rows(self.policy, &pairs, pad, roll.temperature, fb)?,
-            reference: response_logprobs_rows(self.reference, &pairs, pad, roll.temperature, fb)?,
-            values: critic_values(&self.critic, &pairs, pad, fb)?,
+            old: sharded_logprobs(self.policy, &pairs, pad, roll.temperature, fb)?,
+            reference: sharded_logprobs(self.reference, &pairs, pad, roll.temperature, fb)?,
+            values: rlhf_dist::shard_map(rlhf_dist::world(), pairs.len(), |of| {
+                critic_values(&self.critic, &pairs[of], pad, fb)
+            })?,
         })
     }
 

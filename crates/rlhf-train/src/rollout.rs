@@ -11,7 +11,7 @@ use candle_core::{DType, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rlhf_data::Tokenizer;
-use rlhf_model::{generate, response_logprobs_packed, CausalLm, FinishReason, GenerationConfig, SamplingParams};
+use rlhf_model::{generate_rows, response_logprobs_packed, CausalLm, FinishReason, RowSpec, SamplingParams};
 use rlhf_reward::{RewardSource, Sample, Score};
 use serde::{Deserialize, Serialize};
 
@@ -125,7 +125,7 @@ impl Default for RolloutConfig {
 }
 
 /// One sampled response.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RolloutRow {
     /// Index of the prompt in the step's prompt list (rows of one prompt are contiguous).
     pub prompt_index: usize,
@@ -165,33 +165,62 @@ pub fn rollout(
     seed: u64,
     on_tokens: &mut dyn FnMut(usize),
 ) -> Result<Vec<RolloutRow>> {
-    let rows: Vec<(usize, Vec<u32>)> =
-        prompts.iter().enumerate().flat_map(|(i, p)| std::iter::repeat_n((i, p.to_vec()), repeats.max(1))).collect();
-    let chunk = if cfg.generation_batch_size == 0 { rows.len().max(1) } else { cfg.generation_batch_size };
-    let mut out = Vec::with_capacity(rows.len());
-    let mut done_tokens = 0usize;
-    for (c, part) in rows.chunks(chunk).enumerate() {
-        let gen_cfg = GenerationConfig {
-            max_new_tokens: cfg.max_new_tokens,
-            sampling: SamplingParams {
+    rollout_of(policy, prompts, repeats, cfg, tok, seed, 0..prompts.len() * repeats.max(1), on_tokens)
+}
+
+/// Rows `rows` of [`rollout`] (row `g` answers prompt `g / repeats`), each drawn with the random
+/// stream it has there: seed `seed + g / B` and stream `g % B` (B = `generation_batch_size`),
+/// whichever rows share its batch. So data-parallel ranks that each sample a share of the rows
+/// draw what one process would.
+#[allow(clippy::too_many_arguments)]
+pub fn rollout_of(
+    policy: &CausalLm,
+    prompts: &[&[u32]],
+    repeats: usize,
+    cfg: &RolloutConfig,
+    tok: &Tokenizer,
+    seed: u64,
+    rows: std::ops::Range<usize>,
+    on_tokens: &mut dyn FnMut(usize),
+) -> Result<Vec<RolloutRow>> {
+    let repeats = repeats.max(1);
+    let chunk =
+        if cfg.generation_batch_size == 0 { (prompts.len() * repeats).max(1) } else { cfg.generation_batch_size };
+    let rows: Vec<(usize, RowSpec)> = rows
+        .map(|g| {
+            let i = g / repeats;
+            let sampling = SamplingParams {
                 temperature: cfg.temperature,
                 top_k: cfg.top_k,
                 top_p: cfg.top_p,
-                seed: seed.wrapping_add(c as u64),
-            },
-            eos_token_ids: if cfg.ignore_eos { Vec::new() } else { tok.eos_ids() },
-            pad_token_id: tok.pad_id(),
-        };
-        let ids: Vec<Vec<u32>> = part.iter().map(|(_, p)| p.clone()).collect();
+                seed: seed.wrapping_add((g / chunk) as u64),
+            };
+            let spec = RowSpec {
+                prompt: prompts[i].to_vec(),
+                sampling,
+                stream: (g % chunk) as u64,
+                max_new_tokens: cfg.max_new_tokens,
+                top_logprobs: 0,
+            };
+            (i, spec)
+        })
+        .collect();
+    let eos = if cfg.ignore_eos { Vec::new() } else { tok.eos_ids() };
+    let mut out = Vec::with_capacity(rows.len());
+    let mut done_tokens = 0usize;
+    for part in rows.chunks(chunk) {
+        let specs: Vec<RowSpec> = part.iter().map(|(_, r)| r.clone()).collect();
         let live = part.len();
-        let g = generate(policy, &ids, &gen_cfg, None, &mut |steps| on_tokens(done_tokens + steps * live))?;
+        let g = generate_rows(policy, &specs, &eos, tok.pad_id(), None, &mut |steps| {
+            on_tokens(done_tokens + steps * live)
+        })?;
         done_tokens += g.response_ids.iter().map(Vec::len).sum::<usize>();
-        for (((i, p), (resp, lps)), finish) in
+        for (((i, spec), (resp, lps)), finish) in
             part.iter().zip(g.response_ids.into_iter().zip(g.response_logprobs)).zip(g.finish)
         {
             out.push(RolloutRow {
                 prompt_index: *i,
-                prompt_ids: p.clone(),
+                prompt_ids: spec.prompt.clone(),
                 response_ids: resp,
                 sampler_logprobs: lps,
                 finish,
@@ -229,6 +258,20 @@ pub fn response_logprobs_rows(
         out.extend(split_rows(&to_f64(&lp)?, part.iter().map(|(_, r)| r.len())));
     }
     Ok(out)
+}
+
+/// [`response_logprobs_rows`] with the rows split across data-parallel ranks (each computes its
+/// share; every rank gets all of them). One process computes them all.
+pub fn sharded_logprobs(
+    model: &CausalLm,
+    rows: &[(&[u32], &[u32])],
+    pad_id: u32,
+    temperature: f64,
+    forward_batch: usize,
+) -> Result<Vec<Vec<f64>>> {
+    rlhf_dist::shard_map(rlhf_dist::world(), rows.len(), |of| {
+        response_logprobs_rows(model, &rows[of], pad_id, temperature, forward_batch)
+    })
 }
 
 /// Splits a flat vector into rows of the given lengths.
@@ -331,7 +374,7 @@ pub fn minibatches(n: usize, size: usize, seed: u64) -> Vec<Vec<usize>> {
 
 /// Sampler-vs-trainer logprob mismatch, summed token by token. Nonzero only through
 /// top-k/top-p truncation or numerical drift (docs/ARCHITECTURE.md, detail 30).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LogprobMismatch {
     pub sum_abs: f64,
     pub max_abs: f64,
@@ -358,6 +401,13 @@ impl LogprobMismatch {
             self.tokens += 1;
             self.outside_10pct += usize::from(!(0.9..=1.1).contains(&(x - s).exp()));
         }
+    }
+
+    pub fn merge(&mut self, other: &Self) {
+        self.sum_abs += other.sum_abs;
+        self.max_abs = self.max_abs.max(other.max_abs);
+        self.tokens += other.tokens;
+        self.outside_10pct += other.outside_10pct;
     }
 
     /// Mean |Δ| (0 over no tokens).

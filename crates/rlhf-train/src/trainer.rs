@@ -161,6 +161,15 @@ pub trait Objective {
     fn normaliser(&self, batch: &[&Self::Example]) -> f64;
     fn micro_loss(&mut self, micro: &[&Self::Example], normaliser: f64) -> Result<MicroOutput>;
     fn evaluate(&mut self, eval: &[Self::Example]) -> Result<Vec<(String, f64)>>;
+    /// Statistics the objective sums over micro-batches itself (outside [`MicroOutput`]), taken
+    /// out: a data-parallel batch merges every rank's part back with [`Self::merge_rank_stats`],
+    /// so they describe the global batch. `None`: it keeps none.
+    fn take_rank_stats(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+    fn merge_rank_stats(&mut self, _stats: &[u8]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What the loop reports after every step (for progress bars).
@@ -262,6 +271,9 @@ pub fn train<O: Objective>(
             (keys::STEP_TIME.into(), secs),
         ];
         row.extend(stats.iter().map(|(n, s, w)| (n.clone(), s / w.max(1e-300))));
+        if rlhf_dist::world().size() > 1 {
+            row.push((keys::ALL_REDUCE_SECONDS.into(), rlhf_dist::take_all_reduce_seconds()));
+        }
         log(&mut logger, done, &row)?;
         on_step(&StepReport {
             step: done,
@@ -297,15 +309,23 @@ pub struct BatchOutcome {
 /// Forward + backward of `batch` in micro-batches of `micro` examples, leaving the batch's
 /// gradient in the model's gradient sink: each micro-batch loss is divided by the *batch's*
 /// normaliser, so the sum of micro-batch gradients is the whole batch's gradient (docs/ARCHITECTURE.md, detail 7).
+///
+/// Data-parallel (more than one rank in [`rlhf_dist::world`]): every rank holds the same global
+/// batch and takes its contiguous share of it ([`rlhf_dist::shard`]); the gradients, the loss,
+/// the token count and the statistics are then summed across ranks, so every rank leaves with
+/// what one process would have computed, up to the order of the float additions.
 pub fn accumulate_batch<O: Objective>(
     obj: &mut O,
     batch: &[&O::Example],
     micro: usize,
     params: &[(String, Var)],
 ) -> Result<BatchOutcome> {
+    let world = rlhf_dist::world();
     let norm = obj.normaliser(batch);
+    let earlier = if world.size() > 1 { obj.take_rank_stats() } else { None };
+    let mine = &batch[rlhf_dist::shard(batch.len(), world.rank(), world.size())];
     let mut out = BatchOutcome { loss: 0.0, tokens: 0, stats: Vec::new() };
-    for chunk in batch.chunks(micro.max(1)) {
+    for chunk in mine.chunks(micro.max(1)) {
         let m = obj.micro_loss(chunk, norm)?;
         let value = m.loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
@@ -320,7 +340,42 @@ pub fn accumulate_batch<O: Objective>(
         out.tokens += m.tokens;
         merge_stats(&mut out.stats, m.stats);
     }
+    if world.size() > 1 {
+        sum_across_ranks(obj, &mut out, earlier, params, world)?;
+    }
     Ok(out)
+}
+
+/// The data-parallel half of [`accumulate_batch`]: gradients, loss, tokens and statistics of
+/// every rank summed on every rank (statistics merged in rank order, the same on all).
+fn sum_across_ranks<O: Objective>(
+    obj: &mut O,
+    out: &mut BatchOutcome,
+    earlier: Option<Vec<u8>>,
+    params: &[(String, Var)],
+    world: &dyn rlhf_dist::Collective,
+) -> Result<()> {
+    let empty = GradStore::default();
+    let sink =
+        obj.model().grads(&empty).sink.ok_or_else(|| TrainError::Config("the model has no gradient sink".into()))?;
+    grad_accum::all_reduce(sink, params, world)?;
+    let mut totals = [out.loss, out.tokens as f64];
+    world.all_reduce_sum_f64(&mut totals)?;
+    out.loss = totals[0];
+    out.tokens = totals[1] as usize;
+    let mut stats = Vec::new();
+    for part in rlhf_dist::all_gather(world, &std::mem::take(&mut out.stats))? {
+        merge_stats(&mut stats, part);
+    }
+    out.stats = stats;
+    let parts = rlhf_dist::all_gather(world, &obj.take_rank_stats())?;
+    if let Some(earlier) = earlier {
+        obj.merge_rank_stats(&earlier)?;
+    }
+    for part in parts.into_iter().flatten() {
+        obj.merge_rank_stats(&part)?;
+    }
+    Ok(())
 }
 
 /// Clips the accumulated gradient to `max_grad_norm` (global L2 norm), takes one AdamW step at

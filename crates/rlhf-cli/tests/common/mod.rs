@@ -161,3 +161,26 @@ pub fn fake_chat_endpoint(reply: impl Fn(&Value, Option<&str>) -> String + Send 
     });
     base
 }
+
+/// Three steps of GRPO on the tiny model in fp32 (2 prompts × 3 samples a step): the run the
+/// remote-rollout and data-parallel tests compare against one in-process run.
+pub const TINY_GRPO: [&str; 18] = [
+    "--set",
+    "rewards=[{kind=\"regex\", pattern=\"(?s).*[a-z].*\"}]",
+    "--set",
+    "train.max_steps=3",
+    "--set",
+    "train.precision=\"fp32\"",
+    "--set",
+    "train.learning_rate=1e-3",
+    "--set",
+    "train.save_steps=0",
+    "--set",
+    "grpo.num_generations=3",
+    "--set",
+    "grpo.prompts_per_step=2",
+    "--set",
+    "rollout.max_new_tokens=6",
+    "--set",
+    "rollout.generation_batch_size=4",
+];

@@ -64,12 +64,28 @@ pub struct PolicyObjective<'m> {
 }
 
 /// Truncated importance sampling since the last take.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TisStats {
     pub weight_sum: f64,
     /// Tokens whose weight the cap lowered.
     pub capped: usize,
     pub tokens: usize,
+}
+
+impl TisStats {
+    pub fn merge(&mut self, other: &Self) {
+        self.weight_sum += other.weight_sum;
+        self.capped += other.capped;
+        self.tokens += other.tokens;
+    }
+}
+
+/// What a [`PolicyObjective`] sums over micro-batches, as data-parallel ranks exchange it.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+pub struct PolicyRankStats {
+    pub policy: PolicyStats,
+    pub mismatch: LogprobMismatch,
+    pub tis: TisStats,
 }
 
 impl<'m> PolicyObjective<'m> {
@@ -157,6 +173,21 @@ impl<'m> PolicyObjective<'m> {
         Ok(loss)
     }
 
+    /// Everything [`Self::take_stats`] reports, taken out as one record (reset here).
+    pub fn take_sums(&mut self) -> PolicyRankStats {
+        PolicyRankStats {
+            policy: std::mem::take(&mut self.stats),
+            mismatch: std::mem::take(&mut self.mismatch),
+            tis: std::mem::take(&mut self.tis),
+        }
+    }
+
+    pub fn merge_sums(&mut self, part: &PolicyRankStats) {
+        self.stats.merge(&part.policy);
+        self.mismatch.merge(&part.mismatch);
+        self.tis.merge(&part.tis);
+    }
+
     pub fn take_stats(&mut self) -> Vec<(String, f64)> {
         let mut rows = std::mem::take(&mut self.stats).rows();
         let mismatch = std::mem::take(&mut self.mismatch);
@@ -205,6 +236,15 @@ impl Objective for PolicyObjective<'_> {
 
     fn evaluate(&mut self, _eval: &[PolicyRow]) -> Result<Vec<(String, f64)>> {
         Ok(Vec::new())
+    }
+
+    fn take_rank_stats(&mut self) -> Option<Vec<u8>> {
+        rlhf_dist::encode(&self.take_sums()).ok()
+    }
+
+    fn merge_rank_stats(&mut self, bytes: &[u8]) -> Result<()> {
+        self.merge_sums(&rlhf_dist::decode(bytes)?);
+        Ok(())
     }
 }
 
@@ -370,6 +410,9 @@ impl StepEnds {
             ("elapsed_seconds".into(), self.clock.elapsed()),
             ("train_seconds".into(), self.clock.train_seconds()),
         ]);
+        if rlhf_dist::world().size() > 1 {
+            metrics.push((keys::ALL_REDUCE_SECONDS.into(), rlhf_dist::take_all_reduce_seconds()));
+        }
         let get = |m: &[(String, f64)], k: &str| m.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, v)| *v);
         let update_secs = secs - timing.rollout_secs;
         let update_tokens = get(&metrics, keys::UPDATE_TOKENS);
@@ -477,7 +520,11 @@ pub fn score_all(
     let mut per_source = Vec::with_capacity(sources.len());
     let mut metrics = Vec::new();
     for (src, _) in sources.iter_mut() {
-        let scores = score_rows(src.as_mut(), rows, texts, refs)?;
+        // Data-parallel: each rank scores its share of the rows (a reward model's forward
+        // passes split like the sampling), and every rank gets all the scores.
+        let scores = rlhf_dist::shard_map(rlhf_dist::world(), rows.len(), |of| {
+            score_rows(src.as_mut(), &rows[of.clone()], &texts[of], refs)
+        })?;
         let vals: Vec<f64> = scores.iter().filter_map(|x| x.value).collect();
         metrics.push((format!("reward/{}", src.name()), mean(&vals)));
         per_source.push(scores);
@@ -489,7 +536,8 @@ pub fn score_all(
 /// and the sources' notes (why a program failed, what the verifier read), so what the policy
 /// does — and how it is being rewarded — can be read, not guessed from curves.
 pub struct SampleLog {
-    file: std::io::BufWriter<std::fs::File>,
+    /// `None` on data-parallel ranks other than rank 0, which alone writes.
+    file: Option<std::io::BufWriter<std::fs::File>>,
     path: PathBuf,
 }
 
@@ -502,6 +550,9 @@ impl SampleLog {
     /// before, so a resumed run logs each step once.
     pub fn open(dir: &Path, resumed_at: Option<u64>) -> Result<Self> {
         let path = dir.join("samples.jsonl");
+        if !rlhf_dist::world().is_writer() {
+            return Ok(Self { file: None, path });
+        }
         if let Some(step) = resumed_at {
             cut_samples(&path, step)?;
         }
@@ -513,7 +564,7 @@ impl SampleLog {
             .truncate(resumed_at.is_none())
             .open(&path)
             .map_err(|e| TrainError::file(&path, format!("cannot open: {e}")))?;
-        Ok(Self { file: std::io::BufWriter::new(file), path })
+        Ok(Self { file: Some(std::io::BufWriter::new(file)), path })
     }
 
     pub fn write(
@@ -524,6 +575,7 @@ impl SampleLog {
         names: &[String],
         per_source: &[Vec<Score>],
     ) -> Result<()> {
+        let Some(file) = self.file.as_mut() else { return Ok(()) };
         for (i, (row, text)) in rows.iter().zip(texts).enumerate() {
             let rewards: serde_json::Map<String, serde_json::Value> =
                 names.iter().zip(per_source).map(|(n, sc)| (n.clone(), serde_json::json!(sc[i].value))).collect();
@@ -540,9 +592,9 @@ impl SampleLog {
             if let Some(version) = row.weight_version {
                 line["weight_version"] = serde_json::json!(version);
             }
-            writeln!(self.file, "{line}").map_err(|e| TrainError::file(&self.path, format!("cannot write: {e}")))?;
+            writeln!(file, "{line}").map_err(|e| TrainError::file(&self.path, format!("cannot write: {e}")))?;
         }
-        self.file.flush().map_err(|e| TrainError::file(&self.path, format!("cannot write: {e}")))
+        file.flush().map_err(|e| TrainError::file(&self.path, format!("cannot write: {e}")))
     }
 }
 

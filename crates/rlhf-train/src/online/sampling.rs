@@ -36,6 +36,13 @@ pub enum StepSampler {
 
 impl StepSampler {
     pub fn new(cfg: &RolloutConfig, run_dir: &Path) -> Result<Self> {
+        let ranks = rlhf_dist::world().size();
+        if cfg.engine == RolloutEngine::Openai && ranks > 1 {
+            return Err(crate::TrainError::Config(format!(
+                "rollout.engine = \"openai\" with {ranks} data-parallel ranks: inference servers serve one trainer; \
+                 run it as one process, or sample in process (rollout.engine = \"local\")"
+            )));
+        }
         Ok(match cfg.engine {
             RolloutEngine::Local => Self::Local,
             RolloutEngine::Openai => Self::Remote { engine: Box::new(RemoteEngine::new(cfg, run_dir)?), ahead: None },
@@ -59,7 +66,12 @@ impl StepSampler {
     ) -> Result<Sampled> {
         match self {
             Self::Local => {
-                let rows = rollout::rollout(policy, &draw.prompts, draw.repeats, cfg, tok, draw.seed, &mut |_| {})?;
+                // Data-parallel: each rank samples its share of the rows, and every rank gets
+                // all of them.
+                let n = draw.prompts.len() * draw.repeats.max(1);
+                let rows = rlhf_dist::shard_map(rlhf_dist::world(), n, |of| {
+                    rollout::rollout_of(policy, &draw.prompts, draw.repeats, cfg, tok, draw.seed, of, &mut |_| {})
+                })?;
                 Ok(Sampled { rows, lag: 0, sync_seconds: None })
             }
             Self::Remote { engine, ahead } => {

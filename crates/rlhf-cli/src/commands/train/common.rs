@@ -185,6 +185,9 @@ pub fn prepare_run_dir<T: Serialize>(out: &str, config: &T, resume: bool) -> Res
             dir.display()
         );
     }
+    if !rlhf_dist::world().is_writer() {
+        return Ok(dir); // rank 0 writes the folder
+    }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating run folder {}", dir.display()))?;
     let path = dir.join("config.toml");
     if !(resume && path.exists()) {
@@ -313,6 +316,9 @@ pub fn print_metrics(title: &str, metrics: &[(String, f64)]) {
 /// adapter folder (LoRA), with the tokenizer either way.
 pub fn save_final(t: &Trainable, tok: &Tokenizer, dir: &Path) -> Result<PathBuf> {
     let out = dir.join("final");
+    if !rlhf_dist::world().is_writer() {
+        return Ok(out);
+    }
     if t.lora {
         t.model.save_lora(&out).with_context(|| format!("saving adapters to {}", out.display()))?;
     } else {

@@ -80,8 +80,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let stats = reward_stats(&t.model, head.as_tensor(), tok.pad_id(), reference, cfg.eval_batch_size)?;
     let trunk = if t.lora { t.model.merge_lora().context("merging LoRA adapters")? } else { t.model.detached()? };
     let out = dir.join("final");
-    save_sequence_classifier(&trunk, head.as_tensor(), Some(stats), tok.pad_id(), &out)?;
-    tok.save_hf(&out)?;
+    if rlhf_dist::world().is_writer() {
+        save_sequence_classifier(&trunk, head.as_tensor(), Some(stats), tok.pad_id(), &out)?;
+        tok.save_hf(&out)?;
+    }
     println!(
         "reward: {} steps; reward mean {:.4} std {:.4} over {} responses; model in {}",
         outcome.steps,

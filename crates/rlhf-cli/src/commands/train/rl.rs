@@ -188,6 +188,9 @@ pub fn print_eval(title: &str, rows: &[(String, f64)]) {
 /// Prints the held-out curve of a run from its `metrics.jsonl`: step, minutes of training
 /// (without evaluation time), wall minutes, and every `eval/reward/…` value.
 pub fn print_curve(dir: &Path) -> Result<()> {
+    if !rlhf_dist::world().is_writer() {
+        return Ok(()); // only rank 0 has the metrics file
+    }
     let path = dir.join("metrics.jsonl");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut printed_header = false;
