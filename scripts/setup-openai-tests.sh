@@ -23,18 +23,9 @@ if installed; then
   exit 0
 fi
 
-if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-  # shellcheck source=apt-install.sh
-  . "$root/scripts/apt-install.sh"
-  apt_install python3-venv
-fi
-
-# A venv left half-made (no python, or no pip) is made anew.
-if [ ! -x "$py" ] || ! "$py" -m pip --version >/dev/null 2>&1; then
-  rm -rf "$venv"
-  mkdir -p "$root/target"
-  python3 -m venv "$venv"
-fi
+# shellcheck source=python-venv.sh
+. "$root/scripts/python-venv.sh"
+usable_venv "$venv"
 echo "installing openai $OPENAI_VERSION in $venv"
 "$py" -m pip install -q --disable-pip-version-check --no-input "openai==$OPENAI_VERSION"
 installed || { echo "error: openai $OPENAI_VERSION did not install in $venv" >&2; exit 1; }

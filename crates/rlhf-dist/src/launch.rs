@@ -39,7 +39,7 @@ pub fn init() -> Result<World> {
                 comm.rank, comm.size
             )));
         }
-        set_world(Box::new(comm))?;
+        set_world(backend(comm)?)?;
         Ok(World { _universe: Some(universe), rank, size })
     }
     #[cfg(not(feature = "mpi"))]
@@ -49,6 +49,25 @@ pub fn init() -> Result<World> {
             "this process is rank {rank} of {size} of an MPI launch, but this rlhf was built without MPI; \
              build it with `cargo build --release --features mpi` (scripts/setup-mpi.sh installs Open MPI)"
         )))
+    }
+}
+
+/// `RLHF_COLLECTIVE`: what sums the gradients — `nccl` (the default of an `nccl` build) or
+/// `mpi`.
+#[cfg(feature = "mpi")]
+fn backend(comm: crate::mpi_backend::Mpi) -> Result<Box<dyn crate::Collective>> {
+    let wanted = std::env::var("RLHF_COLLECTIVE").unwrap_or_default();
+    match wanted.as_str() {
+        "mpi" => Ok(Box::new(comm)),
+        #[cfg(feature = "nccl")]
+        "" | "nccl" => Ok(Box::new(crate::nccl_backend::start(comm)?)),
+        #[cfg(not(feature = "nccl"))]
+        "" => Ok(Box::new(comm)),
+        #[cfg(not(feature = "nccl"))]
+        "nccl" => Err(DistError::Launch(
+            "RLHF_COLLECTIVE=nccl needs a build with `--features rlhf-cli/nccl` (scripts/setup-cuda-build.sh)".into(),
+        )),
+        other => Err(DistError::Launch(format!("RLHF_COLLECTIVE={other:?}: expected \"mpi\" or \"nccl\""))),
     }
 }
 

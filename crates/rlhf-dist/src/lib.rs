@@ -13,6 +13,8 @@
 mod launch;
 #[cfg(feature = "mpi")]
 mod mpi_backend;
+#[cfg(feature = "nccl")]
+mod nccl_backend;
 
 pub use launch::{init, launched_ranks, World};
 
