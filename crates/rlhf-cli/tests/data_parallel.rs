@@ -46,34 +46,31 @@ fn run_ok(mut cmd: Command) -> Output {
     out
 }
 
-fn weights(run: &Path) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(run.join("final/model.safetensors"), &candle_core::Device::Cpu).unwrap()
+fn load(file: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(file, &candle_core::Device::Cpu).unwrap()
 }
 
-/// The largest |a − b| over every parameter (the two runs must hold the same names).
-fn max_difference(a: &Path, b: &Path) -> f32 {
-    let (a, b) = (weights(a), weights(b));
-    assert_eq!(a.len(), b.len());
-    let mut worst = 0f32;
-    for (name, x) in &a {
-        let y = &b[name];
-        let d = (x - y).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-        worst = worst.max(d);
-    }
-    worst
-}
-
-fn moved(run: &Path, model: &Path) -> f32 {
-    let start: HashMap<String, Tensor> =
-        candle_core::safetensors::load(model.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
-    let end = weights(run);
-    start
-        .iter()
-        .filter_map(|(n, x)| Some((x, end.get(n)?)))
+/// The largest |x − y| over the parameters both sets name.
+fn largest_change(xs: &HashMap<String, Tensor>, ys: &HashMap<String, Tensor>) -> f32 {
+    xs.iter()
+        .filter_map(|(n, x)| Some((x, ys.get(n)?)))
         .map(|(x, y)| {
             (x - y).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
         })
         .fold(0.0, f32::max)
+}
+
+/// The largest |a − b| over every parameter of two runs' final models (the same names).
+fn max_difference(a: &Path, b: &Path) -> f32 {
+    let (a, b) = (load(&a.join("final/model.safetensors")), load(&b.join("final/model.safetensors")));
+    assert_eq!(a.len(), b.len());
+    assert!(a.keys().all(|n| b.contains_key(n)), "the same parameters");
+    largest_change(&a, &b)
+}
+
+/// How far a run's final model moved from the model it started from.
+fn moved(run: &Path, model: &Path) -> f32 {
+    largest_change(&load(&model.join("model.safetensors")), &load(&run.join("final/model.safetensors")))
 }
 
 fn column(run: &Path, key: &str) -> Vec<f64> {

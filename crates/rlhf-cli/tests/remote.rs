@@ -52,13 +52,7 @@ fn samples_drawn(run: &Path, lag: u64) -> Vec<Value> {
 
 /// Starts `rlhf args` (a run writing to `run_dir`) and returns once it has logged two steps.
 fn start_and_wait_for_two_steps(args: &[&str], run_dir: &Path) -> std::process::Child {
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_rlhf"))
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = common::spawn(args);
     let started = std::time::Instant::now();
     while std::fs::read_to_string(run_dir.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 2 {
         assert!(started.elapsed().as_secs() < 120, "the run never logged two steps");

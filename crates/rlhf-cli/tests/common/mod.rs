@@ -82,15 +82,20 @@ impl Drop for Background {
     }
 }
 
-pub fn spawn_listening(args: &[&str]) -> Background {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rlhf"))
+/// Starts `rlhf args` in the background, its stderr piped (stdout discarded).
+pub fn spawn(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_rlhf"))
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+pub fn spawn_listening(args: &[&str]) -> Background {
+    use std::io::BufRead;
+    let mut child = spawn(args);
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let (tx, rx) = std::sync::mpsc::channel();
     let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
